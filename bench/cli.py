@@ -1,0 +1,134 @@
+"""Command line: ``python -m bench run | list | report | perf``.
+
+Bad input exits with status 2 and one line that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bench.config import ConfigError, RunConfig, default_data_root
+
+EXIT_USAGE = 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run`` and ``perf``; protocol flags default to the task's own values."""
+    parser.add_argument("--task", required=True, help="task name (see `python -m bench list`)")
+    g = parser.add_argument_group("protocol (defaults: the task's, see `python -m bench list`)")
+    g.add_argument("--rounds", type=int, help="number of rounds T")
+    g.add_argument("--initial", type=int, help="labeled samples at round 1")
+    g.add_argument("--increment", type=int, help="samples added after each round")
+    g.add_argument("--epochs", type=int, help="training epochs per round")
+    g.add_argument("--batch-size", type=int, help="mini-batch size")
+    g.add_argument("--lr", type=float, help="Adam learning rate")
+    g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep training F across rounds as the paper did (default), or re-initialise "
+                        "it to the repeat's initial weights every round (--no-warm-start)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r derives its own")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument("--subset", type=positive_int,
+                        help="use N random pool samples and at most N test samples (quick runs, CI)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help=f"data folder (default: $BENCH_DATA, else {default_data_root()})")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="never download missing data; fail with a message instead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run strategies on a task with the progressive protocol")
+    add_protocol_args(run)
+    run.add_argument("--strategy", required=True,
+                     help="a strategy name, a comma-separated list, or `all` (all that apply)")
+    run.add_argument("--repeats", type=positive_int, default=1, help="repeats (paired across strategies)")
+    run.add_argument("--out", type=Path, help="output folder (default: a new one under results/runs/)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a strategy option (e.g. alpha=2.0), passed to every strategy that accepts it")
+
+    sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
+
+    report = sub.add_parser("report", help="rebuild table.csv, table.md and curves.png from rounds.csv")
+    report.add_argument("runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task)")
+    report.add_argument("--out", type=Path, help="where to write (default: the single run folder)")
+
+    perf = sub.add_parser("perf", help="measure training throughput and wall time per round")
+    add_protocol_args(perf)
+    perf.add_argument("--strategy", default="random", help="strategy whose selection is timed too")
+    return parser
+
+
+def parse_options(items: list[str]) -> dict[str, object]:
+    """``["alpha=2", "measure=margin"]`` -> ``{"alpha": 2, "measure": "margin"}`` (numbers parsed)."""
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r} is not KEY=VALUE (e.g. --option alpha=2.0)")
+        value: object = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                pass
+        options[key.replace("-", "_")] = value
+    return options
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        task=args.task, strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
+        rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, repeats=getattr(args, "repeats", 1), seed=args.seed,
+        device=args.device, warm_start=args.warm_start, subset=args.subset,
+        data_root=args.data_root or default_data_root(), download=args.download,
+        out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
+        strategy_options=parse_options(getattr(args, "option", [])),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.report import ReportError
+    from tasks.base import DataNotFoundError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from bench.listing import listing
+
+            print(listing())
+        elif args.command == "run":
+            from bench.runner import execute
+
+            out = execute(run_config(args))
+            print(f"results in {out}")
+        elif args.command == "report":
+            from bench.report import read_rounds, write_report
+
+            if args.out is None and len(args.runs) != 1:
+                raise ReportError("several inputs: pass --out DIR for the combined report")
+            out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
+            for path in write_report(read_rounds(args.runs), out):
+                print(path)
+        elif args.command == "perf":
+            from bench.perf import perf
+
+            print(perf(run_config(args)))
+    except (ConfigError, DataNotFoundError, ReportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,91 @@
+"""Run configuration, its validation, and where data and caches live by default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.base import Protocol
+
+
+class ConfigError(ValueError):
+    """A run that cannot work as configured; the message names the problem and the fix."""
+
+
+def cache_root() -> Path:
+    """Per-user cache folder: ``$BENCH_CACHE``, else ``$XDG_CACHE_HOME/latent-bench``."""
+    if os.environ.get("BENCH_CACHE"):
+        return Path(os.environ["BENCH_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "latent-bench"
+
+
+def default_data_root() -> Path:
+    """Where tasks look for data: ``$BENCH_DATA``, else ``<cache root>/data``."""
+    if os.environ.get("BENCH_DATA"):
+        return Path(os.environ["BENCH_DATA"]).expanduser()
+    return cache_root() / "data"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; ``None`` protocol fields take the task's defaults."""
+
+    task: str
+    strategies: list[str]
+    rounds: int | None = None
+    initial: int | None = None
+    increment: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    repeats: int = 1
+    seed: int = 0
+    device: str = "auto"
+    warm_start: bool = True
+    subset: int | None = None
+    data_root: Path = field(default_factory=default_data_root)
+    download: bool = True
+    out: Path | None = None
+    quiet: bool = False
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+
+    def protocol(self, defaults: Protocol) -> Protocol:
+        """The task's default protocol with this config's overrides."""
+        return defaults.replace(rounds=self.rounds, initial=self.initial, increment=self.increment,
+                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; "
+                          "use --device cpu (or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
+    """Refuse impossible sizes: non-positive values, or a budget larger than the pool."""
+    for name in ("rounds", "initial", "epochs", "batch_size"):
+        if getattr(protocol, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(protocol, name)})")
+    if protocol.increment < 0:
+        raise ConfigError(f"--increment must be non-negative (got {protocol.increment})")
+    if protocol.lr <= 0:
+        raise ConfigError(f"--lr must be positive (got {protocol.lr})")
+    budget = protocol.initial + (protocol.rounds - 1) * protocol.increment
+    if budget > pool_size:
+        raise ConfigError(
+            f"impossible sizes: initial + (rounds - 1) * increment = {protocol.initial} + "
+            f"({protocol.rounds} - 1) * {protocol.increment} = {budget} labeled samples, but {where} "
+            f"has only {pool_size}; lower --initial, --increment or --rounds"
+            + (", or raise --subset" if "subset" in where else "")
+        )

@@ -1,0 +1,26 @@
+"""The text of ``python -m bench list``: tasks, strategies, and the strategy x task matrix."""
+
+from __future__ import annotations
+
+from strategies import STRATEGIES
+from tasks import TASKS
+
+
+def listing() -> str:
+    tasks = {name: TASKS.create(name) for name in TASKS.names()}
+    strategies = {name: STRATEGIES.get(name) for name in STRATEGIES.names()}
+    width = max(map(len, [*tasks, *strategies]))
+    lines = ["tasks:"]
+    for name, task in tasks.items():
+        p = task.protocol
+        lines.append(f"  {name:<{width}}  {task.description}")
+        lines.append(f"  {'':<{width}}  defaults: --initial {p.initial} --increment {p.increment} "
+                     f"--rounds {p.rounds} --epochs {p.epochs} --batch-size {p.batch_size} --lr {p.lr:g}")
+    lines += ["", "strategies:"]
+    lines += [f"  {name:<{width}}  {cls.description}" for name, cls in strategies.items()]
+    lines += ["", "which strategy applies to which task (x = applies, - = needs what the task lacks):"]
+    lines.append(f"  {'':<{width}}  " + "  ".join(f"{t:^{max(len(t), 3)}}" for t in tasks))
+    for name, cls in strategies.items():
+        cells = ["-" if cls.missing(task) else "x" for task in tasks.values()]
+        lines.append(f"  {name:<{width}}  " + "  ".join(f"{c:^{max(len(t), 3)}}" for c, t in zip(cells, tasks)))
+    return "\n".join(lines)

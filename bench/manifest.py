@@ -1,0 +1,76 @@
+"""The run manifest: configuration, seeds, versions, device, git commit, start and end times."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("latent-bench", "torch", "torchvision", "numpy", "scipy", "pandas", "seaborn",
+            "modAL-python", "scikit-fem")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> dict[str, Any] | None:
+    """The commit of the source tree this package runs from, and whether it has local changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads(),
+                            "cpu": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
+    """The manifest written when a run starts (``status: running``)."""
+    return {
+        "status": "running",
+        "started": now(),
+        "finished": None,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "config": asdict(plan.config),
+        "task": plan.task.name,
+        "strategies": plan.strategy_names,
+        "protocol": asdict(plan.protocol),
+        "repeat_seeds": repeat_seeds,
+        "data": data_sizes,
+        "versions": package_versions(),
+        "device": device_info(plan.device),
+        "host": socket.gethostname(),
+        "git": git_commit(),
+    }

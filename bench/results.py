@@ -1,0 +1,133 @@
+"""What a run writes as it goes: ``rounds.csv`` rows, labeled sets (``labeled.npz``), manifest.
+
+Rows are appended and flushed one round at a time and the other files are replaced atomically,
+so a killed run keeps every finished round.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROUND_COLUMNS = [
+    "task", "strategy", "repeat", "seed", "round", "n_labeled", "metric", "value",
+    "train_s", "select_s", "label_s",
+]
+EXTRA_COLUMNS = ["eval_s", "n_synthetic", "n_rejected"]
+
+
+@dataclass
+class RoundRecord:
+    """One row of ``rounds.csv``: the metric after training in round ``round`` of one repeat.
+
+    ``select_s`` and ``label_s`` are the seconds spent choosing and labeling the samples that
+    joined the training set for this round (for round 1: the initial set); ``train_s`` and
+    ``eval_s`` the seconds spent training F this round and scoring it on the test set.
+    ``n_rejected`` counts synthesized candidates the labeler refused while building the set.
+    """
+
+    task: str
+    strategy: str
+    repeat: int
+    seed: int
+    round: int
+    n_labeled: int
+    metric: str
+    value: float
+    train_s: float
+    select_s: float
+    label_s: float
+    eval_s: float
+    n_synthetic: int = 0
+    n_rejected: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row.update(row.pop("extra"))
+        return row
+
+
+class RoundsWriter:
+    """Appends :class:`RoundRecord` rows to ``rounds.csv``, flushing after each row."""
+
+    def __init__(self, path: Path, extra_metrics: list[str]) -> None:
+        self.path = Path(path)
+        self.columns = ROUND_COLUMNS + EXTRA_COLUMNS + list(extra_metrics)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
+        if new:
+            self._writer.writeheader()
+            self._file.flush()
+
+    def write(self, record: RoundRecord) -> None:
+        row = record.row()
+        for key in ("train_s", "select_s", "label_s", "eval_s"):
+            row[key] = round(row[key], 4)
+        self._writer.writerow(row)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "RoundsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class LabeledLog:
+    """The labeled set of every (strategy, repeat, round), saved to one ``.npz``.
+
+    Keys are ``"<strategy>/repeat<r>/round<t>"``; values are the pool indices trained on in that
+    round, in the order they were added, with -1 for each synthesized sample. Synthesized
+    samples' latent codes, when a strategy reports them, are under ``".../latents"``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.arrays: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def key(strategy: str, repeat: int, round: int) -> str:
+        return f"{strategy}/repeat{repeat}/round{round}"
+
+    def add(self, strategy: str, repeat: int, round: int, indices: np.ndarray) -> None:
+        self.arrays[self.key(strategy, repeat, round)] = np.asarray(indices, dtype=np.int64)
+
+    def add_latents(self, strategy: str, repeat: int, latents: np.ndarray) -> None:
+        self.arrays[f"{strategy}/repeat{repeat}/latents"] = np.asarray(latents, dtype=np.float32)
+
+    def save(self) -> None:
+        """Write every array added so far (replacing the previous file atomically)."""
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **self.arrays)
+
+        _atomic_write(self.path, write)
+
+
+def load_labeled(path: Path) -> dict[str, np.ndarray]:
+    """Read a ``labeled.npz`` back as a dict (key layout as in :class:`LabeledLog`)."""
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    _atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n"))

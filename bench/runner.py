@@ -1,0 +1,78 @@
+"""Runs a validated plan: repeats x strategies, writing outputs as rounds finish."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bench.config import ConfigError, RunConfig
+from bench.loop import Plan, initial_indices, initial_weights, load_data, plan_run, repeat_seed, run_progressive
+from bench.manifest import now, start_manifest
+from bench.report import write_report
+from bench.results import LabeledLog, RoundRecord, RoundsWriter, write_json
+
+
+def prepare_out(out: Path | None, task: str) -> Path:
+    """Create the output folder (default: a new one under ``results/runs/``) and check it is
+    writable and holds no earlier run."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("results") / "runs" / f"{task}-{stamp}"
+        suffix = 1
+        while out.exists():
+            out = out.with_name(f"{task}-{stamp}-{suffix}")
+            suffix += 1
+    out = Path(out)
+    if (out / "rounds.csv").exists():
+        raise ConfigError(f"--out {out} already holds a run (rounds.csv); choose a new folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write to --out {out} ({err.strerror or err}); "
+                          f"choose a folder you can write to") from None
+    return out
+
+
+def execute(config: RunConfig) -> Path:
+    """Validate ``config``, run every (repeat, strategy), and write all outputs; returns the folder."""
+    plan = plan_run(config)
+    data = load_data(plan)
+    out = prepare_out(config.out, plan.task.name)
+    run_plan(plan, data, out)
+    return out
+
+
+def run_plan(plan: Plan, data, out: Path) -> None:
+    config, protocol = plan.config, plan.protocol
+    seeds = [repeat_seed(config.seed, r) for r in range(config.repeats)]
+    sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
+    manifest = start_manifest(plan, seeds, sizes)
+    write_json(out / "manifest.json", manifest)
+    labeled = LabeledLog(out / "labeled.npz")
+    progress = tqdm(total=config.repeats * len(plan.strategies) * protocol.rounds, unit="round",
+                    disable=config.quiet, desc=plan.task.name)
+    with RoundsWriter(out / "rounds.csv", plan.task.extra_metrics()) as writer:
+        for repeat, seed in enumerate(seeds):
+            init_idx = initial_indices(seed, len(data.pool_x), protocol.initial)
+            init_state = initial_weights(plan.task, seed)
+            for strategy in plan.strategies:
+
+                def on_round(record: RoundRecord, sources) -> None:
+                    writer.write(record)
+                    labeled.add(record.strategy, record.repeat, record.round, sources)
+                    progress.set_postfix_str(f"repeat {record.repeat} {record.strategy} t={record.round} "
+                                             f"{record.metric}={record.value:.4g}")
+                    progress.update()
+
+                run_progressive(plan, data, strategy, repeat, seed, init_idx, init_state, on_round)
+                labeled.save()
+    progress.close()
+    write_report(pd.read_csv(out / "rounds.csv"), out)
+    manifest.update(status="complete", finished=now())
+    write_json(out / "manifest.json", manifest)

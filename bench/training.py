@@ -1,0 +1,59 @@
+"""Training and batched inference of the target model F on tensors that live on the device."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def train_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> int:
+    """Train ``model`` for ``epochs`` passes over (x, y) in shuffled mini-batches.
+
+    Shuffling draws from ``generator`` (a CPU generator), so runs are reproducible. A trailing
+    batch of a single sample is skipped (batch norm cannot train on it). Returns the number of
+    samples seen.
+    """
+    model.train()
+    n = len(x)
+    seen = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(x.device)
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            if len(batch) < 2 and n > 1:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            seen += len(batch)
+    return seen
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: Tensor,
+    batch_size: int = 1024,
+    fn: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """``fn(batch)`` (default: ``model(batch)``) with ``model`` in eval mode, over all of ``x`` in
+    batches, concatenated ([N, ...])."""
+    fn = fn or model
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)

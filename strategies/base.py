@@ -1,0 +1,120 @@
+"""The interface between the harness and a sampling strategy.
+
+Each round the harness hands a strategy a :class:`SelectionContext` (the trained target model,
+the unlabeled pool, the current training set, a seeded RNG) and asks ``select(context, k)``
+for ``k`` pool indices, or for ``k`` new synthesized inputs. Pool labels are never visible here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bench.training import predict
+from tasks.base import Capability, Task
+
+
+@dataclass
+class SelectionContext:
+    """What a strategy may look at when it selects; built fresh by the harness every round.
+
+    ``model`` is F after this round's training; strategies must not change its parameters.
+    ``labeled`` holds the pool indices already labeled (in the order they were added);
+    ``train_x``/``train_y`` are the whole current training set, synthesized samples included.
+    """
+
+    task: Task
+    model: nn.Module
+    pool_x: Tensor  # [N, ...] on device
+    labeled: np.ndarray  # int64 [n_labeled_from_pool]
+    train_x: Tensor  # [n_train, ...] on device
+    train_y: Tensor  # [n_train, ...] on device
+    rng: np.random.Generator  # seeded per (repeat, strategy)
+    round: int  # t of the round just trained (1-based)
+    batch_size: int  # for batched inference
+    generative: Any = None  # the task's trained generative model, when the strategy needs one
+    label_inputs: Callable[[Tensor], Any] | None = None  # labels synthetic inputs (timed as label_s)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pool_x.device
+
+    @property
+    def unlabeled(self) -> np.ndarray:
+        """Pool indices not yet labeled, ascending (int64)."""
+        mask = np.ones(len(self.pool_x), dtype=bool)
+        mask[self.labeled] = False
+        return np.flatnonzero(mask)
+
+    @cached_property
+    def pool_probabilities(self) -> Tensor:
+        """Softmax of F over the whole pool, float32 [N, C] on device (computed once per round)."""
+        softmax = lambda b: torch.softmax(self.model(b).float(), dim=1)  # noqa: E731
+        return predict(self.model, self.pool_x, self.batch_size, softmax)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """F's penultimate features of ``x``, float32 [len(x), d] on device."""
+        return predict(self.model, x, self.batch_size, lambda b: self.model.embed(b).flatten(1).float())
+
+    @cached_property
+    def pool_embeddings(self) -> Tensor:
+        """F's penultimate features of the whole pool [N, d] (computed once per round)."""
+        return self.embed(self.pool_x)
+
+
+@dataclass
+class Selection:
+    """A strategy's answer: pool ``indices`` (int64 [k]) or synthesized ``inputs`` [k, ...].
+
+    A strategy that synthesizes inputs and labels them through ``context.label_inputs`` returns
+    their ``targets`` too, with ``n_rejected`` counting candidates the labeler refused.
+    ``latents`` optionally records where synthesized inputs came from (for audit).
+    """
+
+    indices: np.ndarray | None = None
+    inputs: Tensor | None = None
+    targets: Tensor | None = None
+    latents: Tensor | None = None
+    n_rejected: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.indices is None) == (self.inputs is None):
+            raise ValueError("a Selection holds either pool indices or synthesized inputs")
+        if self.indices is not None:
+            self.indices = np.asarray(self.indices, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.inputs)
+
+
+class Strategy(ABC):
+    """A sampling strategy. Subclass it, set ``name``/``description``/``requires``, implement
+    :meth:`select`, and decorate the class with ``@register_strategy("name")``.
+
+    Constructor keyword arguments are the strategy's options (e.g. ``alpha``); the harness passes
+    the ones the user set that the constructor accepts.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+
+    @abstractmethod
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        """Propose ``k`` new samples to label, given the state after round ``context.round``."""
+
+    def initial(self, context: SelectionContext, k: int) -> Selection | None:
+        """The round-1 set; ``None`` (the default) takes the harness's shared random initial set."""
+        return None
+
+    @classmethod
+    def missing(cls, task: Task) -> list[Capability]:
+        """The capabilities this strategy needs that ``task`` lacks (empty when it applies)."""
+        return [c for c in Capability if c in cls.requires and c not in task.capabilities]

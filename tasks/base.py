@@ -1,0 +1,122 @@
+"""The interface between the harness and a task: data, target model F, loss, metric, defaults.
+
+A task never knows a strategy; it declares the :class:`Capability` set it provides, and each
+strategy declares the capabilities it requires, so the harness can refuse a pair before any work.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class Capability(str, enum.Enum):
+    """Something a strategy may need and a task may provide; the value reads in error messages."""
+
+    PROBABILITIES = "class probabilities from the target model"
+    EMBEDDINGS = "embeddings from the target model (F.embed)"
+    GENERATIVE = "a generative model (encoder E and generator G)"
+    SYNTHETIC_LABELS = "a labeler for synthetic inputs"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A task's data is missing; the message says where the task looked and how to provide it."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The task's headline metric: its name (a ``rounds.csv`` value), direction and display."""
+
+    name: str
+    higher_is_better: bool
+    label: str  # axis label, e.g. "accuracy (%)"
+    decimals: int = 1  # digits shown in table.md
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Defaults of the progressive protocol for a task; every CLI flag can override them."""
+
+    initial: int  # labeled samples at round 1
+    increment: int  # samples added after each round
+    rounds: int  # T
+    epochs: int  # training epochs per round
+    batch_size: int
+    lr: float  # Adam learning rate
+
+    def replace(self, **overrides) -> "Protocol":
+        """A copy with the non-None ``overrides`` applied."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Protocol(**values)
+
+
+@dataclass
+class TaskData:
+    """The pool (labels hidden from strategies) and the held-out test set, as tensors.
+
+    ``pool_x``/``test_x`` are float tensors [N, ...]; ``pool_y``/``test_y`` are the targets
+    (class indices [N] int64, or maps [N, ...] float32).
+    """
+
+    pool_x: Tensor
+    pool_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+    def __post_init__(self) -> None:
+        for part in ("pool", "test"):
+            x, y = getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
+            if len(x) != len(y):
+                raise ValueError(f"{part}_x has {len(x)} samples but {part}_y has {len(y)}")
+
+    def subset(self, n: int, generator: torch.Generator) -> "TaskData":
+        """``n`` random pool samples and at most ``n`` random test samples (for quick runs)."""
+        pool = torch.randperm(len(self.pool_x), generator=generator)[:n].sort().values
+        test = torch.randperm(len(self.test_x), generator=generator)[: min(n, len(self.test_x))]
+        test = test.sort().values
+        return TaskData(self.pool_x[pool], self.pool_y[pool], self.test_x[test], self.test_y[test])
+
+    def to(self, device: torch.device) -> "TaskData":
+        return TaskData(*(t.to(device) for t in (self.pool_x, self.pool_y, self.test_x, self.test_y)))
+
+
+class Task(ABC):
+    """A benchmark task. Subclass it, set the class attributes, and decorate with ``@register_task``.
+
+    The target model returned by :meth:`make_model` maps inputs [B, ...] to outputs (logits
+    [B, C] for classification) and provides ``embed(x) -> [B, d]``, its penultimate features.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    metric: ClassVar[Metric]
+    protocol: ClassVar[Protocol]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
+
+    @abstractmethod
+    def load(self, data_root: Path, download: bool = True) -> TaskData:
+        """Read the full pool and test set (on the CPU); raise DataNotFoundError when missing."""
+
+    @abstractmethod
+    def make_model(self) -> nn.Module:
+        """A freshly initialised target model F (the caller seeds torch beforehand)."""
+
+    @abstractmethod
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The training loss, averaged over the batch."""
+
+    @abstractmethod
+    def scores(self, output: Tensor, target: Tensor) -> dict[str, float]:
+        """Metric values of outputs against targets for the whole test set; the first key is
+        ``metric.name``, any others are extra columns of ``rounds.csv``."""
+
+    def extra_metrics(self) -> list[str]:
+        """Names of the extra metrics :meth:`scores` returns after the headline one."""
+        return []
