@@ -46,6 +46,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
         self._factories[name] = factory
 
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (e.g. a temporary entry in a test)."""
+        del self._factories[name]
+
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return

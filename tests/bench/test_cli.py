@@ -1,0 +1,130 @@
+"""Bad input is refused before any work, with exit status 2 and a message naming the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from strategies import STRATEGIES
+from strategies.base import Selection, Strategy
+from tasks.base import Capability
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+class NeedsSynthesisLabels(Strategy):
+    name = "needs-labeler"
+    description = "needs a labeler for synthetic inputs (tests only)"
+    requires = frozenset({Capability.SYNTHETIC_LABELS})
+
+    def select(self, context, k):
+        raise AssertionError("never called: the harness refuses the pair first")
+
+
+@pytest.fixture
+def needs_labeler():
+    STRATEGIES.add("needs-labeler", NeedsSynthesisLabels)
+    yield
+    STRATEGIES.remove("needs-labeler")
+
+
+def test_unknown_task_lists_registered_tasks(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--task", "mnits", "--strategy", "random", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "unknown task 'mnits'" in err and "mnist" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_strategy_lists_registered_strategies(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random,rnadom",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "unknown strategy 'rnadom'" in err and "random" in err
+
+
+def test_strategy_that_does_not_apply_is_refused_with_what_it_needs(capsys, tmp_path, needs_labeler):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "needs-labeler",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "does not apply to task 'mnist'" in err
+    assert Capability.SYNTHETIC_LABELS.value in err
+    assert "Strategies that apply to mnist: random" in err
+
+
+def test_all_selects_only_applicable_strategies(needs_labeler):
+    from bench.config import RunConfig
+    from bench.loop import plan_run
+
+    plan = plan_run(RunConfig(task="mnist", strategies=["all"]))
+    assert "random" in plan.strategy_names
+    assert "needs-labeler" not in plan.strategy_names
+
+
+def test_impossible_sizes_are_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--subset", "1000",
+                           "--initial", "500", "--increment", "100", "--rounds", "7",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "impossible sizes" in err and "500 + (7 - 1) * 100 = 1100" in err and "1000" in err
+
+
+def test_budget_larger_than_the_full_pool_is_refused(capsys, tmp_path, mnist_root):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random",
+                           "--initial", "50000", "--increment", "5000", "--rounds", "4",
+                           "--data-root", str(mnist_root), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "impossible sizes" in err and "60000" in err
+
+
+def test_missing_data_says_where_it_looked_and_how_to_provide_it(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--no-download",
+                           "--data-root", str(empty), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "MNIST not found" in err
+    assert str(empty / "MNIST" / "raw") in err
+    assert "--data-root" in err and "BENCH_DATA" in err
+
+
+def test_unwritable_out_is_refused(capsys, tmp_path, mnist_root):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--subset", "100",
+                           "--initial", "10", "--increment", "10", "--rounds", "2",
+                           "--data-root", str(mnist_root), "--out", str(blocker / "out"))
+    assert code == 2
+    assert "cannot write to --out" in err
+
+
+def test_cuda_without_a_gpu_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--device", "cuda",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "no CUDA GPU" in err and "--device cpu" in err
+
+
+def test_malformed_option_is_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--option", "alpha",
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and "KEY=VALUE" in err
+
+
+def test_report_of_a_folder_without_rounds_csv(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "no rounds.csv" in err
+
+
+def test_list_prints_tasks_strategies_and_the_matrix(capsys, needs_labeler):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    assert "mnist" in out and "random" in out
+    matrix = out.split("which strategy applies")[1]
+    row = next(line for line in matrix.splitlines() if line.strip().startswith("needs-labeler"))
+    assert "-" in row.split("needs-labeler")[1]

@@ -1,0 +1,145 @@
+"""The progressive protocol: seeding, the paired design, the strategy contract, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.config import RunConfig
+from bench.loop import StrategyError, initial_indices, repeat_seed
+from bench.results import ROUND_COLUMNS, load_labeled
+from bench.runner import execute
+from strategies import STRATEGIES
+from strategies.base import Selection, Strategy
+
+
+def blobs_config(tmp_path, name="run", **overrides) -> RunConfig:
+    values = dict(task="blobs", strategies=["random"], repeats=2, seed=7, out=tmp_path / name, quiet=True)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+class LowestIndices(Strategy):
+    name = "lowest"
+    description = "the k lowest unlabeled pool indices (tests only)"
+
+    def select(self, context, k):
+        return Selection(indices=context.unlabeled[:k])
+
+
+class Broken(Strategy):
+    name = "broken"
+    description = "re-picks labeled samples (tests only)"
+
+    def select(self, context, k):
+        return Selection(indices=context.labeled[:k])
+
+
+@pytest.fixture
+def extra_strategies():
+    STRATEGIES.add("lowest", LowestIndices)
+    STRATEGIES.add("broken", Broken)
+    yield
+    STRATEGIES.remove("lowest")
+    STRATEGIES.remove("broken")
+
+
+def test_repeat_seeds_are_stable_and_distinct():
+    seeds = [repeat_seed(0, r) for r in range(5)]
+    assert seeds == [repeat_seed(0, r) for r in range(5)]
+    assert len(set(seeds)) == 5
+    assert repeat_seed(1, 0) != repeat_seed(0, 0)
+
+
+def test_same_command_twice_gives_identical_metric_values(tmp_path, blobs_task):
+    first = pd.read_csv(execute(blobs_config(tmp_path, "a")) / "rounds.csv")
+    second = pd.read_csv(execute(blobs_config(tmp_path, "b")) / "rounds.csv")
+    assert first["value"].tolist() == second["value"].tolist()
+    assert first["seed"].tolist() == second["seed"].tolist()
+    other = pd.read_csv(execute(blobs_config(tmp_path, "c", seed=8)) / "rounds.csv")
+    assert other["seed"].tolist() != first["seed"].tolist()
+
+
+def test_rounds_csv_has_the_documented_columns_and_sizes(tmp_path, blobs_task):
+    out = execute(blobs_config(tmp_path))
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds.columns[: len(ROUND_COLUMNS)]) == ROUND_COLUMNS
+    assert len(rounds) == 2 * 3  # repeats x rounds
+    assert rounds["n_labeled"].tolist() == [20, 30, 40] * 2
+    assert set(rounds["metric"]) == {"accuracy"}
+    assert (rounds[["train_s", "select_s", "label_s"]] >= 0).all().all()
+
+
+def test_every_strategy_starts_from_the_same_initial_set_and_weights(tmp_path, blobs_task, extra_strategies):
+    out = execute(blobs_config(tmp_path, strategies=["random", "lowest"], rounds=2))
+    rounds = pd.read_csv(out / "rounds.csv")
+    first = rounds[rounds["round"] == 1].pivot(index="repeat", columns="strategy", values="value")
+    # same initial set, weights, optimizer and shuffling -> identical round-1 models
+    assert (first["random"] == first["lowest"]).all()
+    labeled = load_labeled(out / "labeled.npz")
+    for r, seed in enumerate(rounds.drop_duplicates("repeat")["seed"]):
+        expected = initial_indices(seed, 400, 20)
+        np.testing.assert_array_equal(labeled[f"random/repeat{r}/round1"], expected)
+        np.testing.assert_array_equal(labeled[f"lowest/repeat{r}/round1"], expected)
+    assert not np.array_equal(labeled["random/repeat0/round1"], labeled["random/repeat1/round1"])
+
+
+def test_labeled_sets_grow_by_the_strategys_picks(tmp_path, blobs_task, extra_strategies):
+    out = execute(blobs_config(tmp_path, strategies=["lowest"], repeats=1))
+    labeled = load_labeled(out / "labeled.npz")
+    r1, r2, r3 = (labeled[f"lowest/repeat0/round{t}"] for t in (1, 2, 3))
+    np.testing.assert_array_equal(r2[:20], r1)
+    added = r2[20:]
+    assert len(added) == 10 and not set(added) & set(r1)
+    np.testing.assert_array_equal(added, np.sort(np.setdiff1d(np.arange(400), r1))[:10])
+    assert len(r3) == 40 and len(set(r3)) == 40
+
+
+def test_a_strategy_that_re_picks_labeled_samples_is_stopped(tmp_path, blobs_task, extra_strategies):
+    with pytest.raises(StrategyError, match="already-labeled"):
+        execute(blobs_config(tmp_path, strategies=["broken"]))
+
+
+def test_finished_rounds_survive_a_failure_later_in_the_run(tmp_path, blobs_task, extra_strategies):
+    out = tmp_path / "run"
+    with pytest.raises(StrategyError):
+        execute(blobs_config(tmp_path, strategies=["random", "broken"], repeats=1))
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert (rounds["strategy"] == "random").sum() == 3  # random's rounds were written
+    assert set(load_labeled(out / "labeled.npz")) >= {f"random/repeat0/round{t}" for t in (1, 2, 3)}
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+
+
+def test_no_warm_start_retrains_from_the_initial_weights(tmp_path, blobs_task):
+    warm = pd.read_csv(execute(blobs_config(tmp_path, "warm", repeats=1)) / "rounds.csv")
+    cold = pd.read_csv(execute(blobs_config(tmp_path, "cold", repeats=1, warm_start=False)) / "rounds.csv")
+    assert warm["value"].iloc[0] == cold["value"].iloc[0]  # round 1 is the same either way
+    assert json.loads((tmp_path / "cold" / "manifest.json").read_text())["config"]["warm_start"] is False
+
+
+def test_outputs_and_manifest(tmp_path, blobs_task):
+    out = execute(blobs_config(tmp_path))
+    for name in ("rounds.csv", "table.csv", "table.md", "curves.png", "labeled.npz", "manifest.json"):
+        assert (out / name).stat().st_size > 0, name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["started"] <= manifest["finished"]
+    assert manifest["repeat_seeds"] == [repeat_seed(7, 0), repeat_seed(7, 1)]
+    assert manifest["protocol"]["initial"] == 20
+    assert manifest["device"]["device"] == "cpu"
+    assert manifest["versions"]["torch"]
+    assert "commit" in (manifest["git"] or {"commit": None})
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.columns) == ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
+    assert (table["repeats"] == 2).all()
+
+
+def test_an_existing_run_folder_is_not_overwritten(tmp_path, blobs_task):
+    from bench.config import ConfigError
+
+    execute(blobs_config(tmp_path))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        execute(blobs_config(tmp_path))
