@@ -1,101 +1,102 @@
 """Seeded synthetic cohort of IVUS-like coronary vessel-wall segmentation masks.
 
-The IVUS task of Mo et al. ("Efficient deep representation learning by adaptive latent space
-sampling", Sec. 4 and Appendix A.2) uses 1,200 2-D intravascular-ultrasound (IVUS) slices of
+The IVUS task of Mo et al., "Efficient deep representation learning by adaptive latent space
+sampling" (Sec. 4, Appendix A.2), uses 1,200 2-D intravascular-ultrasound (IVUS) slices of
 coronary plaques: the vendor's vessel-wall segmentation (512x512) is resampled to 64x64 and a
 finite-element (FE) solver maps it to a structural-stress map; 990 slices form the pool and 210
 a held-out test set. Those data are not public, so :func:`make_cohort` synthesises a cohort of
-the same size whose masks have realistic coronary cross-section geometry and are valid FE
-domains.
+the same size with realistic coronary cross-sections that are valid FE domains.
 
 Geometry
 --------
 Each mask is the vessel wall (plaque + media) between two smooth closed star-shaped curves:
 
-* EEM (external elastic membrane) contour, polar about the vessel centre ``c_E``:
-  ``r_E(phi) = R * (1 + e * cos(2 * (phi - psi)))`` -- a circle with mild ellipticity ``e``.
-* Lumen contour, polar about the lumen centre ``c_L``:
-  ``r_L(theta) = rho * (1 + sum_k a_k * cos(k * theta - phase_k))``, ``k = 2..5`` -- smooth
-  irregularity from a few low-order harmonics with decaying amplitudes.
-* The lumen centre is displaced from the EEM centre by ``d`` away from the plaque direction
-  ``rotation_rad``, so the wall forms an eccentric crescent: thick towards ``rotation_rad``,
-  thin on the opposite side.
+* EEM (external elastic membrane), polar about the vessel centre ``c_E``:
+  ``r_E(phi) = R * (1 + e * cos(2 * (phi - psi)))``, a circle with mild ellipticity ``e``.
+* Lumen, polar about the lumen centre ``c_L``:
+  ``r_L(theta) = rho * (1 + sum_k a_k * cos(k * theta - phase_k))`` for ``k = 2..5``, a smooth
+  irregularity of a few low-order harmonics with decaying amplitudes.
+* ``c_L`` is ``c_E`` moved by ``d`` away from the plaque direction ``rotation_rad``, so the wall
+  is an eccentric crescent: thickest towards ``rotation_rad``, thinnest opposite.
 
-``R`` and ``rho`` are scaled so that the contour areas equal the drawn EEM area and
-``(1 - plaque_burden) * EEM area`` exactly. A pixel is wall when its centre lies inside the EEM
-contour and outside the lumen contour; the evaluation is vectorised over masks and pixels and
-uses only IEEE-exact arithmetic (``+ - * /`` and ``sqrt``; harmonics by angle-addition
-recursion), so the rasterisation is bit-identical on every platform.
+``R`` and ``rho`` are scaled so that the EEM area is the drawn one and the lumen area is
+exactly ``(1 - plaque_burden)`` times it. A pixel is wall when its centre lies inside the EEM
+and outside the lumen. Rasterisation is vectorised over masks and pixels; per pixel it uses
+only ``+ - * /`` and ``sqrt`` (harmonics by angle-addition recursion), which IEEE 754 rounds
+identically on every platform.
+
+Pixel size
+----------
+``PIXEL_MM = 0.1`` mm: the 64x64 masks cover a vessel-centred ``FIELD_OF_VIEW_MM = 6.4`` mm
+square. Coronary IVUS catheters (20-60 MHz) resolve about 0.1-0.15 mm axially (Termedia
+review of IVUS in acute coronary syndromes; Gamal, Ahmed & Mintz, "Coronary intravascular
+ultrasound", CRC 2017), so a 0.1 mm grid keeps what IVUS can resolve. Resampling a typical
+full ~10 mm IVUS display to 64 px instead (0.156 mm/px) would draw a 3-4 mm vessel only
+19-26 px wide with a 2-4 px wall: too coarse for two FE elements across the thin side of an
+eccentric plaque. 6.4 mm holds the largest EEM drawn here (5.5 mm) with a 2 px margin.
 
 Parameter distributions and sources
 -----------------------------------
-* Pixel size ``PIXEL_MM = 0.1 mm`` (field of view ``FIELD_OF_VIEW_MM = 6.4 mm`` square,
-  vessel-centred). IVUS catheters (20-60 MHz) resolve about 0.1-0.15 mm axially (Gamal, Ahmed
-  & Mintz, "Coronary intravascular ultrasound", CRC 2017; Termedia review of IVUS in ACS), so
-  a 0.1 mm grid loses little clinically resolvable detail. The usual full IVUS display of ~10 mm
-  resampled to 64 px would give 0.156 mm/px: a 3-4 mm vessel would then span only 19-26 px
-  with a 2-4 px wall, too thin for an FE mesh with two elements across an eccentric thin side.
-  We therefore assume the 64x64 masks cover a vessel-centred 6.4 mm field, which holds EEM
-  diameters up to 5.5 mm with a 2 px margin.
-* EEM area-equivalent diameter ~ triangular(3.0, mode 4.0, 5.5) mm, i.e. EEM area 7-24 mm^2,
-  mean ~14 mm^2. Normal angiographic lumen diameters: left main 4.5 +/- 0.5 mm, proximal LAD
-  3.7 +/- 0.4 mm, proximal RCA 3.9 +/- 0.6 mm, circumflex 3.4-4.2 mm (Dodge et al.,
-  Circulation 1992;86:232); IVUS vessel (EEM) areas at lesions 13.3 +/- 3.0 and
-  17.5 +/- 5.6 mm^2, at reference sites 14.0-14.4 mm^2 (von Birgelen et al., Heart
-  1998;79:137). Distal segments below 3 mm are excluded: they cannot carry a 3 px wall at
-  realistic plaque burdens on a 64 px grid.
-* Plaque burden ``PB = 1 - lumen area / EEM area`` ~ triangular(0.2, mode 0.5, 0.8)
-  (mean 0.50, SD 0.12) before the feasibility rule below. VH-IVUS at the minimum-lumen site:
-  52 +/- 13 % (non-culprit lesions, ACS) and 54 +/- 14 % (target lesions, stable angina)
-  (Hong et al., Korean Circ J 2013); significant (>75 % stenosis) lesions 73-78 % (Surmely et
-  al., Heart 2007;93:928); PB >= 70 % marks high-risk plaques (PROSPECT II, Erlinge et al.,
-  Lancet 2021). A draw whose wall could not be 3 px thick everywhere (a low burden in a small
-  vessel) is redrawn, which thins the 0.2-0.3 tail: such walls exist only in the largest
-  vessels (PB 0.2 needs an EEM radius of ~28 px).
-* Eccentricity index ``EI = max / min plaque+media thickness`` measured along rays through the
-  lumen centre (the IVUS definition). Target ``EI - 1 ~ lognormal(mu=0.549, sigma=0.807)``,
-  which reproduces the IVUS statistics of 963 target lesions: mean 3.4 +/- 2.3, 43.5 % with
-  EI > 3, <1 % concentric (Mintz group, JACC 1996 abstract 934-26, "Comparison of IVUS and
-  coronary angiography in the assessment of target lesion plaque distribution"). The lumen
-  offset giving that EI for concentric circles is then capped so that the wall stays >= 3 px
-  (0.3 mm) thick; thin walls are therefore less eccentric than the target (real eccentric
-  lesions reach a minimum thickness of ~0.2 mm, below what a 2-element FE mesh allows here).
-  ``params["eccentricity_index"]`` reports the realised EI of the continuous contours.
-* Plaque direction ``rotation_rad ~ U[0, 2 pi)``; the EEM orientation and harmonic phases are
-  independent and uniform, so the whole configuration has a random rotation.
-* EEM ellipticity ``e ~ U[0, 0.05]`` (max/min diameter <= 1.105). Assumption: EEM cross-sections
-  of non-bifurcation coronary segments imaged near-perpendicular are close to circular.
-* Lumen irregularity: harmonic ``k`` amplitude ``a_k = s * (2 / k)^2 * U[0, 1]`` with
-  ``s ~ U[0, 0.06]``; ``sum_k (k^2 - 1) a_k < 1`` keeps the lumen convex. Reported as
-  ``lumen_irregularity``, the RMS relative radius deviation. Assumption (smooth vendor
-  contours resampled to 64x64 show only low-order shape variation).
+* EEM area-equivalent diameter ~ triangular(3.0, mode 4.0, 5.5) mm: EEM area 7-24 mm^2, mean
+  ~14 mm^2. Normal lumen diameters are 4.5 +/- 0.5 mm (left main), 3.7 +/- 0.4 mm (proximal
+  LAD), 3.9 +/- 0.6 mm (proximal RCA) and 3.4-4.2 mm (circumflex) (Dodge et al., Circulation
+  1992;86:232); IVUS vessel areas at lesions are 13.3 +/- 3.0 and 17.5 +/- 5.6 mm^2, at distal
+  reference sites 14.4 +/- 3.6 and 14.0 +/- 6.0 mm^2 (von Birgelen et al., Heart 1998;79:137).
+  Segments under 3 mm are left out: at 0.1 mm/px they cannot hold a 3 px wall at most burdens.
+* Plaque burden ``1 - lumen area / EEM area`` (ACC consensus, Mintz et al., JACC
+  2001;37:1478) ~ triangular(0.2, mode 0.5, 0.8): mean 0.50, SD 0.12. VH-IVUS at the
+  minimum-lumen site gives 52 +/- 13 % (non-culprit lesions in ACS) and 54 +/- 14 % (target
+  lesions in stable angina) (Hong et al., Korean Circ J 2013;43(9)); >75 % stenoses carry
+  73-78 % (Surmely et al., Heart 2007;93:928); PB >= 70 % marks high-risk plaque (PROSPECT II,
+  Erlinge et al., Lancet 2021;397:985). Draws whose wall cannot be ``MIN_WALL_PX`` thick are
+  redrawn (see below); a 0.3 mm wall at PB 0.2 needs a 5.5 mm vessel, so burdens under ~0.3
+  occur only in the largest vessels.
+* Eccentricity index ``EI`` = max / min plaque+media thickness along rays through the lumen
+  centre. Target ``EI - 1 ~ lognormal(mu=0.549, sigma=0.807)``, giving mean 3.4, SD 2.3, 43 %
+  with EI > 3 and no exactly concentric plaque, as measured by IVUS in 963 native target
+  lesions (mean 3.4 +/- 2.3, 43.5 % EI > 3, <1 % concentric; JACC abstract 934-26, "Comparison
+  of IVUS and coronary angiography in the assessment of target lesion plaque distribution").
+  The lumen offset giving that EI for circles is reduced until the thinnest wall is
+  ``MIN_WALL_PX``, so thin walls are less eccentric than the target (real eccentric plaques can
+  be ~0.2 mm thin on the free side). ``params["eccentricity_index"]`` is the realised EI.
+* ``rotation_rad ~ U[0, 2 pi)`` (plaque direction). EEM orientation and lumen harmonic phases
+  are independent and uniform, so every configuration has a random rotation.
+* EEM ellipticity ``e ~ U[0, 0.05]`` (max/min diameter <= 1.105). Assumption: near-circular
+  EEM in non-bifurcation segments imaged near-perpendicular to the vessel axis.
+* Lumen harmonics ``a_k = s * (2 / k)^2 * U[0, 1]`` with ``s ~ U[0, 0.1]`` and uniform phases;
+  ``sum_k a_k < 0.19`` keeps the lumen star-shaped. ``lumen_irregularity`` is the RMS relative
+  radius deviation. Assumption: smooth vendor contours resampled to 64x64 keep only low-order
+  shape variation.
 * EEM centre offset from the image centre: uniform in a disc of radius
-  ``min(2 px, room to the 2 px margin)``, i.e. up to 0.2 mm.
+  ``min(CENTRE_OFFSET_MAX_PX, room left by the 2 px margin)``, i.e. at most 0.2 mm.
 
 FE validity (by construction, then verified)
 ---------------------------------------------
-Every mask satisfies: exactly one 4-connected wall component; the non-wall pixels form exactly
-two 4-connected components, the outside (touching the frame) and the enclosed lumen, of at
-least ``MIN_LUMEN_PX`` pixels (so no holes or specks); no 2x2 window holds a diagonal-only
-(checkerboard) contact; no wall pixel within ``BORDER_MARGIN_PX`` of the frame; and no wall
-pixel touches (even by a corner) both the lumen and the outside, i.e. the FE mesh has at least
-two elements across the wall everywhere. The construction guarantees a continuous wall
-thickness >= ``MIN_WALL_PX`` = 3 px > 2 * sqrt(2), which implies the last rule; all rules are
-checked with ``scipy.ndimage`` and any failing draw is redrawn from the same mask's stream.
+:func:`valid_masks` checks, with ``scipy.ndimage``: exactly one 4-connected wall component; the
+other pixels form exactly two 4-connected components, the outside (touching the frame) and an
+enclosed lumen of at least ``MIN_LUMEN_PX`` pixels (so no specks and no holes); no 2x2 window
+with a diagonal-only (checkerboard) contact; no wall pixel within ``BORDER_MARGIN_PX`` of the
+frame; and no wall pixel touching, even by a corner, both the lumen and the outside, i.e. at
+least two FE elements across the wall everywhere. The construction keeps the continuous wall
+at least ``MIN_WALL_PX`` = 3 px (0.3 mm) > 2 * sqrt(2) px thick along rays through the lumen
+centre and the EEM inside the margin, which makes the rules hold; a draw that is infeasible or
+fails a rule is redrawn from the same mask's stream (about 12 % of masks need a redraw, all
+for infeasible thin walls: none of ~53,000 feasible test draws failed a pixel rule).
 
 Determinism
 -----------
-Mask ``i`` draws its parameters from its own stream, ``SeedSequence(seed).spawn(n)[i]`` with
-NumPy's PCG64 generator, consuming ``N_UNIFORMS`` uniforms per draw. Hence the same
-``(n, seed, size)`` gives the same cohort, and ``make_cohort(n, seed).masks[:m]`` equals
-``make_cohort(m, seed).masks`` (a cohort grows by appending masks). The only
-platform-dependent operations are ``log``/``exp``/``cos``/``sin`` of per-mask parameters,
-which could differ by an ulp between math libraries; that cannot change a mask unless a pixel
-centre lies within ~1e-12 px of a contour.
+Mask ``i`` is drawn from its own stream, ``SeedSequence(seed).spawn(n)[i]`` driving PCG64,
+``N_UNIFORMS`` uniforms per draw. The same ``(n, seed, size)`` gives a bit-identical cohort,
+and ``make_cohort(n, seed)[:m]`` equals ``make_cohort(m, seed)``: growing ``n`` appends masks.
+Only ``log``, ``exp``, ``cos`` and ``sin`` of per-mask parameters may differ by an ulp between
+math libraries, which cannot change a mask unless a pixel centre lies within ~1e-12 px of a
+contour. NumPy keeps PCG64 streams fixed but does not promise ``Generator`` output across
+versions (NEP 19).
 
-Measured for the default cohort (n=1200, seed=0, size=64), from the masks: plaque burden
-min/median/max 0.22/0.52/0.79, wall 256-1978 pixels (median 797), realised EI 1.0-8.2
-(median 1.9); generation takes ~1 s on one CPU core.
+Default cohort (n=1200, seed=0, size=64), measured from the masks: plaque burden
+min/median/max 0.26/0.52/0.80 (5th-95th percentile 0.36-0.71); wall 319-1674 pixels (median
+689); realised EI 1.2-7.5 (median 2.4, 26 % > 3); minimum wall 0.30-1.05 mm; lumen area
+1.7-15.1 mm^2. Generation takes about 1 s on one CPU core.
 """
 
 from __future__ import annotations
@@ -111,25 +112,32 @@ COHORT_SIZE = 1200
 POOL_SIZE = 990
 TEST_SIZE = 210
 
-EEM_DIAMETER_MM = (3.0, 4.0, 5.5)
-PLAQUE_BURDEN = (0.2, 0.5, 0.8)
-ECCENTRICITY_LOG_MU = 0.549
+# Distributions and limits; the module docstring gives their sources.
+EEM_DIAMETER_MM = (3.0, 4.0, 5.5)  # triangular (min, mode, max)
+PLAQUE_BURDEN = (0.2, 0.5, 0.8)  # triangular (min, mode, max)
+ECCENTRICITY_LOG_MU = 0.549  # EI - 1 ~ lognormal(mu, sigma)
 ECCENTRICITY_LOG_SIGMA = 0.807
 EEM_ELLIPTICITY_MAX = 0.05
 LUMEN_HARMONICS = (2, 3, 4, 5)
-LUMEN_IRREGULARITY_MAX = 0.1
+LUMEN_IRREGULARITY_MAX = 0.1  # amplitude bound of the 2nd harmonic
 CENTRE_OFFSET_MAX_PX = 2.0
 MIN_WALL_PX = 3.0
 BORDER_MARGIN_PX = 2
 MIN_LUMEN_PX = 8
-N_UNIFORMS = 10 + 2 * len(LUMEN_HARMONICS)
+N_UNIFORMS = 10 + 2 * len(LUMEN_HARMONICS)  # uniforms consumed per parameter draw
 
-_RAYS = 256
-_RAY_ITERATIONS = 6
-_SHIFT_STEPS = 8
-_WALL_TOLERANCE_PX = 0.05
-_MAX_ROUNDS = 200
-_CHUNK = 256
+_PARAM_NAMES = (
+    "eem_diameter_mm", "eem_area_mm2", "lumen_area_mm2", "plaque_burden",
+    "eccentricity_index", "min_wall_mm", "max_wall_mm", "lumen_offset_mm", "rotation_rad",
+    "eem_ellipticity", "eem_orientation_rad", "lumen_irregularity",
+    "centre_row_px", "centre_col_px",
+)
+_RAYS = 256  # rays through the lumen centre for wall thickness
+_RAY_ITERATIONS = 6  # fixed-point steps to the EEM crossing of a ray (error < 1e-5 px)
+_SHIFT_STEPS = 8  # steps towards the largest lumen offset that keeps MIN_WALL_PX
+_WALL_TOLERANCE_PX = 0.01  # accepted shortfall of the thinnest wall below MIN_WALL_PX
+_MAX_ROUNDS = 200  # redraw rounds before giving up
+_CHUNK = 256  # masks rasterised at once (bounds memory)
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,17 +228,10 @@ def valid_masks(masks: np.ndarray) -> np.ndarray:
     outside = rest_labels == rest_labels[:, :1, :1]
     lumen = ~masks & ~outside
     ok &= lumen.sum(axis=(1, 2)) >= MIN_LUMEN_PX
-    near_lumen = ndimage.binary_dilation(lumen, structure=_in_plane(np.ones((3, 3))), iterations=2)
+    square = _in_plane(np.ones((3, 3), dtype=bool))
+    near_lumen = ndimage.binary_dilation(lumen, structure=square, iterations=2)
     ok &= ~(near_lumen & outside).any(axis=(1, 2))
     return ok
-
-
-_PARAM_NAMES = (
-    "eem_diameter_mm", "eem_area_mm2", "lumen_area_mm2", "plaque_burden",
-    "eccentricity_index", "min_wall_mm", "max_wall_mm", "lumen_offset_mm", "rotation_rad",
-    "eem_ellipticity", "eem_orientation_rad", "lumen_irregularity",
-    "centre_row_px", "centre_col_px",
-)
 
 
 def _in_plane(structure_2d: np.ndarray) -> np.ndarray:
@@ -260,6 +261,9 @@ def _shapes(u: np.ndarray, size: int) -> dict[str, np.ndarray]:
     ``feasible`` flags draws that fit the frame with a wall of at least ``MIN_WALL_PX``.
     """
     pixel_mm = FIELD_OF_VIEW_MM / size
+    # Columns of u: 0 EEM diameter, 1 plaque burden, 2-3 EI (Box-Muller), 4 plaque direction,
+    # 5 ellipticity, 6 EEM orientation, 7 irregularity scale, 8-9 centre offset (radius, angle),
+    # then the harmonic amplitudes and phases.
     k = len(LUMEN_HARMONICS)
     radius_eq = _triangular(u[:, 0], *EEM_DIAMETER_MM) / (2 * pixel_mm)
     burden = _triangular(u[:, 1], *PLAQUE_BURDEN)
@@ -282,9 +286,9 @@ def _shapes(u: np.ndarray, size: int) -> dict[str, np.ndarray]:
         "eem_y": size / 2 + offset * np.sin(2 * np.pi * u[:, 9]),
         "shift": np.zeros(len(u)),
     }
-    # Lumen offset that gives the target EI for concentric circles, reduced until the thinnest
-    # wall along rays through the lumen centre is MIN_WALL_PX. The ray thickness changes by at
-    # most ~1 px per px of offset, so each step below keeps the wall >= MIN_WALL_PX.
+    # Lumen offset: the one giving the target EI for circles, capped where the thinnest wall
+    # along rays through the lumen centre reaches MIN_WALL_PX. That wall thins by at most ~1 px
+    # per px of offset, so each step moves up to the cap from below (overshoot < 0.01 px).
     thinnest = _ray_walls(shape).min(axis=1)
     target = (radius_eq - lumen_eq) * (ei_target - 1) / (ei_target + 1)
     for _ in range(_SHIFT_STEPS):
@@ -294,7 +298,9 @@ def _shapes(u: np.ndarray, size: int) -> dict[str, np.ndarray]:
     return shape
 
 
-def _broadcast(shape: dict[str, np.ndarray], rows: slice, extra_dims: int) -> dict[str, np.ndarray]:
+def _broadcast(
+    shape: dict[str, np.ndarray], rows: slice, extra_dims: int,
+) -> dict[str, np.ndarray]:
     """Rows ``rows`` of ``shape`` with ``extra_dims`` singleton axes after the mask axis."""
     out = {}
     for name, values in shape.items():
@@ -309,7 +315,9 @@ def _lumen_centre(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             s["eem_y"] - s["shift"] * np.sin(s["rotation"]))
 
 
-def _eem_radius(qx: np.ndarray, qy: np.ndarray, q2: np.ndarray, s: dict[str, np.ndarray]) -> np.ndarray:
+def _eem_radius(
+    qx: np.ndarray, qy: np.ndarray, q2: np.ndarray, s: dict[str, np.ndarray],
+) -> np.ndarray:
     """EEM radius towards ``(qx, qy)`` from the EEM centre, with ``q2 = qx^2 + qy^2``."""
     q2 = np.maximum(q2, np.finfo(float).tiny)
     cos2 = (qx * qx - qy * qy) / q2
@@ -385,7 +393,8 @@ def _describe(shape: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
         "rotation_rad": shape["rotation"],
         "eem_ellipticity": shape["ellipticity"],
         "eem_orientation_rad": shape["orientation"],
-        "lumen_irregularity": np.sqrt((shape["cos_amp"] ** 2 + shape["sin_amp"] ** 2).sum(axis=1) / 2),
+        "lumen_irregularity": np.sqrt(
+            (shape["cos_amp"] ** 2 + shape["sin_amp"] ** 2).sum(axis=1) / 2),
         "centre_row_px": shape["eem_y"],
         "centre_col_px": shape["eem_x"],
     }
