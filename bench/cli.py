@@ -45,6 +45,16 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
                         help="never download missing data; fail with a message instead")
 
 
+def add_strategy_args(parser: argparse.ArgumentParser) -> None:
+    """Strategy options: common ones as flags, any other as ``--option [STRATEGY.]KEY=VALUE``."""
+    g = parser.add_argument_group("strategy options")
+    g.add_argument("--uncertainty-measure", choices=["entropy", "margin", "least-confidence"],
+                   help="uncertainty: the modAL measure (default entropy)")
+    g.add_argument("--option", action="append", default=[], metavar="[STRATEGY.]KEY=VALUE",
+                   help="a strategy constructor option, e.g. coreset.foo=1 (one strategy) or foo=1 "
+                        "(every chosen strategy that accepts it); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=positive_int, default=1, help="repeats (paired across strategies)")
     run.add_argument("--out", type=Path, help="output folder (default: a new one under results/runs/)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                     help="a strategy option (e.g. alpha=2.0), passed to every strategy that accepts it")
+    add_strategy_args(run)
 
     sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
 
@@ -68,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="measure training throughput and wall time per round")
     add_protocol_args(perf)
     perf.add_argument("--strategy", default="random", help="strategy whose selection is timed too")
+    add_strategy_args(perf)
     return parser
 
 
@@ -85,11 +95,14 @@ def parse_options(items: list[str]) -> dict[str, object]:
                 break
             except ValueError:
                 pass
-        options[key.replace("-", "_")] = value
+        options[key] = value
     return options
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
+    options = parse_options(args.option)
+    if args.uncertainty_measure:
+        options["uncertainty.measure"] = args.uncertainty_measure
     return RunConfig(
         task=args.task, strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
         rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
@@ -97,7 +110,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         device=args.device, warm_start=args.warm_start, subset=args.subset,
         data_root=args.data_root or default_data_root(), download=args.download,
         out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
-        strategy_options=parse_options(getattr(args, "option", [])),
+        strategy_options=options,
     )
 
 

@@ -71,10 +71,35 @@ class Plan:
         return [s.name for s in self.strategies]
 
     def make_strategy(self, cls: type[Strategy]) -> Strategy:
-        """Instantiate a strategy with the user's options that its constructor accepts."""
-        accepted = inspect.signature(cls).parameters
-        options = {k: v for k, v in self.config.strategy_options.items() if k in accepted}
-        return cls(**options)
+        """Instantiate a strategy with the options meant for it (see :func:`strategy_options`)."""
+        return cls(**strategy_options(cls, self.config.strategy_options))
+
+
+def strategy_options(cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
+    """The options for strategy ``cls``: ``"<name>.<key>"`` entries, and plain ``"<key>"``
+    entries that its constructor accepts (a scoped entry wins over a plain one)."""
+    accepted = inspect.signature(cls).parameters
+    chosen = {k: v for k, v in options.items() if "." not in k and k in accepted}
+    prefix = f"{cls.name}."
+    chosen.update({k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)})
+    return chosen
+
+
+def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> None:
+    """Refuse options no chosen strategy accepts, and values a strategy's constructor rejects."""
+    for key in options:
+        scope, _, name = key.rpartition(".")
+        owners = [c for c in strategies if (not scope or c.name == scope) and name in inspect.signature(c).parameters]
+        if not owners:
+            known = sorted({f"{c.name}.{p}" for c in strategies for p in inspect.signature(c).parameters})
+            raise ConfigError(f"option {key!r} is not accepted by any chosen strategy "
+                              f"({', '.join(c.name for c in strategies)}); options they accept: "
+                              f"{', '.join(known) or 'none'}")
+    for cls in strategies:
+        try:
+            cls(**strategy_options(cls, options))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"strategy {cls.name!r}: {err}") from None
 
 
 def applicable_strategies(task: Task) -> list[str]:
@@ -113,6 +138,7 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError(f"--repeats must be at least 1 (got {config.repeats})")
     if config.subset is not None and config.subset < 1:
         raise ConfigError(f"--subset must be at least 1 (got {config.subset})")
+    check_options(strategies, config.strategy_options)
     protocol = config.protocol(task.protocol)
     check_protocol(protocol, config.subset or 2**62, f"--subset {config.subset}")
     return Plan(config, task, strategies, protocol, resolve_device(config.device))

@@ -12,6 +12,8 @@ def list_strategies() -> list[str]:
     return STRATEGIES.names()
 
 
-from strategies import random  # noqa: E402,F401  (registers the built-in strategies)
+# registers the built-ins, the baseline first
+from strategies import random  # noqa: E402,F401,I001
+from strategies import coreset, uncertainty  # noqa: E402,F401
 
 __all__ = ["STRATEGIES", "register_strategy", "list_strategies", "Selection", "SelectionContext", "Strategy"]

@@ -68,7 +68,7 @@ class MNISTTask(Task):
     name = "mnist"
     description = "MNIST digits (60k pool, 10k test), LeNet (Table S7), accuracy (%)"
     metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1)
-    protocol = Protocol(initial=500, increment=500, rounds=10, epochs=10, batch_size=64, lr=1e-3)
+    protocol = Protocol(initial=500, increment=300, rounds=10, epochs=10, batch_size=64, lr=1e-3)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS})
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:

@@ -54,7 +54,8 @@ def test_strategy_that_does_not_apply_is_refused_with_what_it_needs(capsys, tmp_
     assert code == 2
     assert "does not apply to task 'mnist'" in err
     assert Capability.SYNTHETIC_LABELS.value in err
-    assert "Strategies that apply to mnist: random" in err
+    applicable = err.split("Strategies that apply to mnist: ")[1]
+    assert "random" in applicable and "coreset" in applicable and "needs-labeler" not in applicable
 
 
 def test_all_selects_only_applicable_strategies(needs_labeler):
@@ -128,3 +129,20 @@ def test_list_prints_tasks_strategies_and_the_matrix(capsys, needs_labeler):
     matrix = out.split("which strategy applies")[1]
     row = next(line for line in matrix.splitlines() if line.strip().startswith("needs-labeler"))
     assert "-" in row.split("needs-labeler")[1]
+
+
+def test_an_option_no_chosen_strategy_accepts_is_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random,uncertainty",
+                           "--option", "measur=margin", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "option 'measur' is not accepted" in err and "uncertainty.measure" in err
+
+
+def test_scoped_and_plain_options_reach_the_right_strategy():
+    from bench.loop import strategy_options
+    from strategies.uncertainty import UncertaintySampling
+
+    assert strategy_options(UncertaintySampling, {"measure": "margin"}) == {"measure": "margin"}
+    assert strategy_options(UncertaintySampling, {"measure": "margin", "uncertainty.measure": "entropy"}) == {
+        "measure": "entropy"}
+    assert strategy_options(UncertaintySampling, {"coreset.measure": "x", "alpha": 1.0}) == {}
