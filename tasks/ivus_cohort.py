@@ -42,14 +42,15 @@ Parameter distributions and sources
   LAD), 3.9 +/- 0.6 mm (proximal RCA) and 3.4-4.2 mm (circumflex) (Dodge et al., Circulation
   1992;86:232); IVUS vessel areas at lesions are 13.3 +/- 3.0 and 17.5 +/- 5.6 mm^2, at distal
   reference sites 14.4 +/- 3.6 and 14.0 +/- 6.0 mm^2 (von Birgelen et al., Heart 1998;79:137).
-  Segments under 3 mm are left out: at 0.1 mm/px they cannot hold a 3 px wall at most burdens.
+  Smaller (distal) segments are left out: on this grid their wall would be 3 px thick only at
+  burdens above ~0.4.
 * Plaque burden ``1 - lumen area / EEM area`` (ACC consensus, Mintz et al., JACC
   2001;37:1478) ~ triangular(0.2, mode 0.5, 0.8): mean 0.50, SD 0.12. VH-IVUS at the
   minimum-lumen site gives 52 +/- 13 % (non-culprit lesions in ACS) and 54 +/- 14 % (target
   lesions in stable angina) (Hong et al., Korean Circ J 2013;43(9)); >75 % stenoses carry
   73-78 % (Surmely et al., Heart 2007;93:928); PB >= 70 % marks high-risk plaque (PROSPECT II,
   Erlinge et al., Lancet 2021;397:985). Draws whose wall cannot be ``MIN_WALL_PX`` thick are
-  redrawn (see below); a 0.3 mm wall at PB 0.2 needs a 5.5 mm vessel, so burdens under ~0.3
+  redrawn (see below); a 0.3 mm wall at PB 0.21 needs a 5.5 mm vessel, so burdens under ~0.3
   occur only in the largest vessels.
 * Eccentricity index ``EI`` = max / min plaque+media thickness along rays through the lumen
   centre. Target ``EI - 1 ~ lognormal(mu=0.549, sigma=0.807)``, giving mean 3.4, SD 2.3, 43 %
@@ -90,7 +91,7 @@ Mask ``i`` is drawn from its own stream, ``SeedSequence(seed).spawn(n)[i]`` driv
 and ``make_cohort(n, seed)[:m]`` equals ``make_cohort(m, seed)``: growing ``n`` appends masks.
 Only ``log``, ``exp``, ``cos`` and ``sin`` of per-mask parameters may differ by an ulp between
 math libraries, which cannot change a mask unless a pixel centre lies within ~1e-12 px of a
-contour. NumPy keeps PCG64 streams fixed but does not promise ``Generator`` output across
+contour or a draw within as little of a feasibility limit. NumPy keeps PCG64 streams fixed but does not promise ``Generator`` output across
 versions (NEP 19).
 
 Default cohort (n=1200, seed=0, size=64), measured from the masks: plaque burden
