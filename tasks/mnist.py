@@ -75,7 +75,8 @@ class MNISTTask(Task):
         return read_mnist(data_root, download)
 
     def make_model(self) -> nn.Module:
-        return LeNet()
+        # channels-last convolutions run markedly faster on CPUs (oneDNN) and GPUs alike
+        return LeNet().to(memory_format=torch.channels_last)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return nnf.cross_entropy(output, target)
