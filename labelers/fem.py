@@ -480,9 +480,12 @@ class WallModel:
         self.n_dofs = 2 * len(mesh.nodes)
         self.element_dofs = (2 * mesh.elements[:, :, None] + np.arange(2)).reshape(-1, 8)
         self.edge_dofs = (2 * mesh.lumen_edges[:, :, None] + np.arange(2)).reshape(-1, 4)
-        self.x_elements = mesh.nodes[mesh.elements].reshape(-1, 8)
         self.x_edges = mesh.nodes[mesh.lumen_edges].reshape(-1, 4)
-        self.areas = 0.5 * ((self.x_elements @ _QUAD_AREA_HESSIAN) * self.x_elements).sum(1)
+        # Element areas from coordinates relative to the element centre (no cancellation).
+        corners = mesh.nodes[mesh.elements]
+        centred = (corners - corners.mean(axis=1, keepdims=True)).reshape(-1, 8)
+        self.area_gradients = centred @ _QUAD_AREA_HESSIAN  # dV_e/dX
+        self.areas = 0.5 * (self.area_gradients * centred).sum(1)
 
         gauss = np.array([[xi, eta] for eta in _GAUSS for xi in _GAUSS])
         b_gauss, weights = self._gradient_operators(gauss)
@@ -572,15 +575,16 @@ class WallModel:
         u_elements = u[self.element_dofs]
         f = _IDENTITY + (self.b_gauss @ u_elements[:, :, None]).reshape(len(u_elements), -1, 4)
         j = f[..., 0] * f[..., 3] - f[..., 1] * f[..., 2]
-        x_elements = self.x_elements + u_elements
-        area_gradient = x_elements @ _QUAD_AREA_HESSIAN
-        mean_dilatation = 0.5 * (area_gradient * x_elements).sum(1) / self.areas
-        if j.min() <= 0 or mean_dilatation.min() <= 0:
+        # The area is quadratic in u: v_e - V_e = (dV_e/dX) . u + u . H . u / 2, exactly.
+        area_change = u_elements @ _QUAD_AREA_HESSIAN
+        volumetric_strain = ((self.area_gradients + 0.5 * area_change) * u_elements).sum(1) / self.areas
+        area_gradient = self.area_gradients + area_change  # dv_e/dx
+        if j.min() <= 0 or volumetric_strain.min() <= -1:
             raise _InvalidState("an element is inverted (J <= 0)")
         with np.errstate(over="ignore", invalid="ignore"):
             stress, moduli = material.isochoric(f, tangent)
         kappa = material.bulk_modulus
-        volumetric_pressure = kappa * (mean_dilatation - 1.0)
+        volumetric_pressure = kappa * volumetric_strain  # kappa (Jbar - 1)
         forces = (self.weighted_bt @ stress.reshape(len(f), -1, 1))[..., 0]
         forces += volumetric_pressure[:, None] * area_gradient
         residual = np.bincount(self.element_dofs.ravel(), forces.ravel(), self.n_dofs)
