@@ -462,6 +462,22 @@ def _shape_gradients(points: np.ndarray) -> np.ndarray:
     return 0.25 * np.stack([_XI[:, 0] * (1 + _XI[:, 1] * eta), _XI[:, 1] * (1 + _XI[:, 0] * xi)], -1)
 
 
+def _gradient_operators(corners: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For Q1 elements with ``corners`` ``[e, 4, 2]``, at reference ``points`` ``[q, 2]``: B
+    ``[e, q, 4, 8]`` with grad(u)_flat = B u_e, and the Jacobian determinants det(dX/dxi) ``[e, q]``."""
+    dn_dxi = _shape_gradients(points)  # [q, a, k]
+    jac = np.matmul(corners.transpose(0, 2, 1)[:, None], dn_dxi)  # [e, q, i, k] = dX_i/dxi_k
+    det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+    inverse = np.stack([jac[..., 1, 1], -jac[..., 0, 1], -jac[..., 1, 0], jac[..., 0, 0]], -1)
+    inverse = inverse.reshape(det.shape + (2, 2)) / det[..., None, None]  # dxi_k/dX_j
+    dn_dx = np.matmul(dn_dxi, inverse)  # [e, q, a, j]
+    b = np.zeros(det.shape + (4, 8))
+    for i in range(2):
+        for j in range(2):
+            b[..., 2 * i + j, i::2] = dn_dx[..., j]
+    return b, det
+
+
 class _InvalidState(Exception):
     """A displacement that inverts an element (J <= 0) or makes the stress non-finite."""
 
@@ -481,35 +497,21 @@ class WallModel:
         self.element_dofs = (2 * mesh.elements[:, :, None] + np.arange(2)).reshape(-1, 8)
         self.edge_dofs = (2 * mesh.lumen_edges[:, :, None] + np.arange(2)).reshape(-1, 4)
         self.x_edges = mesh.nodes[mesh.lumen_edges].reshape(-1, 4)
-        # Element areas from coordinates relative to the element centre (no cancellation).
         corners = mesh.nodes[mesh.elements]
+        # Element areas from coordinates relative to the element centre (no cancellation).
         centred = (corners - corners.mean(axis=1, keepdims=True)).reshape(-1, 8)
         self.area_gradients = centred @ _QUAD_AREA_HESSIAN  # dV_e/dX
         self.areas = 0.5 * (self.area_gradients * centred).sum(1)
 
         gauss = np.array([[xi, eta] for eta in _GAUSS for xi in _GAUSS])
-        b_gauss, weights = self._gradient_operators(gauss)
-        n_elements = len(mesh.elements)
+        b_gauss, weights = _gradient_operators(corners, gauss)
+        n_elements = len(corners)
         self.b_gauss = b_gauss.reshape(n_elements, -1, 8)  # [e, (q, m), d]: F_flat - I = B u_e
         self.weighted_bt = (b_gauss * weights[..., None, None]).reshape(n_elements, -1, 8).transpose(0, 2, 1)
-        self.b_centre = self._gradient_operators(np.zeros((1, 2)))[0][:, 0]
+        self.b_centre = _gradient_operators(corners, np.zeros((1, 2)))[0][:, 0]
 
         self.fixed = self._rigid_body_pins()
-        self.free = np.setdiff1d(np.arange(self.n_dofs), self.fixed)
         self._build_pattern()
-
-    def _gradient_operators(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """B ``[n_el, n_pt, 4, 8]`` with grad(u)_flat = B u_e at reference points, and det(dX/dxi)."""
-        dn_dxi = _shape_gradients(points)  # [q, a, k]
-        corners = self.mesh.nodes[self.mesh.elements]  # [e, a, i]
-        jac = np.einsum("eai,qak->eqik", corners, dn_dxi)
-        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
-        dn_dx = np.einsum("qak,eqkj->eqaj", dn_dxi, np.linalg.inv(jac))
-        b = np.zeros(dn_dx.shape[:2] + (4, 8))
-        for i in range(2):
-            for j in range(2):
-                b[..., 2 * i + j, i::2] = dn_dx[..., j]
-        return b, det
 
     def _rigid_body_pins(self) -> np.ndarray:
         """Three pinned dofs: both at the left-most node, one at the node farthest from it."""
@@ -522,36 +524,31 @@ class WallModel:
         return np.array(sorted([2 * first, 2 * first + 1, 2 * second + component]))
 
     def _build_pattern(self) -> None:
-        """The CSR pattern of the tangent with the element -> CSR map, and the maps of its free-dof
-        block into a CSC matrix and into LAPACK's lower band storage (in reverse Cuthill-McKee order)."""
-        n = self.n_dofs
-        rows = np.concatenate([np.repeat(self.element_dofs, 8, axis=1).ravel(),
-                               np.repeat(self.edge_dofs, 4, axis=1).ravel()])
-        cols = np.concatenate([np.tile(self.element_dofs, (1, 8)).ravel(),
-                               np.tile(self.edge_dofs, (1, 4)).ravel()])
-        linear, self._element_to_csr = np.unique(rows * n + cols, return_inverse=True)
-        self._nnz = len(linear)
-        csr_rows, self._indices = np.divmod(linear, n)
-        self._indptr = np.searchsorted(csr_rows, np.arange(n + 1))
+        """The tangent's sparsity as 2x2 node blocks (block CSR), the element/edge -> block maps, and
+        the map of its free-dof part into LAPACK's lower band storage in reverse Cuthill-McKee order."""
+        n_nodes = len(self.mesh.nodes)
+        elements, edges = self.mesh.elements, self.mesh.lumen_edges
+        element_pairs = (elements[:, :, None] * n_nodes + elements[:, None, :]).ravel()
+        edge_pairs = (edges[:, :, None] * n_nodes + edges[:, None, :]).ravel()
+        pairs, element_to_block = np.unique(element_pairs, return_inverse=True)
+        # An edge's nodes belong to one element, so its node pairs are blocks already.
+        self._to_block = np.concatenate([element_to_block, np.searchsorted(pairs, edge_pairs)])
+        self._n_blocks = len(pairs)
+        block_rows, self._block_cols = np.divmod(pairs, n_nodes)
+        self._block_indptr = np.searchsorted(block_rows, np.arange(n_nodes + 1))
 
-        n_free = len(self.free)
-        free_index = np.full(n, -1)
-        free_index[self.free] = np.arange(n_free)
-        self._free_entries = np.flatnonzero((free_index[csr_rows] >= 0) & (free_index[self._indices] >= 0))
-        free_rows = free_index[csr_rows[self._free_entries]]
-        free_cols = free_index[self._indices[self._free_entries]]
-        self._free_indices = free_cols
-        self._free_indptr = np.searchsorted(free_rows, np.arange(n_free + 1))
-
-        pattern = sp.csr_matrix((np.ones(len(free_cols)), free_cols, self._free_indptr), shape=(n_free, n_free))
-        self._band_order = reverse_cuthill_mckee(pattern, symmetric_mode=True)
-        position = np.argsort(self._band_order)
-        band_rows, band_cols = position[free_rows], position[free_cols]
-        lower = band_rows >= band_cols
-        self._bandwidth = int((band_rows - band_cols).max())
-        self._band_entries = self._free_entries[lower]
-        self._band_slots = (band_rows - band_cols)[lower] * n_free + band_cols[lower]
-        self._band_position = position
+        graph = sp.csr_matrix((np.ones(len(pairs)), self._block_cols, self._block_indptr), shape=(n_nodes, n_nodes))
+        dofs = (2 * reverse_cuthill_mckee(graph, symmetric_mode=True)[:, None] + np.arange(2)).ravel()
+        self._band_dofs = dofs[~np.isin(dofs, self.fixed)]  # free dofs, in band order
+        position = np.full(self.n_dofs, -1)
+        position[self._band_dofs] = np.arange(len(self._band_dofs))
+        # Entry (k, l) of block b couples dofs 2 I + k and 2 J + l; the block data is [b, 2 k + l].
+        rows = position[(2 * block_rows[:, None] + [0, 0, 1, 1]).ravel()]
+        cols = position[(2 * self._block_cols[:, None] + [0, 1, 0, 1]).ravel()]
+        lower = (rows >= cols) & (cols >= 0)
+        self._bandwidth = int((rows - cols)[lower].max())
+        self._band_source = np.flatnonzero(lower)
+        self._band_slots = (rows - cols)[lower] * len(self._band_dofs) + cols[lower]
 
     # ---- evaluation ------------------------------------------------------------------------------
 
@@ -561,8 +558,9 @@ class WallModel:
 
     def tangent(self, u: np.ndarray, pressure: float) -> sp.csr_matrix:
         """d2Pi/du2 ``[n_dofs, n_dofs]``, including the load stiffness of the follower pressure."""
-        data = self._evaluate(u, pressure, tangent=True)[1]
-        return sp.csr_matrix((data, self._indices, self._indptr), shape=(self.n_dofs, self.n_dofs))
+        blocks = self._evaluate(u, pressure, tangent=True)[1].reshape(-1, 2, 2)
+        matrix = sp.bsr_matrix((blocks, self._block_cols, self._block_indptr), shape=(self.n_dofs, self.n_dofs))
+        return matrix.tocsr()
 
     def pressure_load(self, u: np.ndarray, pressure: float) -> np.ndarray:
         """Nodal forces ``p dA_lumen/du`` ``[n_dofs]`` of the lumen pressure at ``u`` (kPa*mm)."""
@@ -570,7 +568,8 @@ class WallModel:
         return np.bincount(self.edge_dofs.ravel(), forces.ravel(), self.n_dofs)
 
     def _evaluate(self, u: np.ndarray, pressure: float, tangent: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Residual ``[n_dofs]`` and, if asked, the tangent's CSR data; raises _InvalidState."""
+        """Residual ``[n_dofs]`` and, if asked, the tangent's 2x2 blocks ``[n_blocks, 4]``;
+        raises _InvalidState where an element is inverted or a value is not finite."""
         material = self.material
         u_elements = u[self.element_dofs]
         f = _IDENTITY + (self.b_gauss @ u_elements[:, :, None]).reshape(len(u_elements), -1, 4)
@@ -600,15 +599,19 @@ class WallModel:
         stiffness += (kappa / self.areas)[:, None, None] * area_gradient[:, :, None] * area_gradient[:, None, :]
         stiffness += volumetric_pressure[:, None, None] * _QUAD_AREA_HESSIAN
         edge_stiffness = np.broadcast_to(-pressure * _EDGE_AREA_HESSIAN, (len(self.edge_dofs), 4, 4))
-        data = np.bincount(
-            self._element_to_csr, np.concatenate([stiffness.ravel(), edge_stiffness.ravel()]), self._nnz
-        )
-        if not np.isfinite(data).all():
+        # Element matrices as node-pair blocks, in the order of self._to_block.
+        values = np.concatenate([
+            stiffness.reshape(n_elements, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4),
+            edge_stiffness.reshape(-1, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4),
+        ])
+        blocks = np.stack([np.bincount(self._to_block, values[:, k], self._n_blocks) for k in range(4)], 1)
+        if not np.isfinite(blocks).all():
             raise _InvalidState("non-finite tangent")
-        return residual, data
+        return residual, blocks
 
-    def _factor(self, data: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """A solver for the free-dof block of the tangent with CSR ``data``.
+    def _factor(self, blocks: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A solver ``rhs [n_dofs] -> x [n_dofs]`` for the tangent with ``blocks`` on the free dofs
+        (``x`` is 0 on the pinned ones).
 
         Banded Cholesky in reverse Cuthill-McKee order: the tangent is symmetric, and positive
         definite at a stable equilibrium. Far from equilibrium it can be indefinite (the volumetric
@@ -616,20 +619,24 @@ class WallModel:
         increased by a growing fraction until it is positive definite, which keeps the Newton step a
         descent direction of the potential. Raises _InvalidState if that fails.
         """
-        n_free = len(self.free)
+        n_free = len(self._band_dofs)
         band = np.zeros((self._bandwidth + 1) * n_free)
-        band[self._band_slots] = data[self._band_entries]
+        band[self._band_slots] = blocks.ravel()[self._band_source]
         band = band.reshape(-1, n_free)
         diagonal = band[0].copy()
-        order, position = self._band_order, self._band_position
         for shift in TANGENT_SHIFTS:
             band[0] = diagonal * (1.0 + shift)
             try:
                 factor = cholesky_banded(band, lower=True, check_finite=False)
             except np.linalg.LinAlgError:
                 continue
-            return lambda rhs: cho_solve_banded((factor, True), rhs[order], check_finite=False)[position]
+            return functools.partial(self._solve_factored, factor)
         raise _InvalidState("the tangent is not positive definite")
+
+    def _solve_factored(self, factor: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        x = np.zeros(self.n_dofs)
+        x[self._band_dofs] = cho_solve_banded((factor, True), rhs[self._band_dofs], check_finite=False)
+        return x
 
     # ---- solution --------------------------------------------------------------------------------
 
@@ -640,8 +647,7 @@ class WallModel:
             solve = self._factor(self._evaluate(u, 0.0, tangent=True)[1])
         except _InvalidState as error:
             raise LabelError(f"singular stiffness matrix: {error}") from error
-        u[self.free] = solve(self.pressure_load(u, pressure)[self.free])
-        return u
+        return solve(self.pressure_load(u, pressure))
 
     def solve_nonlinear(
         self,
@@ -653,9 +659,9 @@ class WallModel:
     ) -> np.ndarray:
         """Equilibrium displacement under the follower ``pressure``; raises LabelError if it fails.
 
-        Converged when the free-dof residual norm is below ``rtol`` times that of the load.
+        Converged when the residual norm (on the free dofs) is below ``rtol`` times that of the load.
         """
-        scale = np.linalg.norm(self.pressure_load(np.zeros(self.n_dofs), pressure)[self.free])
+        scale = np.linalg.norm(self._unpinned(self.pressure_load(np.zeros(self.n_dofs), pressure)))
         u = np.zeros(self.n_dofs)
         load, step, cuts = 0.0, 1.0 / initial_steps, 0
         while load < 1.0:
@@ -676,10 +682,15 @@ class WallModel:
                 step *= 2
         return u
 
+    def _unpinned(self, residual: np.ndarray) -> np.ndarray:
+        """The residual without the reactions at the pinned dofs (which are not unknowns)."""
+        residual[self.fixed] = 0.0
+        return residual
+
     def _newton(self, u: np.ndarray, pressure: float, atol: float, max_iter: int) -> tuple[np.ndarray, int] | None:
         """Newton iterations with a line search from ``u``; ``(u, iterations)``, or None on failure."""
         try:
-            residual = self._evaluate(u, pressure, tangent=False)[0][self.free]
+            residual = self._unpinned(self._evaluate(u, pressure, tangent=False)[0])
             for iteration in range(max_iter):
                 if np.linalg.norm(residual) <= atol:
                     return u, iteration
@@ -695,15 +706,14 @@ class WallModel:
         """Shorten a Newton step that overshoots (the stiffening material makes it do so) until the
         slope of the potential along it, ``g(a) = step . R(u + a step)``, is at most half its
         initial magnitude: safeguarded regula falsi on ``g``, bisection where ``J <= 0``.
-        Returns the new ``u`` and its free-dof residual."""
+        Returns the new ``u`` and its residual."""
         slope_0 = step @ residual
         low, slope_low, high, slope_high = 0.0, slope_0, 1.0, None
         alpha, best = 1.0, None
         for _ in range(LINE_SEARCH_STEPS):
-            trial = u.copy()
-            trial[self.free] += alpha * step
+            trial = u + alpha * step
             try:
-                trial_residual = self._evaluate(trial, pressure, tangent=False)[0][self.free]
+                trial_residual = self._unpinned(self._evaluate(trial, pressure, tangent=False)[0])
             except _InvalidState:
                 high, slope_high = alpha, None
                 alpha = 0.5 * (low + high)
