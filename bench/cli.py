@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line that names the problem and the fix.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +49,8 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
 def add_strategy_args(parser: argparse.ArgumentParser) -> None:
     """Strategy options: common ones as flags, any other as ``--option [STRATEGY.]KEY=VALUE``."""
     g = parser.add_argument_group("strategy options")
+    g.add_argument("--alpha", type=float, help="snn, si: latent step size along the normalised gradient")
+    g.add_argument("--latent-dim", type=int, help="latent dimension of the task's generative model")
     g.add_argument("--uncertainty-measure", choices=["entropy", "margin", "least-confidence"],
                    help="uncertainty: the modAL measure (default entropy)")
     g.add_argument("--option", action="append", default=[], metavar="[STRATEGY.]KEY=VALUE",
@@ -103,6 +106,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     options = parse_options(args.option)
     if args.uncertainty_measure:
         options["uncertainty.measure"] = args.uncertainty_measure
+    if args.alpha is not None:
+        options["alpha"] = args.alpha
     return RunConfig(
         task=args.task, strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
         rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
@@ -110,7 +115,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         device=args.device, warm_start=args.warm_start, subset=args.subset,
         data_root=args.data_root or default_data_root(), download=args.download,
         out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
-        strategy_options=options,
+        strategy_options=options, latent_dim=args.latent_dim,
     )
 
 
@@ -119,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tasks.base import DataNotFoundError
 
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s")
     try:
         if args.command == "list":
             from bench.listing import listing

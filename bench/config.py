@@ -53,6 +53,7 @@ class RunConfig:
     out: Path | None = None
     quiet: bool = False
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    latent_dim: int | None = None  # overrides the task's generative model's latent dimension
 
     def protocol(self, defaults: Protocol) -> Protocol:
         """The task's default protocol with this config's overrides."""

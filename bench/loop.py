@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig, check_protocol, resolve_device
+from bench.config import ConfigError, RunConfig, cache_root, check_protocol, resolve_device
+from bench.generative import load_or_train_vae
 from bench.registry import UnknownNameError
 from bench.results import LabeledLog, RoundRecord, RoundsWriter
 from bench.training import predict, train_epochs
@@ -28,7 +29,7 @@ from labelers.lookup import LookupLabeler
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks import TASKS
-from tasks.base import Protocol, Task, TaskData
+from tasks.base import Capability, Protocol, Task, TaskData
 
 
 class StrategyError(RuntimeError):
@@ -134,6 +135,8 @@ def plan_run(config: RunConfig) -> Plan:
                 f"Strategies that apply to {task.name}: {', '.join(applicable_strategies(task))}"
             )
         strategies.append(cls)
+    if config.latent_dim is not None and config.latent_dim < 1:
+        raise ConfigError(f"--latent-dim must be at least 1 (got {config.latent_dim})")
     if config.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1 (got {config.repeats})")
     if config.subset is not None and config.subset < 1:
@@ -142,6 +145,16 @@ def plan_run(config: RunConfig) -> Plan:
     protocol = config.protocol(task.protocol)
     check_protocol(protocol, config.subset or 2**62, f"--subset {config.subset}")
     return Plan(config, task, strategies, protocol, resolve_device(config.device))
+
+
+def generative_model(plan: Plan, data: TaskData) -> Any:
+    """The task's trained generative model when a chosen strategy needs one (else None):
+    trained on the pool only, once per (task, pool, seed, settings), then loaded from the cache."""
+    if not any(Capability.GENERATIVE in s.requires for s in plan.strategies):
+        return None
+    spec = plan.task.generative.replace(latent_dim=plan.config.latent_dim)
+    return load_or_train_vae(plan.task.name, data.pool_x, spec, plan.config.seed,
+                             cache_root() / "generative", progress=not plan.config.quiet)
 
 
 def load_data(plan: Plan) -> TaskData:

@@ -12,7 +12,8 @@ import time
 import pandas as pd
 
 from bench.config import RunConfig
-from bench.loop import initial_indices, initial_weights, load_data, plan_run, repeat_seed, run_progressive
+from bench.loop import (generative_model, initial_indices, initial_weights, load_data, plan_run, repeat_seed,
+                        run_progressive)
 from bench.manifest import device_info
 
 
@@ -33,10 +34,11 @@ def perf(config: RunConfig) -> str:
             record.metric: record.value,
         })
 
+    generative = generative_model(plan, data)
     start = time.perf_counter()
     run_progressive(plan, data, plan.strategies[0], 0, seed,
                     initial_indices(seed, len(data.pool_x), plan.protocol.initial),
-                    initial_weights(plan.task, seed), on_round)
+                    initial_weights(plan.task, seed), on_round, generative)
     wall = time.perf_counter() - start
     table = pd.DataFrame(rows)
     train_total = table["train_s"].sum()

@@ -9,7 +9,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from bench.config import ConfigError, RunConfig
-from bench.loop import Plan, initial_indices, initial_weights, load_data, plan_run, repeat_seed, run_progressive
+from bench.loop import (Plan, generative_model, initial_indices, initial_weights, load_data, plan_run,
+                        repeat_seed, run_progressive)
 from bench.manifest import now, start_manifest
 from bench.report import write_report
 from bench.results import LabeledLog, RoundRecord, RoundsWriter, write_json
@@ -55,6 +56,7 @@ def run_plan(plan: Plan, data, out: Path) -> None:
     manifest = start_manifest(plan, seeds, sizes)
     write_json(out / "manifest.json", manifest)
     labeled = LabeledLog(out / "labeled.npz")
+    generative = generative_model(plan, data)
     progress = tqdm(total=config.repeats * len(plan.strategies) * protocol.rounds, unit="round",
                     disable=config.quiet, desc=plan.task.name)
     with RoundsWriter(out / "rounds.csv", plan.task.extra_metrics()) as writer:
@@ -70,7 +72,7 @@ def run_plan(plan: Plan, data, out: Path) -> None:
                                              f"{record.metric}={record.value:.4g}")
                     progress.update()
 
-                run_progressive(plan, data, strategy, repeat, seed, init_idx, init_state, on_round)
+                run_progressive(plan, data, strategy, repeat, seed, init_idx, init_state, on_round, generative)
                 labeled.save()
     progress.close()
     write_report(pd.read_csv(out / "rounds.csv"), out)

@@ -6,9 +6,10 @@ strategy declares the capabilities it requires, so the harness can refuse a pair
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,9 +53,24 @@ class Protocol:
 
     def replace(self, **overrides) -> "Protocol":
         """A copy with the non-None ``overrides`` applied."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return Protocol(**values)
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class GenerativeSpec:
+    """The generative model a task declares: a VAE with fully connected encoder and decoder
+    (input -> hidden -> hidden -> latent, and back; the paper's Tables S9-S12), trained on the
+    unlabeled pool only, with these settings."""
+
+    hidden: int = 400
+    latent_dim: int = 3
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+
+    def replace(self, **overrides) -> "GenerativeSpec":
+        """A copy with the non-None ``overrides`` applied."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass
@@ -99,6 +115,7 @@ class Task(ABC):
     metric: ClassVar[Metric]
     protocol: ClassVar[Protocol]
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
+    generative: ClassVar[GenerativeSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
 
     @abstractmethod
     def load(self, data_root: Path, download: bool = True) -> TaskData:

@@ -14,7 +14,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from tasks import register_task
-from tasks.base import Capability, DataNotFoundError, Metric, Protocol, Task, TaskData
+from tasks.base import Capability, DataNotFoundError, GenerativeSpec, Metric, Protocol, Task, TaskData
 
 RAW_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -69,7 +69,8 @@ class MNISTTask(Task):
     description = "MNIST digits (60k pool, 10k test), LeNet (Table S7), accuracy (%)"
     metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1)
     protocol = Protocol(initial=500, increment=300, rounds=10, epochs=10, batch_size=64, lr=1e-3)
-    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS})
+    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
+    generative = GenerativeSpec(hidden=400, latent_dim=3, epochs=30, batch_size=128, lr=1e-3)  # Tables S9, S10
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:
         return read_mnist(data_root, download)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,19 +11,21 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from tasks import TASKS
-from tasks.base import Capability, Metric, Protocol, Task, TaskData
+from tasks.base import Capability, GenerativeSpec, Metric, Protocol, Task, TaskData
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 class Blobs(Task):
-    """Four Gaussian blobs in 8-D: a classification task that trains in milliseconds."""
+    """Four Gaussian blobs in 8-D squashed into [0, 1]: a classification task with a tiny VAE
+    that trains in milliseconds."""
 
     name = "blobs"
     description = "four Gaussian blobs in 8-D (tests only)"
     metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)")
     protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=1e-2)
-    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS})
+    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
+    generative = GenerativeSpec(hidden=32, latent_dim=2, epochs=20, batch_size=32, lr=1e-2)
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:
         g = torch.Generator().manual_seed(123)
@@ -30,7 +33,7 @@ class Blobs(Task):
 
         def draw(n: int) -> tuple[Tensor, Tensor]:
             y = torch.arange(n) % 4
-            return centres[y] + torch.randn(n, 8, generator=g), y
+            return torch.sigmoid(centres[y] + torch.randn(n, 8, generator=g)), y
 
         return TaskData(*draw(400), *draw(200))
 
@@ -71,3 +74,15 @@ def mnist_root() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip(f"real MNIST not found at {SHARED_DATA}/MNIST/raw (the shared data folder)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Trained models and labels go to a per-session folder, never the user's cache."""
+    previous = os.environ.get("BENCH_CACHE")
+    os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("BENCH_CACHE")
+    else:
+        os.environ["BENCH_CACHE"] = previous

@@ -7,15 +7,25 @@ and leaves the target model unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
+from bench.generative import train_vae
 from bench.loop import initial_weights
 from bench.training import train_epochs
 from strategies import STRATEGIES, list_strategies
 from strategies.base import Selection, SelectionContext
 from tests.conftest import Blobs
+
+
+@functools.lru_cache(maxsize=None)
+def trained_vae(task_cls: type):
+    """The task's VAE, trained once per test session."""
+    task = task_cls()
+    return train_vae(task.load(None).pool_x, task.generative, seed=0, progress=False)[0]
 
 
 def make_context(task, seed: int = 0, n_labeled: int = 30) -> SelectionContext:
@@ -30,6 +40,7 @@ def make_context(task, seed: int = 0, n_labeled: int = 30) -> SelectionContext:
         task=task, model=model, pool_x=data.pool_x, labeled=labeled,
         train_x=data.pool_x[labeled], train_y=data.pool_y[labeled],
         rng=np.random.default_rng(seed), round=1, batch_size=64,
+        generative=trained_vae(type(task)) if task.generative else None,
     )
 
 

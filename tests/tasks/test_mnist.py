@@ -47,3 +47,16 @@ def test_small_run_end_to_end_is_reproducible(tmp_path, mnist_root, capsys):
     assert a["n_labeled"].tolist() == [100, 200, 300] * 2
     assert a["value"].iloc[2] > 60.0  # 300 real labels train LeNet well above chance
     assert (tmp_path / "a" / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_snn_and_baselines_run_end_to_end_on_a_small_subset(tmp_path, mnist_root):
+    args = ["run", "--task", "mnist", "--strategy", "all", "--subset", "2000", "--initial", "100",
+            "--increment", "100", "--rounds", "2", "--epochs", "2", "--data-root", str(mnist_root),
+            "--quiet", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
+    assert set(rounds["strategy"]) == {"random", "coreset", "snn", "uncertainty"}
+    first = rounds[rounds["round"] == 1]
+    assert first["value"].nunique() == 1  # paired: same initial set and weights for all
+    assert (rounds[rounds["round"] == 2]["n_labeled"] == 200).all()

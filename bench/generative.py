@@ -1,0 +1,133 @@
+"""The generative model of the latent strategies: a VAE trained on the unlabeled pool, cached.
+
+Architecture as the paper's Tables S9-S12: encoder fc D->400->400 -> (mean, log-variance) of the
+latent dimension, decoder fc latent->400->400->D with a sigmoid (inputs in [0, 1], Bernoulli
+likelihood). It is trained once per (task, pool, seed, architecture, training settings) and kept
+on disk as a state dict; later runs, repeats and strategies load it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from tasks.base import GenerativeSpec
+
+VERSION = "1"  # bump when training changes results; part of the cache key
+log = logging.getLogger(__name__)
+
+
+class VAE(nn.Module):
+    """A fully connected VAE over inputs of shape ``input_shape`` (values in [0, 1])."""
+
+    def __init__(self, input_shape: tuple[int, ...], hidden: int = 400, latent_dim: int = 3) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        features = math.prod(self.input_shape)
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU())
+        self.mean = nn.Linear(hidden, latent_dim)
+        self.log_var = nn.Linear(hidden, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, features))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.mean.out_features
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance [B, latent] of q(z | x)."""
+        h = self.encoder(x)
+        return self.mean(h), self.log_var(h)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """E: the posterior mean [B, latent] of inputs [B, *input_shape]."""
+        return self.posterior(x)[0]
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.decoder(z).view(len(z), *self.input_shape)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """G: inputs [B, *input_shape] in [0, 1] generated from latent points [B, latent]."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Reconstruction (Bernoulli cross-entropy) and KL terms of the negative ELBO, in nats
+        per sample averaged over the batch."""
+        mean, log_var = self.posterior(x)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        recon = nnf.binary_cross_entropy_with_logits(self.decode_logits(z), x, reduction="sum")
+        kl = -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp())
+        return recon / len(x), kl / len(x)
+
+
+def train_vae(pool_x: Tensor, spec: GenerativeSpec, seed: int, progress: bool = True) -> tuple[VAE, float]:
+    """Train a VAE on ``pool_x`` [N, ...] (on its device); returns it in eval mode, frozen, and the
+    final epoch's mean reconstruction loss (nats per sample)."""
+    torch.manual_seed(seed)
+    vae = VAE(tuple(pool_x.shape[1:]), spec.hidden, spec.latent_dim).to(pool_x.device)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=spec.lr)
+    shuffle = torch.Generator().manual_seed(seed)
+    epochs = tqdm(range(spec.epochs), desc="training VAE", unit="epoch", disable=not progress)
+    for _ in epochs:
+        order = torch.randperm(len(pool_x), generator=shuffle).to(pool_x.device)
+        recon_sum = kl_sum = 0.0
+        for start in range(0, len(pool_x), spec.batch_size):
+            batch = pool_x[order[start : start + spec.batch_size]]
+            optimizer.zero_grad(set_to_none=True)
+            recon, kl = vae.losses(batch)
+            (recon + kl).backward()
+            optimizer.step()
+            recon_sum += recon.item() * len(batch)
+            kl_sum += kl.item() * len(batch)
+        final = recon_sum / len(pool_x)
+        epochs.set_postfix_str(f"reconstruction {final:.2f}, KL {kl_sum / len(pool_x):.2f}")
+    return vae.eval().requires_grad_(False), final
+
+
+def cache_key(task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int) -> str:
+    """A digest of everything the trained VAE depends on: task, pool contents, seed, settings."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"task": task, "seed": seed, "spec": dataclasses.asdict(spec), "version": VERSION,
+                              "shape": list(pool_x.shape)}, sort_keys=True).encode())
+    digest.update(pool_x.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def load_or_train_vae(
+    task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int, cache_dir: Path, progress: bool = True,
+) -> VAE:
+    """The VAE for (task, pool, seed, spec): loaded from ``cache_dir`` when trained before,
+    else trained now and saved there."""
+    key = cache_key(task, pool_x, spec, seed)
+    path = Path(cache_dir) / f"vae-{task}-{key}.pt"
+    vae = VAE(tuple(pool_x.shape[1:]), spec.hidden, spec.latent_dim)
+    if path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            vae.load_state_dict(saved["state_dict"])
+            log.info("loaded the cached VAE %s (final reconstruction loss %.2f nats/sample)",
+                     path, saved["final_loss"])
+            return vae.to(pool_x.device).eval().requires_grad_(False)
+        except Exception as err:  # corrupt or stale file: retrain and replace it
+            log.warning("cached VAE %s is unreadable (%s); retraining", path, err)
+    start = time.perf_counter()
+    vae, final = train_vae(pool_x, spec, seed, progress)
+    log.info("trained the %s VAE in %.0f s: final reconstruction loss %.2f nats/sample",
+             task, time.perf_counter() - start, final)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": {k: v.cpu() for k, v in vae.state_dict().items()}, "final_loss": final,
+                "spec": dataclasses.asdict(spec), "seed": seed}, tmp)
+    tmp.replace(path)
+    return vae
