@@ -144,6 +144,40 @@ def _dilate(region: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+def _isochoric_energy_3d(f3: np.ndarray, material: MooneyRivlin) -> float:
+    i1_bar = np.linalg.det(f3) ** (-2 / 3) * np.trace(f3.T @ f3)
+    return material.c1 * (i1_bar - 3) + material.d1 * (np.exp(material.d2 * (i1_bar - 3)) - 1)
+
+
+def test_von_mises_is_that_of_the_3d_cauchy_stress():
+    material = MooneyRivlin()
+    f = np.eye(2) + 0.15 * np.random.default_rng(1).standard_normal((2, 2))  # compressible too
+    f3 = np.eye(3)
+    f3[:2, :2] = f
+    # Cauchy stress sigma = (dW/dF) F^T / J of the 3-D F (sigma_zz included), by central differences;
+    # the volumetric part only adds a pressure, which von Mises ignores.
+    step = 1e-6
+    piola = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            e = np.zeros((3, 3))
+            e[i, j] = step
+            piola[i, j] = (_isochoric_energy_3d(f3 + e, material) - _isochoric_energy_3d(f3 - e, material)) / (2 * step)
+    sigma = piola @ f3.T / np.linalg.det(f3)
+    deviator = sigma - np.trace(sigma) / 3 * np.eye(3)
+    expected = np.sqrt(1.5 * (deviator**2).sum())
+    assert material.von_mises(f.ravel()) == pytest.approx(expected, rel=1e-6)
+    assert abs(deviator[2, 2]) > 0.1 * expected  # the out-of-plane stress matters here
+
+
+def test_linear_von_mises_is_the_small_strain_limit():
+    material = MooneyRivlin()
+    grad_u = np.array([0.3, -0.2, 0.5, 0.1])  # with a volume change, so sigma_zz matters
+    h = 1e-6
+    finite = material.von_mises(np.array([1.0, 0.0, 0.0, 1.0]) + h * grad_u) / h
+    assert material.linear_von_mises(grad_u) == pytest.approx(finite, rel=1e-5)
+
+
 def _deformed_state(model: WallModel, pressure: float) -> np.ndarray:
     """The equilibrium at ``pressure`` plus a perturbation: a non-trivial, non-equilibrium state."""
     u = model.solve_nonlinear(pressure)
@@ -208,11 +242,22 @@ def test_pins_fix_three_components_and_carry_no_reaction(small_model):
     assert np.all(u[small_model.fixed] == 0)
 
 
+def test_pins_avoid_thin_spurs():
+    mask = annulus(10, 20)[0]
+    mask[32, 52:58] = True  # a one-pixel spur on the outer border, longer than the wall is thick
+    wall, lumen = segment_mask(mask)
+    model = WallModel(build_mesh(wall, lumen), MooneyRivlin())
+    spur_nodes = model.mesh.elements[model.mesh.pixels[:, 1] >= 52].ravel()
+    assert not np.isin(model.fixed // 2, spur_nodes).any()
+    assert np.isfinite(FEMLabeler("mooney-rivlin").label(mask)).all()
+
+
 def test_smoothing_keeps_pixel_areas_and_valid_elements():
     mask = irregular_vessel()
     wall, lumen = segment_mask(mask)
     mesh = build_mesh(wall, lumen, pixel_mm=1.0)
     model = WallModel(mesh, MooneyRivlin())
+    # The lumen area A is quadratic in the node coordinates x, so A = x . dA/dx / 2.
     lumen_area = model.pressure_load(np.zeros(model.n_dofs), 1.0) @ mesh.nodes.ravel() / 2
     # The segmented lumen and vessel areas are kept (up to the limits on node moves).
     assert lumen_area == pytest.approx(lumen.sum(), rel=0.01)
