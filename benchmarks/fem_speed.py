@@ -60,7 +60,8 @@ def main() -> None:
 
     masks = vessel_masks(args.masks)
     pixels = masks.sum(axis=(1, 2))
-    print(f"{len(masks)} masks of 64x64, {pixels.min()}-{pixels.max()} wall pixels (mean {pixels.mean():.0f})")
+    print(f"{len(masks)} masks of 64x64, {pixels.min()}-{pixels.max()} wall pixels "
+          f"(mean {pixels.mean():.0f})")
     for material in ("linear", "mooney-rivlin"):
         labeler = FEMLabeler(material)
         times = time_single(labeler, masks)

@@ -547,7 +547,9 @@ class WallModel:
         block_rows, self._block_cols = np.divmod(pairs, n_nodes)
         self._block_indptr = np.searchsorted(block_rows, np.arange(n_nodes + 1))
 
-        graph = sp.csr_matrix((np.ones(len(pairs)), self._block_cols, self._block_indptr), shape=(n_nodes, n_nodes))
+        graph = sp.csr_matrix(
+            (np.ones(len(pairs)), self._block_cols, self._block_indptr), shape=(n_nodes, n_nodes)
+        )
         dofs = (2 * reverse_cuthill_mckee(graph, symmetric_mode=True)[:, None] + np.arange(2)).ravel()
         self._band_dofs = dofs[~np.isin(dofs, self.fixed)]  # free dofs, in band order
         position = np.full(self.n_dofs, -1)
@@ -569,15 +571,17 @@ class WallModel:
     def tangent(self, u: np.ndarray, pressure: float) -> sp.csr_matrix:
         """d2Pi/du2 ``[n_dofs, n_dofs]``, including the load stiffness of the follower pressure."""
         blocks = self._evaluate(u, pressure, tangent=True)[1].reshape(-1, 2, 2)
-        matrix = sp.bsr_matrix((blocks, self._block_cols, self._block_indptr), shape=(self.n_dofs, self.n_dofs))
-        return matrix.tocsr()
+        shape = (self.n_dofs, self.n_dofs)
+        return sp.bsr_matrix((blocks, self._block_cols, self._block_indptr), shape=shape).tocsr()
 
     def pressure_load(self, u: np.ndarray, pressure: float) -> np.ndarray:
         """Nodal forces ``p dA_lumen/du`` ``[n_dofs]`` of the lumen pressure at ``u`` (kPa*mm)."""
         forces = pressure * ((self.x_edges + u[self.edge_dofs]) @ _EDGE_AREA_HESSIAN)
         return np.bincount(self.edge_dofs.ravel(), forces.ravel(), self.n_dofs)
 
-    def _evaluate(self, u: np.ndarray, pressure: float, tangent: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _evaluate(
+        self, u: np.ndarray, pressure: float, tangent: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Residual ``[n_dofs]`` and, if asked, the tangent's 2x2 blocks ``[n_blocks, 4]``;
         raises _InvalidState where an element is inverted or a value is not finite."""
         material = self.material
@@ -606,7 +610,7 @@ class WallModel:
         n_elements, n_points = f.shape[:2]
         b = self.b_gauss.reshape(n_elements, n_points, 4, 8)
         stiffness = self.weighted_bt @ (moduli @ b).reshape(n_elements, -1, 8)
-        stiffness += (kappa / self.areas)[:, None, None] * area_gradient[:, :, None] * area_gradient[:, None, :]
+        stiffness += (kappa / self.areas)[:, None, None] * _outer(area_gradient, area_gradient)
         stiffness += volumetric_pressure[:, None, None] * _QUAD_AREA_HESSIAN
         edge_stiffness = np.broadcast_to(-pressure * _EDGE_AREA_HESSIAN, (len(self.edge_dofs), 4, 4))
         # Element matrices as node-pair blocks, in the order of self._to_block.
@@ -697,7 +701,9 @@ class WallModel:
         residual[self.fixed] = 0.0
         return residual
 
-    def _newton(self, u: np.ndarray, pressure: float, atol: float, max_iter: int) -> tuple[np.ndarray, int] | None:
+    def _newton(
+        self, u: np.ndarray, pressure: float, atol: float, max_iter: int
+    ) -> tuple[np.ndarray, int] | None:
         """Newton iterations with a line search from ``u``; ``(u, iterations)``, or None on failure."""
         try:
             residual = self._unpinned(self._evaluate(u, pressure, tangent=False)[0])
@@ -739,7 +745,10 @@ class WallModel:
             else:
                 high, slope_high = alpha, slope
             width = high - low
-            alpha = low + 0.5 * width if slope_high is None else low - slope_low * width / (slope_high - slope_low)
+            if slope_high is None:
+                alpha = low + 0.5 * width
+            else:
+                alpha = low - slope_low * width / (slope_high - slope_low)
             alpha = min(max(alpha, low + 0.1 * width), high - 0.1 * width)
         if best is None:
             raise _InvalidState("no admissible step along the Newton direction")
@@ -780,7 +789,9 @@ class FEMParams:
 
 
 #: The keyword options FEMLabeler accepts besides material, pressure and pixel size.
-SOLVER_OPTIONS = tuple(f.name for f in fields(FEMParams) if f.name not in ("material", "pressure_kpa", "pixel_mm"))
+SOLVER_OPTIONS = tuple(
+    f.name for f in fields(FEMParams) if f.name not in ("material", "pressure_kpa", "pixel_mm")
+)
 
 
 @dataclass
@@ -910,7 +921,9 @@ class FEMLabeler:
             raise result
         return result
 
-    def label_batch(self, masks: np.ndarray, workers: int | None = None, progress: bool = True) -> BatchLabels:
+    def label_batch(
+        self, masks: np.ndarray, workers: int | None = None, progress: bool = True
+    ) -> BatchLabels:
         """Label masks ``[N, H, W]``, cached ones from the cache and the rest in parallel worker
         processes (``workers=None``: all cores; ``workers=1``: in this process). New results are
         cached as they arrive, identical masks are solved once, and a mask that cannot be labeled
@@ -1065,8 +1078,10 @@ def reference_residual(mesh: WallMesh, material: MooneyRivlin, u: np.ndarray, pr
         f = deformation(w)
         return pressure * dot(mul(det(f) * transpose(inv(f)), w.n), v)
 
-    return internal.assemble(basis, u=basis.interpolate(u), p=pressure_basis.interpolate(element_pressure)) + \
-        follower.assemble(facet_basis, u=facet_basis.interpolate(u))
+    internal_forces = internal.assemble(
+        basis, u=basis.interpolate(u), p=pressure_basis.interpolate(element_pressure)
+    )
+    return internal_forces + follower.assemble(facet_basis, u=facet_basis.interpolate(u))
 
 
 def _facet_indices(skmesh, edges: np.ndarray) -> np.ndarray:

@@ -161,7 +161,8 @@ def test_label_solves_each_mask_once(tmp_path, solves):
 
 
 def test_failures_are_cached_too(tmp_path, solves):
-    labeler = FEMLabeler("mooney-rivlin", cache=tmp_path / "labels.sqlite", max_newton_iter=1, max_step_cuts=0)
+    path = tmp_path / "labels.sqlite"
+    labeler = FEMLabeler("mooney-rivlin", cache=path, max_newton_iter=1, max_step_cuts=0)
     for _ in range(2):
         with pytest.raises(LabelError, match="did not converge"):
             labeler.label(ring())

@@ -162,7 +162,8 @@ def test_von_mises_is_that_of_the_3d_cauchy_stress():
         for j in range(3):
             e = np.zeros((3, 3))
             e[i, j] = step
-            piola[i, j] = (_isochoric_energy_3d(f3 + e, material) - _isochoric_energy_3d(f3 - e, material)) / (2 * step)
+            difference = _isochoric_energy_3d(f3 + e, material) - _isochoric_energy_3d(f3 - e, material)
+            piola[i, j] = difference / (2 * step)
     sigma = piola @ f3.T / np.linalg.det(f3)
     deviator = sigma - np.trace(sigma) / 3 * np.eye(3)
     expected = np.sqrt(1.5 * (deviator**2).sum())
@@ -429,6 +430,8 @@ def test_label_batch_works_with_the_spawn_start_method():
         "    assert result.ok.all() and multiprocessing.active_children() == []\n"
         "    print('ok', result.stress.max())\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
