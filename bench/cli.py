@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, RunConfig, default_data_root
+from bench.config import ConfigError, RunConfig
+from bench.paths import default_data_root
 
 EXIT_USAGE = 2
 

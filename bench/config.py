@@ -1,34 +1,19 @@
-"""Run configuration, its validation, and where data and caches live by default."""
+"""Run configuration and its validation."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.paths import default_data_root
 from tasks.base import Protocol
 
 
 class ConfigError(ValueError):
     """A run that cannot work as configured; the message names the problem and the fix."""
-
-
-def cache_root() -> Path:
-    """Per-user cache folder: ``$BENCH_CACHE``, else ``$XDG_CACHE_HOME/latent-bench``."""
-    if os.environ.get("BENCH_CACHE"):
-        return Path(os.environ["BENCH_CACHE"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "latent-bench"
-
-
-def default_data_root() -> Path:
-    """Where tasks look for data: ``$BENCH_DATA``, else ``<cache root>/data``."""
-    if os.environ.get("BENCH_DATA"):
-        return Path(os.environ["BENCH_DATA"]).expanduser()
-    return cache_root() / "data"
 
 
 @dataclass

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig, cache_root, check_protocol, resolve_device
+from bench.config import ConfigError, RunConfig, check_protocol, resolve_device
 from bench.generative import load_or_train_vae
+from bench.paths import cache_root
 from bench.registry import UnknownNameError
 from bench.results import LabeledLog, RoundRecord, RoundsWriter
 from bench.training import predict, train_epochs
@@ -179,6 +180,7 @@ class TrainingSet:
         self._x: list[Tensor] = []
         self._y: list[Tensor] = []
         self._labeled = np.zeros(len(data.pool_x), dtype=bool)
+        self.latents: list[Tensor] = []  # latent codes of synthesized samples, when reported
 
     def __len__(self) -> int:
         return int(sum(len(s) for s in self.sources))
@@ -197,6 +199,9 @@ class TrainingSet:
         if len(selection) != k:
             raise StrategyError(f"{who} returned {len(selection)} samples, expected {k}")
         if selection.indices is None:
+            if selection.targets is None or len(selection.targets) != len(selection.inputs):
+                raise StrategyError(f"{who} returned synthesized inputs without one target each "
+                                    f"(label them through context.label_inputs)")
             return
         idx = selection.indices
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self._labeled)):
@@ -206,20 +211,21 @@ class TrainingSet:
         if self._labeled[idx].any():
             raise StrategyError(f"{who} returned already-labeled pool indices {idx[self._labeled[idx]][:5]}")
 
-    def add(self, selection: Selection, label_inputs: Callable[[Tensor], Tensor] | None) -> None:
-        """Label the selection (pool lookup, or the task's labeler) and append it."""
+    def add(self, selection: Selection) -> None:
+        """Append the selection: pool samples with their looked-up labels, or synthesized
+        inputs with the targets the strategy obtained from the task's labeler."""
         if selection.indices is not None:
             idx = selection.indices
             self._labeled[idx] = True
             self.sources.append(idx)
-            index = torch.as_tensor(idx, device=self.data.pool_x.device)
-            self._x.append(self.data.pool_x[index])
+            self._x.append(self.data.pool_x[torch.as_tensor(idx, device=self.data.pool_x.device)])
             self._y.append(self.labeler.label(idx))
         else:
-            targets = selection.targets if selection.targets is not None else label_inputs(selection.inputs)
             self.sources.append(np.full(len(selection.inputs), -1, dtype=np.int64))
             self._x.append(selection.inputs)
-            self._y.append(targets)
+            self._y.append(selection.targets)
+            if selection.latents is not None:
+                self.latents.append(selection.latents.detach().cpu())
         self._x, self._y = [torch.cat(self._x)], [torch.cat(self._y)]
 
     @property
@@ -258,10 +264,12 @@ def run_progressive(
     seed: int,
     init_idx: np.ndarray,
     init_state: dict[str, Tensor],
-    on_round: Callable[[RoundRecord, np.ndarray], None],
+    on_round: Callable[[RoundRecord, np.ndarray, np.ndarray | None], None],
     generative: Any = None,
 ) -> None:
-    """Run the T rounds of one strategy in one repeat, calling ``on_round`` after each round."""
+    """Run the T rounds of one strategy in one repeat, calling ``on_round(record, sources,
+    latents)`` after each round: the pool index of every training sample (-1 if synthesized)
+    and the latent codes of the synthesized ones (None when there are none)."""
     task, protocol, device = plan.task, plan.protocol, plan.device
     name = strategy_cls.name
     strategy = plan.make_strategy(strategy_cls)
@@ -273,8 +281,9 @@ def run_progressive(
     rng = strategy_rng(seed, name)
     timer = Timer()
     training = TrainingSet(data, LookupLabeler(data.pool_y))
-    label_inputs = getattr(task, "label_inputs", None)
-    timed_label_inputs = (lambda x: timer.timed("label", label_inputs, x)) if label_inputs else None
+    timed_label_inputs = None
+    if Capability.SYNTHETIC_LABELS in task.capabilities:
+        timed_label_inputs = lambda x: timer.timed("label", task.label_inputs, x)  # noqa: E731
 
     def context(t: int) -> SelectionContext:
         return SelectionContext(
@@ -295,7 +304,7 @@ def run_progressive(
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
         training.check(selection, k, f"strategy {name!r} (round {t})")
-        timer.timed("label", training.add, selection, timed_label_inputs)
+        timer.timed("label", training.add, selection)
         return selection
 
     selection = propose(0, protocol.initial, initial=True)
@@ -316,6 +325,7 @@ def run_progressive(
             eval_s=seconds["eval"], n_synthetic=training.n_synthetic,
             n_rejected=selection.n_rejected, extra=scores,
         )
-        on_round(record, np.concatenate(training.sources))
+        latents = torch.cat(training.latents).numpy() if training.latents else None
+        on_round(record, np.concatenate(training.sources), latents)
         if t < protocol.rounds:
             selection = propose(t, protocol.increment, initial=False)

@@ -24,7 +24,7 @@ def perf(config: RunConfig) -> str:
     seed = repeat_seed(config.seed, 0)
     rows = []
 
-    def on_round(record, _sources) -> None:
+    def on_round(record, _sources, _latents) -> None:
         samples = record.n_labeled * plan.protocol.epochs
         rows.append({
             "round": record.round, "n_labeled": record.n_labeled,

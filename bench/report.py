@@ -110,13 +110,14 @@ def write_report(rounds: pd.DataFrame, out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task, metric = rounds["task"].iloc[0], rounds["metric"].iloc[0]
-    decimals, ylabel = 4, metric
+    decimals, ylabel, scale = 4, metric, 1.0
     if task in TASKS:
         task_metric = TASKS.get(task).metric
         if task_metric.name == metric:
-            decimals, ylabel = task_metric.decimals, task_metric.label
+            decimals, ylabel, scale = task_metric.decimals, task_metric.label, task_metric.display_scale
     table = summarize(rounds)
     table.to_csv(out / "table.csv", index=False)
-    (out / "table.md").write_text(markdown_table(table, task, ylabel, decimals))
-    plot_curves(rounds, out / "curves.png", ylabel)
+    shown = table.assign(mean=table["mean"] * scale, std=table["std"] * scale)
+    (out / "table.md").write_text(markdown_table(shown, task, ylabel, decimals))
+    plot_curves(rounds.assign(value=rounds["value"] * scale), out / "curves.png", ylabel)
     return [out / "table.csv", out / "table.md", out / "curves.png"]

@@ -95,8 +95,8 @@ class LabeledLog:
     """The labeled set of every (strategy, repeat, round), saved to one ``.npz``.
 
     Keys are ``"<strategy>/repeat<r>/round<t>"``; values are the pool indices trained on in that
-    round, in the order they were added, with -1 for each synthesized sample. Synthesized
-    samples' latent codes, when a strategy reports them, are under ``".../latents"``.
+    round, in the order they were added, with -1 for each synthesized sample. The latent codes of
+    the synthesized samples, in the same order, are under ``"<strategy>/repeat<r>/round<t>/latents"``.
     """
 
     def __init__(self, path: Path) -> None:
@@ -107,11 +107,12 @@ class LabeledLog:
     def key(strategy: str, repeat: int, round: int) -> str:
         return f"{strategy}/repeat{repeat}/round{round}"
 
-    def add(self, strategy: str, repeat: int, round: int, indices: np.ndarray) -> None:
-        self.arrays[self.key(strategy, repeat, round)] = np.asarray(indices, dtype=np.int64)
-
-    def add_latents(self, strategy: str, repeat: int, latents: np.ndarray) -> None:
-        self.arrays[f"{strategy}/repeat{repeat}/latents"] = np.asarray(latents, dtype=np.float32)
+    def add(self, strategy: str, repeat: int, round: int, indices: np.ndarray,
+            latents: np.ndarray | None = None) -> None:
+        key = self.key(strategy, repeat, round)
+        self.arrays[key] = np.asarray(indices, dtype=np.int64)
+        if latents is not None:
+            self.arrays[f"{key}/latents"] = np.asarray(latents, dtype=np.float32)
 
     def save(self) -> None:
         """Write every array added so far (replacing the previous file atomically)."""

@@ -65,9 +65,9 @@ def run_plan(plan: Plan, data, out: Path) -> None:
             init_state = initial_weights(plan.task, seed)
             for strategy in plan.strategies:
 
-                def on_round(record: RoundRecord, sources) -> None:
+                def on_round(record: RoundRecord, sources, latents) -> None:
                     writer.write(record)
-                    labeled.add(record.strategy, record.repeat, record.round, sources)
+                    labeled.add(record.strategy, record.repeat, record.round, sources, latents)
                     progress.set_postfix_str(f"repeat {record.repeat} {record.strategy} t={record.round} "
                                              f"{record.metric}={record.value:.4g}")
                     progress.update()

@@ -120,6 +120,9 @@ TANGENT_SHIFTS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 LINE_SEARCH_STEPS = 8
 #: label_batch writes new results to the cache in groups of this many.
 _CACHE_FLUSH = 64
+#: label_batch starts one worker process per this many masks to solve, at most: starting a
+#: process costs about as much as solving 10-20 masks, so small batches are solved in-process.
+MASKS_PER_WORKER_MIN = 16
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
@@ -972,7 +975,7 @@ class FEMLabeler:
         self, masks: np.ndarray, todo: list[tuple[str, int]], workers: int | None
     ) -> Iterator[tuple[str, np.ndarray, np.ndarray | LabelError]]:
         """Yield ``(key, solved mask, stress map or LabelError)`` for each ``(key, mask index)``."""
-        workers = min(workers or _available_cores(), len(todo))
+        workers = min(workers or _available_cores(), len(todo) // MASKS_PER_WORKER_MIN)
         if workers <= 1:
             for key, index in todo:
                 yield key, *_label_one(masks[index], self.params)

@@ -14,6 +14,6 @@ def list_strategies() -> list[str]:
 
 # registers the built-ins, the baseline first
 from strategies import random  # noqa: E402,F401,I001
-from strategies import coreset, snn, uncertainty  # noqa: E402,F401
+from strategies import coreset, si, snn, uncertainty  # noqa: E402,F401
 
 __all__ = ["STRATEGIES", "register_strategy", "list_strategies", "Selection", "SelectionContext", "Strategy"]

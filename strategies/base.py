@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.training import predict
-from tasks.base import Capability, Task
+from tasks.base import Capability, Labels, Task
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SelectionContext:
     round: int  # t of the round just trained (1-based)
     batch_size: int  # for batched inference
     generative: Any = None  # the task's trained generative model, when the strategy needs one
-    label_inputs: Callable[[Tensor], Any] | None = None  # labels synthetic inputs (timed as label_s)
+    label_inputs: Callable[[Tensor], Labels] | None = None  # the task's labeler (timed as label_s)
 
     @property
     def device(self) -> torch.device:

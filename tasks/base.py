@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,8 +37,9 @@ class Metric:
 
     name: str
     higher_is_better: bool
-    label: str  # axis label, e.g. "accuracy (%)"
+    label: str  # axis label, e.g. "accuracy (%)"; mentions display_scale when it is not 1
     decimals: int = 1  # digits shown in table.md
+    display_scale: float = 1.0  # tables and figures show value * display_scale
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,18 @@ class GenerativeSpec:
     def replace(self, **overrides) -> "GenerativeSpec":
         """A copy with the non-None ``overrides`` applied."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class Labels:
+    """Targets for synthesized inputs from a task's labeler, with the inputs as labeled (e.g. a
+    generated image thresholded and cleaned into a valid mask). Rows with ``ok`` False could not
+    be labeled; ``errors`` says why."""
+
+    inputs: Tensor  # [B, ...]
+    targets: Tensor  # [B, ...]
+    ok: np.ndarray  # bool [B]
+    errors: dict[int, str]
 
 
 @dataclass
@@ -137,3 +151,7 @@ class Task(ABC):
     def extra_metrics(self) -> list[str]:
         """Names of the extra metrics :meth:`scores` returns after the headline one."""
         return []
+
+    def label_inputs(self, x: Tensor) -> Labels:
+        """Label synthesized inputs [B, ...] (tasks with Capability.SYNTHETIC_LABELS only)."""
+        raise NotImplementedError(f"task {self.name!r} has no labeler for synthetic inputs")
