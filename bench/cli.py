@@ -39,6 +39,9 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
                         "it to the repeat's initial weights every round (--no-warm-start)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r derives its own")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument("--threads", type=positive_int,
+                        help="CPU threads for torch (default: torch's choice; use 1 per run when "
+                             "several runs share the machine, or they slow each other down badly)")
     parser.add_argument("--subset", type=positive_int,
                         help="use N random pool samples and at most N test samples (quick runs, CI)")
     parser.add_argument("--data-root", type=Path, default=None,
@@ -113,7 +116,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         task=args.task, strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
         rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, repeats=getattr(args, "repeats", 1), seed=args.seed,
-        device=args.device, warm_start=args.warm_start, subset=args.subset,
+        device=args.device, threads=args.threads, warm_start=args.warm_start, subset=args.subset,
         data_root=args.data_root or default_data_root(), download=args.download,
         out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
         strategy_options=options, latent_dim=args.latent_dim,

@@ -31,6 +31,7 @@ class RunConfig:
     repeats: int = 1
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
     warm_start: bool = True
     subset: int | None = None
     data_root: Path = field(default_factory=default_data_root)

@@ -145,7 +145,10 @@ def plan_run(config: RunConfig) -> Plan:
     check_options(strategies, config.strategy_options)
     protocol = config.protocol(task.protocol)
     check_protocol(protocol, config.subset or 2**62, f"--subset {config.subset}")
-    return Plan(config, task, strategies, protocol, resolve_device(config.device))
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    return Plan(config, task, strategies, protocol, device)
 
 
 def generative_model(plan: Plan, data: TaskData) -> Any:

@@ -597,11 +597,11 @@ class WallModel:
         area_gradient = self.area_gradients + area_change  # dv_e/dx
         if j.min() <= 0 or volumetric_strain.min() <= -1:
             raise _InvalidState("an element is inverted (J <= 0)")
-        with np.errstate(over="ignore", invalid="ignore"):
-            stress, moduli = material.isochoric(f, tangent)
         kappa = material.bulk_modulus
         volumetric_pressure = kappa * volumetric_strain  # kappa (Jbar - 1)
-        forces = (self.weighted_bt @ stress.reshape(len(f), -1, 1))[..., 0]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught just below
+            stress, moduli = material.isochoric(f, tangent)
+            forces = (self.weighted_bt @ stress.reshape(len(f), -1, 1))[..., 0]
         forces += volumetric_pressure[:, None] * area_gradient
         residual = np.bincount(self.element_dofs.ravel(), forces.ravel(), self.n_dofs)
         residual -= self.pressure_load(u, pressure)
