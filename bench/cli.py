@@ -81,11 +81,67 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task)")
     report.add_argument("--out", type=Path, help="where to write (default: the single run folder)")
 
+    show = sub.add_parser("show", help="save a figure of pool samples beside their targets (Fig. S1)")
+    add_figure_args(show)
+    show.add_argument("--n", type=positive_int, default=6, help="samples shown")
+    show.add_argument("--synthesized", action="store_true",
+                      help="show SI-synthesized samples G(z) and their labels instead (tasks with a labeler)")
+
+    traj = sub.add_parser("trajectories", help="SNN trajectories in a 2-D latent space (Fig. 4)")
+    add_figure_args(traj)
+    traj.add_argument("--paths", type=positive_int, default=6, help="trajectories drawn")
+    traj.add_argument("--steps", type=positive_int, default=8, help="steps per trajectory")
+    traj.add_argument("--alpha", type=float, default=0.5, help="latent step size")
+    traj.add_argument("--initial", type=positive_int, default=500, help="labeled samples F is trained on")
+
     perf = sub.add_parser("perf", help="measure training throughput and wall time per round")
     add_protocol_args(perf)
     perf.add_argument("--strategy", default="random", help="strategy whose selection is timed too")
     add_strategy_args(perf)
     return parser
+
+
+def add_figure_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="task name (see `python -m bench list`)")
+    parser.add_argument("--out", type=Path, help="image file (default: results/figures/<command>-<task>.png)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples drawn")
+    parser.add_argument("--subset", type=positive_int, help="use N random pool samples (quick looks)")
+    parser.add_argument("--data-root", type=Path, default=None, help="data folder (as for run)")
+    parser.add_argument("--no-download", dest="download", action="store_false", help="never download data")
+
+
+def figure(args: argparse.Namespace) -> Path:
+    """Build the figure of ``show`` or ``trajectories``; returns where it was saved."""
+    import torch
+
+    from bench import figures
+    from bench.generative import load_or_train_vae
+    from bench.loop import plan_run
+    from bench.paths import cache_root
+    from tasks.base import Capability
+
+    latent_dim = 2 if args.command == "trajectories" else None
+    synthesized = getattr(args, "synthesized", False)
+    strategies = ["snn"] if args.command == "trajectories" else ["si"] if synthesized else ["random"]
+    plan = plan_run(RunConfig(task=args.task, strategies=strategies, device="cpu",
+                              data_root=args.data_root or default_data_root(), download=args.download))
+    task = plan.task
+    data = task.load(plan.config.data_root, download=args.download)
+    if args.subset:
+        data = data.subset(min(args.subset, len(data.pool_x)), torch.Generator().manual_seed(args.seed))
+    out = args.out or Path("results") / "figures" / f"{args.command}{'-synthesized' if synthesized else ''}-{task.name}.png"
+
+    def vae():
+        spec = task.generative.replace(latent_dim=latent_dim)
+        return load_or_train_vae(task.name, data.pool_x, spec, args.seed, cache_root() / "generative")
+
+    if args.command == "trajectories":
+        return figures.trajectory_figure(task, data, vae(), out, n_paths=args.paths, steps=args.steps,
+                                         alpha=args.alpha, initial=args.initial, seed=args.seed)
+    if synthesized:
+        assert Capability.SYNTHETIC_LABELS in task.capabilities  # plan_run refused the task otherwise
+        return figures.synthesized_figure(task, vae(), out, n=args.n, seed=args.seed)
+    return figures.sample_figure(task, data, out, n=args.n, seed=args.seed)
 
 
 def parse_options(items: list[str]) -> dict[str, object]:
@@ -148,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
             for path in write_report(read_rounds(args.runs), out):
                 print(path)
+        elif args.command in ("show", "trajectories"):
+            print(figure(args))
         elif args.command == "perf":
             from bench.perf import perf
 

@@ -130,6 +130,8 @@ class Task(ABC):
     protocol: ClassVar[Protocol]
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
     generative: ClassVar[GenerativeSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
+    target_label: ClassVar[str] = "label"  # what a target is, in figures
+    target_scale: ClassVar[float] = 1.0  # target * target_scale is in the units of target_label
 
     @abstractmethod
     def load(self, data_root: Path, download: bool = True) -> TaskData:

@@ -87,6 +87,8 @@ class IVUSTask(Task):
     protocol = Protocol(initial=50, increment=50, rounds=10, epochs=20, batch_size=16, lr=1e-3)
     capabilities = frozenset({Capability.EMBEDDINGS, Capability.GENERATIVE, Capability.SYNTHETIC_LABELS})
     generative = GenerativeSpec(hidden=400, latent_dim=3, epochs=300, batch_size=64, lr=1e-3)  # Tables S11, S12
+    target_label = "von Mises stress (kPa)"
+    target_scale = STRESS_SCALE_KPA
 
     def __init__(self, cohort_size: int = COHORT_SIZE, pool_size: int = POOL_SIZE, workers: int | None = None) -> None:
         self.cohort_size, self.pool_size, self.workers = cohort_size, pool_size, workers
