@@ -57,24 +57,27 @@ def run_plan(plan: Plan, data, out: Path) -> None:
     write_json(out / "manifest.json", manifest)
     labeled = LabeledLog(out / "labeled.npz")
     generative = generative_model(plan, data)
-    progress = tqdm(total=config.repeats * len(plan.strategies) * protocol.rounds, unit="round",
-                    disable=config.quiet, desc=plan.task.name)
+    repeats_bar = tqdm(seeds, desc=f"{plan.task.name} repeats", unit="repeat", disable=config.quiet)
     with RoundsWriter(out / "rounds.csv", plan.task.extra_metrics()) as writer:
-        for repeat, seed in enumerate(seeds):
+        for repeat, seed in enumerate(repeats_bar):
             init_idx = initial_indices(seed, len(data.pool_x), protocol.initial)
             init_state = initial_weights(plan.task, seed)
             for strategy in plan.strategies:
+                rounds_bar = tqdm(total=protocol.rounds, desc=f"{strategy.name} repeat {repeat}", unit="round",
+                                  leave=False, disable=config.quiet)
 
                 def on_round(record: RoundRecord, sources, latents) -> None:
                     writer.write(record)
                     labeled.add(record.strategy, record.repeat, record.round, sources, latents)
-                    progress.set_postfix_str(f"repeat {record.repeat} {record.strategy} t={record.round} "
-                                             f"{record.metric}={record.value:.4g}")
-                    progress.update()
+                    rounds_bar.set_postfix_str(f"n={record.n_labeled} {record.metric}={record.value:.4g}")
+                    rounds_bar.update()
+                    repeats_bar.set_postfix_str(f"last: {record.strategy} t={record.round} "
+                                                f"{record.metric}={record.value:.4g}")
 
                 run_progressive(plan, data, strategy, repeat, seed, init_idx, init_state, on_round, generative)
+                rounds_bar.close()
                 labeled.save()
-    progress.close()
+    repeats_bar.close()
     write_report(pd.read_csv(out / "rounds.csv"), out)
     manifest.update(status="complete", finished=now())
     write_json(out / "manifest.json", manifest)

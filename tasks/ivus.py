@@ -84,7 +84,7 @@ class IVUSTask(Task):
     description = "synthetic IVUS wall masks -> FEM stress maps (990 pool, 210 test), Table S6 net, MSE"
     metric = Metric("mse", higher_is_better=False, label="test MSE x 1e4 (stress / 300 kPa)",
                     decimals=2, display_scale=1e4)
-    protocol = Protocol(initial=50, increment=50, rounds=10, epochs=20, batch_size=16, lr=1e-3)
+    protocol = Protocol(initial=50, increment=50, rounds=10, epochs=50, batch_size=16, lr=1e-3)
     capabilities = frozenset({Capability.EMBEDDINGS, Capability.GENERATIVE, Capability.SYNTHETIC_LABELS})
     generative = GenerativeSpec(hidden=400, latent_dim=3, epochs=300, batch_size=64, lr=1e-3)  # Tables S11, S12
     target_label = "von Mises stress (kPa)"
