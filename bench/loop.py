@@ -30,7 +30,7 @@ from labelers.lookup import LookupLabeler
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks import TASKS
-from tasks.base import Capability, Protocol, Task, TaskData
+from tasks.base import Capability, GenerativeSpec, Protocol, Task, TaskData
 
 
 class StrategyError(RuntimeError):
@@ -85,6 +85,14 @@ def strategy_options(cls: type[Strategy], options: dict[str, Any]) -> dict[str, 
     prefix = f"{cls.name}."
     chosen.update({k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)})
     return chosen
+
+
+def strategy_settings(cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor option of strategy ``cls`` with the value it runs with."""
+    settings = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    settings.update(strategy_options(cls, options))
+    return settings
 
 
 def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> None:
@@ -151,12 +159,19 @@ def plan_run(config: RunConfig) -> Plan:
     return Plan(config, task, strategies, protocol, device)
 
 
+def generative_spec(plan: Plan) -> GenerativeSpec | None:
+    """The settings of the task's generative model when a chosen strategy needs one, else None."""
+    if not any(Capability.GENERATIVE in s.requires for s in plan.strategies):
+        return None
+    return plan.task.generative.replace(latent_dim=plan.config.latent_dim)
+
+
 def generative_model(plan: Plan, data: TaskData) -> Any:
     """The task's trained generative model when a chosen strategy needs one (else None):
     trained on the pool only, once per (task, pool, seed, settings), then loaded from the cache."""
-    if not any(Capability.GENERATIVE in s.requires for s in plan.strategies):
+    spec = generative_spec(plan)
+    if spec is None:
         return None
-    spec = plan.task.generative.replace(latent_dim=plan.config.latent_dim)
     return load_or_train_vae(plan.task.name, data.pool_x, spec, plan.config.seed,
                              cache_root() / "generative", progress=not plan.config.quiet)
 

@@ -56,16 +56,27 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def command_line() -> str:
+    """How this process was started, as a user would type it."""
+    program = Path(sys.argv[0]).name
+    program = "python -m bench" if program == "__main__.py" else program
+    return " ".join([program, *sys.argv[1:]])
+
+
 def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
+    from bench.loop import generative_spec, strategy_settings
+
+    spec = generative_spec(plan)
     return {
         "status": "running",
         "started": now(),
         "finished": None,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "config": asdict(plan.config),
         "task": plan.task.name,
-        "strategies": plan.strategy_names,
+        "strategies": {cls.name: strategy_settings(cls, plan.config.strategy_options) for cls in plan.strategies},
+        "generative": None if spec is None else {**asdict(spec), "seed": plan.config.seed},
         "protocol": asdict(plan.protocol),
         "repeat_seeds": repeat_seeds,
         "data": data_sizes,
