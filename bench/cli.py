@@ -116,7 +116,7 @@ def figure(args: argparse.Namespace) -> Path:
 
     from bench import figures
     from bench.generative import load_or_train_vae
-    from bench.loop import plan_run
+    from bench.plan import plan_run
     from bench.paths import cache_root
     from tasks.base import Capability
 

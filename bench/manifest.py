@@ -65,7 +65,7 @@ def command_line() -> str:
 
 def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
-    from bench.loop import generative_spec, strategy_settings
+    from bench.plan import generative_spec, strategy_settings
 
     spec = generative_spec(plan)
     return {

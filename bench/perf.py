@@ -12,8 +12,8 @@ import time
 import pandas as pd
 
 from bench.config import RunConfig
-from bench.loop import (generative_model, initial_indices, initial_weights, load_data, plan_run, repeat_seed,
-                        run_progressive)
+from bench.loop import initial_indices, initial_weights, repeat_seed, run_progressive
+from bench.plan import generative_model, load_data, plan_run
 from bench.manifest import device_info
 
 

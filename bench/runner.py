@@ -9,8 +9,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from bench.config import ConfigError, RunConfig
-from bench.loop import (Plan, generative_model, initial_indices, initial_weights, load_data, plan_run,
-                        repeat_seed, run_progressive)
+from bench.loop import initial_indices, initial_weights, repeat_seed, run_progressive
+from bench.plan import Plan, generative_model, load_data, plan_run
 from bench.manifest import now, start_manifest
 from bench.report import write_report
 from bench.results import LabeledLog, RoundRecord, RoundsWriter, write_json
@@ -40,6 +40,19 @@ def prepare_out(out: Path | None, task: str) -> Path:
     return out
 
 
+def recorder(writer: RoundsWriter, labeled: LabeledLog, rounds_bar: tqdm, repeats_bar: tqdm):
+    """The ``on_round`` callback: write the row and the labeled set, advance the progress bars."""
+
+    def on_round(record: RoundRecord, sources, latents) -> None:
+        writer.write(record)
+        labeled.add(record.strategy, record.repeat, record.round, sources, latents)
+        rounds_bar.set_postfix_str(f"n={record.n_labeled} {record.metric}={record.value:.4g}")
+        rounds_bar.update()
+        repeats_bar.set_postfix_str(f"last: {record.strategy} t={record.round} {record.metric}={record.value:.4g}")
+
+    return on_round
+
+
 def execute(config: RunConfig) -> Path:
     """Validate ``config``, run every (repeat, strategy), and write all outputs; returns the folder."""
     plan = plan_run(config)
@@ -65,15 +78,7 @@ def run_plan(plan: Plan, data, out: Path) -> None:
             for strategy in plan.strategies:
                 rounds_bar = tqdm(total=protocol.rounds, desc=f"{strategy.name} repeat {repeat}", unit="round",
                                   leave=False, disable=config.quiet)
-
-                def on_round(record: RoundRecord, sources, latents) -> None:
-                    writer.write(record)
-                    labeled.add(record.strategy, record.repeat, record.round, sources, latents)
-                    rounds_bar.set_postfix_str(f"n={record.n_labeled} {record.metric}={record.value:.4g}")
-                    rounds_bar.update()
-                    repeats_bar.set_postfix_str(f"last: {record.strategy} t={record.round} "
-                                                f"{record.metric}={record.value:.4g}")
-
+                on_round = recorder(writer, labeled, rounds_bar, repeats_bar)
                 run_progressive(plan, data, strategy, repeat, seed, init_idx, init_state, on_round, generative)
                 rounds_bar.close()
                 labeled.save()

@@ -9,7 +9,6 @@ replaced by another step from another z, and counted. The test set stays real he
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 

@@ -111,7 +111,7 @@ def test_a_labeler_that_rejects_everything_stops_with_a_clear_error():
 
 def test_si_is_refused_on_tasks_without_a_labeler_for_synthetic_inputs():
     from bench.config import ConfigError, RunConfig
-    from bench.loop import plan_run
+    from bench.plan import plan_run
 
     with pytest.raises(ConfigError, match="'si' does not apply to task 'mnist'.*labeler for synthetic inputs.*snn"):
         plan_run(RunConfig(task="mnist", strategies=["si"]))

@@ -8,7 +8,7 @@ from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_
 from sklearn.linear_model import LogisticRegression
 
 from bench.config import ConfigError, RunConfig
-from bench.loop import plan_run
+from bench.plan import plan_run
 from strategies.uncertainty import UncertaintySampling, uncertainty_scores
 from tests.strategies.test_contract import make_context
 from tests.conftest import Blobs

@@ -1,0 +1,151 @@
+"""Planning a run: resolve and check the task, strategies, options, sizes and device before any
+work, then load the data and the generative model the strategies need."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.config import ConfigError, RunConfig, check_protocol, resolve_device
+from bench.generative import load_or_train_vae
+from bench.paths import cache_root
+from bench.registry import UnknownNameError
+from strategies import STRATEGIES
+from strategies.base import Strategy
+from tasks import TASKS
+from tasks.base import Capability, GenerativeSpec, Protocol, Task, TaskData
+
+
+@dataclass
+class Plan:
+    """A validated run: the resolved task, strategies, protocol and device."""
+
+    config: RunConfig
+    task: Task
+    strategies: list[type[Strategy]]
+    protocol: Protocol
+    device: torch.device
+
+    @property
+    def strategy_names(self) -> list[str]:
+        return [s.name for s in self.strategies]
+
+    def make_strategy(self, cls: type[Strategy]) -> Strategy:
+        """Instantiate a strategy with the options meant for it (see :func:`strategy_options`)."""
+        return cls(**strategy_options(cls, self.config.strategy_options))
+
+
+def strategy_options(cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
+    """The options for strategy ``cls``: ``"<name>.<key>"`` entries, and plain ``"<key>"``
+    entries that its constructor accepts (a scoped entry wins over a plain one)."""
+    accepted = inspect.signature(cls).parameters
+    chosen = {k: v for k, v in options.items() if "." not in k and k in accepted}
+    prefix = f"{cls.name}."
+    chosen.update({k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)})
+    return chosen
+
+
+def strategy_settings(cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
+    """Every constructor option of strategy ``cls`` with the value it runs with."""
+    settings = {name: p.default for name, p in inspect.signature(cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    settings.update(strategy_options(cls, options))
+    return settings
+
+
+def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> None:
+    """Refuse options no chosen strategy accepts, and values a strategy's constructor rejects."""
+    for key in options:
+        scope, _, name = key.rpartition(".")
+        owners = [c for c in strategies if (not scope or c.name == scope) and name in inspect.signature(c).parameters]
+        if not owners:
+            known = sorted({f"{c.name}.{p}" for c in strategies for p in inspect.signature(c).parameters})
+            raise ConfigError(f"option {key!r} is not accepted by any chosen strategy "
+                              f"({', '.join(c.name for c in strategies)}); options they accept: "
+                              f"{', '.join(known) or 'none'}")
+    for cls in strategies:
+        try:
+            cls(**strategy_options(cls, options))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"strategy {cls.name!r}: {err}") from None
+
+
+def applicable_strategies(task: Task) -> list[str]:
+    """Names of the registered strategies whose requirements ``task`` meets."""
+    return [name for name in STRATEGIES.names() if not STRATEGIES.get(name).missing(task)]
+
+
+def plan_run(config: RunConfig) -> Plan:
+    """Check a configuration before any work; raise ConfigError naming the problem and fix."""
+    try:
+        task = TASKS.create(config.task)
+    except UnknownNameError as err:
+        raise ConfigError(str(err)) from None
+    names = config.strategies
+    if names == ["all"]:
+        names = applicable_strategies(task)
+    if not names:
+        raise ConfigError("no strategy given; use --strategy NAME[,NAME...] or --strategy all")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a strategy is listed twice in --strategy {','.join(names)}")
+    strategies = []
+    for name in names:
+        try:
+            cls = STRATEGIES.get(name)
+        except UnknownNameError as err:
+            raise ConfigError(str(err)) from None
+        missing = cls.missing(task)
+        if missing:
+            raise ConfigError(
+                f"strategy {name!r} does not apply to task {task.name!r}: it needs "
+                f"{' and '.join(c.value for c in missing)}, which {task.name} does not provide. "
+                f"Strategies that apply to {task.name}: {', '.join(applicable_strategies(task))}"
+            )
+        strategies.append(cls)
+    if config.latent_dim is not None and config.latent_dim < 1:
+        raise ConfigError(f"--latent-dim must be at least 1 (got {config.latent_dim})")
+    if config.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1 (got {config.repeats})")
+    if config.subset is not None and config.subset < 1:
+        raise ConfigError(f"--subset must be at least 1 (got {config.subset})")
+    check_options(strategies, config.strategy_options)
+    protocol = config.protocol(task.protocol)
+    check_protocol(protocol, config.subset or 2**62, f"--subset {config.subset}")
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    return Plan(config, task, strategies, protocol, device)
+
+
+def generative_spec(plan: Plan) -> GenerativeSpec | None:
+    """The settings of the task's generative model when a chosen strategy needs one, else None."""
+    if not any(Capability.GENERATIVE in s.requires for s in plan.strategies):
+        return None
+    return plan.task.generative.replace(latent_dim=plan.config.latent_dim)
+
+
+def generative_model(plan: Plan, data: TaskData) -> Any:
+    """The task's trained generative model when a chosen strategy needs one (else None):
+    trained on the pool only, once per (task, pool, seed, settings), then loaded from the cache."""
+    spec = generative_spec(plan)
+    if spec is None:
+        return None
+    return load_or_train_vae(plan.task.name, data.pool_x, spec, plan.config.seed,
+                             cache_root() / "generative", progress=not plan.config.quiet)
+
+
+def load_data(plan: Plan) -> TaskData:
+    """The task's data (subset if asked), checked against the protocol, on the device."""
+    data = plan.task.load(Path(plan.config.data_root), download=plan.config.download)
+    subset = plan.config.subset
+    if subset is not None:
+        if subset > len(data.pool_x):
+            raise ConfigError(f"--subset {subset} is larger than the {plan.task.name} pool "
+                              f"({len(data.pool_x)} samples); lower it")
+        data = data.subset(subset, torch.Generator().manual_seed(plan.config.seed))
+    check_protocol(plan.protocol, len(data.pool_x), f"the {plan.task.name} pool")
+    return data.to(plan.device)
