@@ -29,7 +29,9 @@ class RoundRecord:
     ``select_s`` and ``label_s`` are the seconds spent choosing and labeling the samples that
     joined the training set for this round (for round 1: the initial set); ``train_s`` and
     ``eval_s`` the seconds spent training F this round and scoring it on the test set.
-    ``n_rejected`` counts synthesized candidates the labeler refused while building the set.
+    ``n_rejected`` counts candidates the strategy refused and replaced while building this
+    round's additions (SI: synthesized masks the labeler rejected; SNN: steps that left the data
+    manifold).
     """
 
     task: str

@@ -72,9 +72,9 @@ class SelectionContext:
 class Selection:
     """A strategy's answer: pool ``indices`` (int64 [k]) or synthesized ``inputs`` [k, ...].
 
-    A strategy that synthesizes inputs and labels them through ``context.label_inputs`` returns
-    their ``targets`` too, with ``n_rejected`` counting candidates the labeler refused.
-    ``latents`` optionally records where synthesized inputs came from (for audit).
+    A strategy that synthesizes inputs labels them through ``context.label_inputs`` and returns
+    their ``targets`` too; ``latents`` optionally records where they came from (for audit).
+    ``n_rejected`` counts candidates the strategy refused and replaced (reported in rounds.csv).
     """
 
     indices: np.ndarray | None = None

@@ -97,4 +97,4 @@ class SamplingByNearestNeighbour(Strategy):
             keep = codes.on_manifold(stepped) if attempt < MAX_DRAWS else np.ones(need, dtype=bool)
             dropped += int((~keep).sum())
             picks.append(codes.nearest_available(stepped[keep], unavailable))
-        return Selection(indices=np.concatenate(picks), info={"off_manifold": dropped})
+        return Selection(indices=np.concatenate(picks), n_rejected=dropped)

@@ -87,7 +87,7 @@ def test_steps_that_leave_the_manifold_are_reselected_from_the_labeled_set():
     for seed in range(5):
         selection = SamplingByNearestNeighbour(alpha=3.0).select(grid_context(labeled, seed), 1)
         assert selection.indices.tolist() == [index_of(5, 5)]
-    drops = [SamplingByNearestNeighbour(alpha=3.0).select(grid_context(labeled, s), 1).info["off_manifold"]
+    drops = [SamplingByNearestNeighbour(alpha=3.0).select(grid_context(labeled, s), 1).n_rejected
              for s in range(10)]
     assert max(drops) > 0
 
