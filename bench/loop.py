@@ -20,7 +20,7 @@ from torch import Tensor
 
 from bench.plan import Plan
 from bench.results import RoundRecord
-from bench.training import predict, train_epochs
+from bench.training import INFERENCE_BATCH, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks.base import Capability, Task, TaskData
@@ -170,7 +170,7 @@ def run_progressive(
             task=task, model=model, pool_x=data.pool_x, labeled=training.pool_indices,
             train_x=training.x if len(training) else data.pool_x[:0],
             train_y=training.y if len(training) else data.pool_y[:0],
-            rng=rng, round=t, batch_size=max(protocol.batch_size, 1024),
+            rng=rng, round=t, batch_size=INFERENCE_BATCH,
             generative=generative, label_inputs=timed_label_inputs,
         )
 
@@ -194,7 +194,7 @@ def run_progressive(
             optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
         timer.timed("train", train_epochs, model, optimizer, task.loss, training.x, training.y,
                     protocol.epochs, protocol.batch_size, shuffle)
-        outputs = timer.timed("eval", predict, model, data.test_x, 1024)
+        outputs = timer.timed("eval", predict, model, data.test_x)
         scores = timer.timed("eval", task.scores, outputs, data.test_y)
         seconds = timer.take()
         value = scores.pop(task.metric.name)

