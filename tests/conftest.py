@@ -5,37 +5,45 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from tasks import TASKS
-from tasks.base import Capability, GenerativeSpec, Metric, Protocol, Task, TaskData
+from tasks.base import Capability, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 class Blobs(Task):
     """Four Gaussian blobs in 8-D squashed into [0, 1]: a classification task with a tiny VAE
-    that trains in milliseconds."""
+    and a labeler for synthetic inputs (the nearest blob centre), that trains in milliseconds."""
 
     name = "blobs"
     description = "four Gaussian blobs in 8-D (tests only)"
     metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)")
     protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=1e-2)
-    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
+    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE,
+                              Capability.SYNTHETIC_LABELS})
     generative = GenerativeSpec(hidden=32, latent_dim=2, epochs=20, batch_size=32, lr=1e-2)
 
-    def load(self, data_root: Path, download: bool = True) -> TaskData:
-        g = torch.Generator().manual_seed(123)
-        centres = torch.randn(4, 8, generator=g) * 3
+    def __init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(123)
+        self.centres = torch.randn(4, 8, generator=self.generator) * 3
 
+    def load(self, data_root: Path, download: bool = True) -> TaskData:
         def draw(n: int) -> tuple[Tensor, Tensor]:
             y = torch.arange(n) % 4
-            return torch.sigmoid(centres[y] + torch.randn(n, 8, generator=g)), y
+            return torch.sigmoid(self.centres[y] + torch.randn(n, 8, generator=self.generator)), y
 
         return TaskData(*draw(400), *draw(200))
+
+    def label_inputs(self, x: Tensor) -> Labels:
+        """The class of the nearest (squashed) blob centre."""
+        targets = torch.cdist(x, torch.sigmoid(self.centres)).argmin(dim=1)
+        return Labels(x, targets, np.ones(len(x), dtype=bool), {})
 
     def make_model(self) -> nn.Module:
         return MLP()
