@@ -79,8 +79,50 @@ def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 
     return "\n".join(lines) + "\n"
 
 
+def paired_differences(rounds: pd.DataFrame, baseline: str = "random",
+                       higher_is_better: bool = True) -> pd.DataFrame | None:
+    """Each strategy minus ``baseline`` in the same repeat and round (the design is paired):
+    mean and sample std of the difference over repeats, and in how many repeats it is strictly
+    better. None when the baseline is not among the strategies."""
+    if baseline not in set(rounds["strategy"]):
+        return None
+    base = rounds.loc[rounds["strategy"] == baseline, ["repeat", "round", "value"]]
+    others = rounds[rounds["strategy"] != baseline].merge(base.rename(columns={"value": "baseline"}),
+                                                          on=["repeat", "round"])
+    others = others.assign(delta=others["value"] - others["baseline"])
+    return (
+        others.groupby(["strategy", "round"], sort=False)
+        .agg(mean=("delta", "mean"), std=("delta", "std"),
+             better=("delta", lambda d: int((d > 0).sum() if higher_is_better else (d < 0).sum())),
+             repeats=("delta", "size"))
+        .reset_index()
+    )
+
+
+def markdown_differences(diffs: pd.DataFrame, baseline: str, higher_is_better: bool, decimals: int) -> str:
+    """Paired differences to the baseline, a row per strategy, a column per round:
+    ``mean ± std (better in b/n repeats)``."""
+    rounds = sorted(diffs["round"].unique())
+    lines = [
+        f"difference to {baseline} in the same repeat (paired), mean ± std, and the repeats in which "
+        f"it is better ({'higher' if higher_is_better else 'lower'} is better)",
+        "",
+        "| strategy | " + " | ".join(f"t={t}" for t in rounds) + " |",
+        "|" + "---|" * (len(rounds) + 1),
+    ]
+    for strategy, rows in diffs.groupby("strategy", sort=False):
+        cells = {r["round"]: f"{r['mean']:+.{decimals}f} ± {_std(r['std'], decimals)} ({r['better']}/{r['repeats']})"
+                 for _, r in rows.iterrows()}
+        lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _std(std: float, decimals: int) -> str:
+    return "n/a" if pd.isna(std) else f"{std:.{decimals}f}"
+
+
 def _mean_std(mean: float, std: float, decimals: int) -> str:
-    return f"{mean:.{decimals}f} ± {'n/a' if pd.isna(std) else f'{std:.{decimals}f}'}"
+    return f"{mean:.{decimals}f} ± {_std(std, decimals)}"
 
 
 def plot_curves(rounds: pd.DataFrame, path: Path, ylabel: str) -> None:
@@ -104,20 +146,27 @@ def plot_curves(rounds: pd.DataFrame, path: Path, ylabel: str) -> None:
 
 
 def write_report(rounds: pd.DataFrame, out: Path) -> list[Path]:
-    """Write ``table.csv``, ``table.md`` and ``curves.png`` for ``rounds`` into ``out``."""
+    """Write ``table.csv``, ``table.md`` (with the paired differences to random when it ran) and
+    ``curves.png`` for ``rounds`` into ``out``."""
     from tasks import TASKS
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task, metric = rounds["task"].iloc[0], rounds["metric"].iloc[0]
-    decimals, ylabel, scale = 4, metric, 1.0
+    decimals, ylabel, scale, higher_is_better = 4, metric, 1.0, True
     if task in TASKS:
         task_metric = TASKS.get(task).metric
         if task_metric.name == metric:
             decimals, ylabel, scale = task_metric.decimals, task_metric.label, task_metric.display_scale
+            higher_is_better = task_metric.higher_is_better
     table = summarize(rounds)
     table.to_csv(out / "table.csv", index=False)
     shown = table.assign(mean=table["mean"] * scale, std=table["std"] * scale)
-    (out / "table.md").write_text(markdown_table(shown, task, ylabel, decimals))
+    text = markdown_table(shown, task, ylabel, decimals)
+    diffs = paired_differences(rounds, "random", higher_is_better)
+    if diffs is not None and len(diffs):
+        diffs = diffs.assign(mean=diffs["mean"] * scale, std=diffs["std"] * scale)
+        text += "\n" + markdown_differences(diffs, "random", higher_is_better, decimals)
+    (out / "table.md").write_text(text)
     plot_curves(rounds.assign(value=rounds["value"] * scale), out / "curves.png", ylabel)
     return [out / "table.csv", out / "table.md", out / "curves.png"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import ReportError, markdown_table, read_rounds, summarize, write_report
+from bench.report import ReportError, markdown_table, paired_differences, read_rounds, summarize, write_report
 
 
 def rounds_frame(strategy="random", values=((90.0, 95.0), (92.0, 97.0)), task="mnist") -> pd.DataFrame:
@@ -80,3 +80,23 @@ def test_report_rebuilds_the_same_table(tmp_path):
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "table.csv").read_text() == (tmp_path / "first" / "table.csv").read_text()
     assert (tmp_path / "table.md").read_text() == (tmp_path / "first" / "table.md").read_text()
+
+
+def test_paired_differences_compare_each_repeat_with_its_own_baseline():
+    rounds = pd.concat([rounds_frame("random"), rounds_frame("snn", values=((91.0, 94.0), (92.5, 98.0)))])
+    diffs = paired_differences(rounds, "random", higher_is_better=True)
+    assert diffs["strategy"].unique().tolist() == ["snn"]
+    first, second = diffs.to_dict("records")
+    assert first["mean"] == pytest.approx(0.75) and first["better"] == 2  # +1.0 and +0.5
+    assert second["mean"] == pytest.approx(0.0) and second["better"] == 1  # -1.0 and +1.0
+    lower = paired_differences(rounds, "random", higher_is_better=False)
+    assert lower["better"].tolist() == [0, 1]
+    assert paired_differences(rounds_frame("snn"), "random") is None
+
+
+def test_table_md_adds_the_paired_differences_when_random_ran(tmp_path):
+    rounds = pd.concat([rounds_frame("random"), rounds_frame("snn", values=((91.0, 94.0), (92.5, 98.0)))])
+    write_report(rounds, tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    assert "difference to random in the same repeat" in text
+    assert "| snn | +0.8 ± 0.4 (2/2) | +0.0 ± 1.4 (1/2) |" in text
