@@ -80,7 +80,8 @@ def applicable_strategies(task: Task) -> list[str]:
 
 
 def plan_run(config: RunConfig) -> Plan:
-    """Check a configuration before any work; raise ConfigError naming the problem and fix."""
+    """Check a configuration before any work; raise ConfigError naming the problem and fix.
+    Applies ``--threads`` to torch, so that everything after runs with it."""
     try:
         task = TASKS.create(config.task)
     except UnknownNameError as err:
