@@ -32,6 +32,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    score_dtype: str = "auto"  # precision of pool scoring for selection: auto, float32 or bfloat16
     warm_start: bool = True
     subset: int | None = None
     data_root: Path = field(default_factory=default_data_root)
@@ -57,6 +58,27 @@ def resolve_device(name: str) -> torch.device:
     if name != "cpu" and not name.startswith("cuda"):
         raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
+
+
+SCORE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (a GPU that supports it; a CPU with
+    AVX512-BF16 or AMX), where scoring in bfloat16 runs 2-3x faster than in float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_score_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 where the device computes it natively, else float32."""
+    if name == "auto":
+        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
+    if name not in SCORE_DTYPES:
+        raise ConfigError(f"unknown --score-dtype {name!r}; use auto, float32 or bfloat16")
+    return SCORE_DTYPES[name]
 
 
 def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:

@@ -170,7 +170,7 @@ def run_progressive(
             task=task, model=model, pool_x=data.pool_x, labeled=training.pool_indices,
             train_x=training.x if len(training) else data.pool_x[:0],
             train_y=training.y if len(training) else data.pool_y[:0],
-            rng=rng, round=t, batch_size=INFERENCE_BATCH,
+            rng=rng, round=t, batch_size=INFERENCE_BATCH, score_dtype=plan.score_dtype,
             generative=generative, label_inputs=timed_label_inputs,
         )
 

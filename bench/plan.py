@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench.config import ConfigError, RunConfig, check_protocol, resolve_device
+from bench.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
 from bench.generative import load_or_train_vae
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
@@ -29,6 +29,7 @@ class Plan:
     strategies: list[type[Strategy]]
     protocol: Protocol
     device: torch.device
+    score_dtype: torch.dtype  # precision of the pool scoring strategies select with
 
     @property
     def strategy_names(self) -> list[str]:
@@ -117,9 +118,10 @@ def plan_run(config: RunConfig) -> Plan:
     protocol = config.protocol(task.protocol)
     check_protocol(protocol, config.subset or 2**62, f"--subset {config.subset}")
     device = resolve_device(config.device)
+    score_dtype = resolve_score_dtype(config.score_dtype, device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    return Plan(config, task, strategies, protocol, device)
+    return Plan(config, task, strategies, protocol, device, score_dtype)
 
 
 def generative_spec(plan: Plan) -> GenerativeSpec | None:

@@ -38,6 +38,7 @@ class SelectionContext:
     rng: np.random.Generator  # seeded per (repeat, strategy)
     round: int  # t of the round just trained (1-based)
     batch_size: int  # for batched inference
+    score_dtype: torch.dtype = torch.float32  # precision of pool_probabilities and embed
     generative: Any = None  # the task's trained generative model, when the strategy needs one
     label_inputs: Callable[[Tensor], Labels] | None = None  # the task's labeler (timed as label_s)
 
@@ -52,15 +53,19 @@ class SelectionContext:
         mask[self.labeled] = False
         return np.flatnonzero(mask)
 
+    def _score(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """``fn`` over ``x`` in batches, F in eval mode, computed in ``score_dtype``; float32 out."""
+        with torch.autocast(self.device.type, dtype=self.score_dtype, enabled=self.score_dtype != torch.float32):
+            return predict(self.model, x, self.batch_size, lambda b: fn(b).float())
+
     @cached_property
     def pool_probabilities(self) -> Tensor:
         """Softmax of F over the whole pool, float32 [N, C] on device (computed once per round)."""
-        softmax = lambda b: torch.softmax(self.model(b).float(), dim=1)  # noqa: E731
-        return predict(self.model, self.pool_x, self.batch_size, softmax)
+        return self._score(lambda b: torch.softmax(self.model(b).float(), dim=1), self.pool_x)
 
     def embed(self, x: Tensor) -> Tensor:
         """F's penultimate features of ``x``, float32 [len(x), d] on device."""
-        return predict(self.model, x, self.batch_size, lambda b: self.model.embed(b).flatten(1).float())
+        return self._score(lambda b: self.model.embed(b).flatten(1), x)
 
     @cached_property
     def pool_embeddings(self) -> Tensor:
