@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | list | report | perf``.
+"""Command line: ``python -m bench run | list | report | show | trajectories | perf``.
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -130,6 +130,9 @@ def figure(args: argparse.Namespace) -> Path:
     plan = plan_run(RunConfig(task=args.task, strategies=strategies, device="cpu",
                               data_root=args.data_root or default_data_root(), download=args.download))
     task = plan.task
+    if args.command == "trajectories" and Capability.PROBABILITIES not in task.capabilities:
+        raise ConfigError(f"trajectories colour the latent space by class, and {task.name!r} is not a "
+                          f"classification task; use a task such as mnist")
     data = task.load(plan.config.data_root, download=args.download)
     if args.subset:
         data = data.subset(min(args.subset, len(data.pool_x)), torch.Generator().manual_seed(args.seed))

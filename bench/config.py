@@ -86,8 +86,8 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
     for name in ("rounds", "initial", "epochs", "batch_size"):
         if getattr(protocol, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(protocol, name)})")
-    if protocol.increment < 0:
-        raise ConfigError(f"--increment must be non-negative (got {protocol.increment})")
+    if protocol.increment < 1 and protocol.rounds > 1:
+        raise ConfigError(f"--increment must be at least 1 when --rounds is more than 1 (got {protocol.increment})")
     if protocol.lr <= 0:
         raise ConfigError(f"--lr must be positive (got {protocol.lr})")
     budget = protocol.initial + (protocol.rounds - 1) * protocol.increment

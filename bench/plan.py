@@ -114,9 +114,17 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError(f"--repeats must be at least 1 (got {config.repeats})")
     if config.subset is not None and config.subset < 1:
         raise ConfigError(f"--subset must be at least 1 (got {config.subset})")
+    if config.seed < 0:
+        raise ConfigError(f"--seed must be non-negative (got {config.seed})")
     check_options(strategies, config.strategy_options)
     protocol = config.protocol(task.protocol)
-    check_protocol(protocol, config.subset or 2**62, f"--subset {config.subset}")
+    if config.subset is not None:
+        if task.pool_size is not None and config.subset > task.pool_size:
+            raise ConfigError(f"--subset {config.subset} is larger than the {task.name} pool "
+                              f"({task.pool_size} samples); lower it")
+        check_protocol(protocol, config.subset, f"--subset {config.subset}")
+    else:
+        check_protocol(protocol, task.pool_size or 2**62, f"the {task.name} pool")
     device = resolve_device(config.device)
     score_dtype = resolve_score_dtype(config.score_dtype, device)
     if config.threads is not None:

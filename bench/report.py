@@ -36,21 +36,22 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
         if len(values) > 1:
             raise ReportError(f"cannot report several {column}s together ({', '.join(map(str, values))}); "
                               f"report each {column} separately")
-    duplicated = rounds.duplicated(["strategy", "repeat", "round"])
+    duplicated = rounds.duplicated(["strategy", "seed", "repeat", "round"])
     if duplicated.any():
         row = rounds[duplicated].iloc[0]
-        raise ReportError(f"duplicate rows for strategy {row.strategy!r}, repeat {row.repeat}, round "
-                          f"{row['round']}: the inputs overlap (pass each run once)")
+        raise ReportError(f"duplicate rows for strategy {row.strategy!r}, seed {row.seed}, repeat {row.repeat}, "
+                          f"round {row['round']}: the inputs overlap (pass each run once)")
     return rounds
 
 
 def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1; NaN for one repeat) of the metric per (strategy, round)."""
+    """Mean and sample std (ddof=1; NaN for one repeat) of the metric per (strategy, round), over
+    its repeats (one row each: ``read_rounds`` refuses duplicates)."""
     order = list(dict.fromkeys(rounds["strategy"]))
     table = (
         rounds.groupby(["strategy", "round"], sort=False)
         .agg(n_labeled=("n_labeled", "mean"), mean=("value", "mean"), std=("value", "std"),
-             repeats=("repeat", "nunique"))
+             repeats=("value", "size"))
         .reset_index()
     )
     table["strategy"] = pd.Categorical(table["strategy"], categories=order, ordered=True)
@@ -81,14 +82,14 @@ def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 
 
 def paired_differences(rounds: pd.DataFrame, baseline: str = "random",
                        higher_is_better: bool = True) -> pd.DataFrame | None:
-    """Each strategy minus ``baseline`` in the same repeat and round (the design is paired):
+    """Each strategy minus ``baseline`` in the same repeat (seed) and round (the design is paired):
     mean and sample std of the difference over repeats, and in how many repeats it is strictly
     better. None when the baseline is not among the strategies."""
     if baseline not in set(rounds["strategy"]):
         return None
-    base = rounds.loc[rounds["strategy"] == baseline, ["repeat", "round", "value"]]
-    others = rounds[rounds["strategy"] != baseline].merge(base.rename(columns={"value": "baseline"}),
-                                                          on=["repeat", "round"])
+    keys = ["seed", "repeat", "round"]
+    base = rounds.loc[rounds["strategy"] == baseline, keys + ["value"]]
+    others = rounds[rounds["strategy"] != baseline].merge(base.rename(columns={"value": "baseline"}), on=keys)
     others = others.assign(delta=others["value"] - others["baseline"])
     return (
         others.groupby(["strategy", "round"], sort=False)
@@ -138,7 +139,7 @@ def plot_curves(rounds: pd.DataFrame, path: Path, ylabel: str) -> None:
                  marker="o", ax=ax)
     ax.set_xlabel("labeled samples")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{rounds['task'].iloc[0]}: {len(rounds['repeat'].unique())} repeats, mean ± 1 std")
+    ax.set_title(f"{rounds['task'].iloc[0]}: {len(rounds[['seed', 'repeat']].drop_duplicates())} repeats, mean ± 1 std")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=150)

@@ -22,16 +22,14 @@ def train_epochs(
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
-) -> int:
+) -> None:
     """Train ``model`` for ``epochs`` passes over (x, y) in shuffled mini-batches.
 
     Shuffling draws from ``generator`` (a CPU generator), so runs are reproducible. A trailing
-    batch of a single sample is skipped (batch norm cannot train on it). Returns the number of
-    samples seen.
+    batch of a single sample is skipped (batch norm cannot train on it).
     """
     model.train()
     n = len(x)
-    seen = 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, batch_size):
@@ -42,8 +40,6 @@ def train_epochs(
             loss = loss_fn(model(x[batch]), y[batch])
             loss.backward()
             optimizer.step()
-            seen += len(batch)
-    return seen
 
 
 @torch.inference_mode()

@@ -930,7 +930,8 @@ class FEMLabeler:
         """Label masks ``[N, H, W]``, cached ones from the cache and the rest in parallel worker
         processes (``workers=None``: all cores; ``workers=1``: in this process). New results are
         cached as they arrive, identical masks are solved once, and a mask that cannot be labeled
-        is reported in ``errors`` instead of raising."""
+        is reported in ``errors`` instead of raising. The progress bar shows only when a mask
+        needs solving."""
         masks = np.asarray(masks)
         if masks.ndim != 3:
             raise ValueError(f"masks must be [N, H, W], got shape {masks.shape}")
@@ -945,7 +946,7 @@ class FEMLabeler:
                 first_index.setdefault(key, index)
         solved: dict[str, np.ndarray] = {}
 
-        with tqdm(total=n, disable=not progress, desc="FEM labels", unit="mask") as bar:
+        with tqdm(total=n, disable=not (progress and first_index), desc="FEM labels", unit="mask") as bar:
             bar.update(n - sum(copies[key] for key in first_index))
             unsaved = []
             for key, wall, result in self._solve(masks, list(first_index.items()), workers):

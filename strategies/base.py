@@ -8,7 +8,7 @@ for ``k`` pool indices, or for ``k`` new synthesized inputs. Pool labels are nev
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, ClassVar
 
@@ -73,6 +73,11 @@ class SelectionContext:
         return self.embed(self.pool_x)
 
 
+class SelectionError(RuntimeError):
+    """A strategy cannot fill a round (e.g. its labeler rejects every candidate); the harness
+    records it, stops that (strategy, repeat) and goes on with the rest of the run."""
+
+
 @dataclass
 class Selection:
     """A strategy's answer: pool ``indices`` (int64 [k]) or synthesized ``inputs`` [k, ...].
@@ -87,7 +92,6 @@ class Selection:
     targets: Tensor | None = None
     latents: Tensor | None = None
     n_rejected: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.indices is None) == (self.inputs is None):

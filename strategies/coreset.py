@@ -3,8 +3,9 @@
 The labeled samples are the initial centres; each pick is the pool point farthest from its
 nearest centre, and a min-distance vector [N] is updated after each pick (O(N) per pick).
 The update skips points that a cheap lower bound proves cannot move closer: the distance between
-projections onto a few principal axes never exceeds the true distance. The answer is exactly
-the greedy answer; only the work shrinks, which keeps a 500-pick, 60k-point selection in seconds.
+projections onto a few principal axes never exceeds the true distance. The answer is the plain
+greedy answer (up to float32 rounding in near-ties); only the work shrinks, which keeps a
+500-pick, 60k-point selection in seconds.
 """
 
 from __future__ import annotations

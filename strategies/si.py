@@ -9,16 +9,20 @@ replaced by another step from another z, and counted. The test set stays real he
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
 from strategies import register_strategy
-from strategies.base import Selection, SelectionContext, Strategy
+from strategies.base import Selection, SelectionContext, SelectionError, Strategy
 from strategies.latent import harder_points
 from tasks.base import Capability
 
+log = logging.getLogger(__name__)
 
-class SynthesisError(RuntimeError):
+
+class SynthesisError(SelectionError):
     """The labeler rejected too many synthesized candidates to fill a round."""
 
 
@@ -79,5 +83,6 @@ class SamplingByInterpolation(Strategy):
             reasons.update(dict.fromkeys(labels.errors.values()))
         new = torch.cat(latents)
         self.latents = new if self.latents is None else torch.cat([self.latents, new])
-        return Selection(inputs=torch.cat(inputs), targets=torch.cat(targets), latents=new,
-                         n_rejected=rejected, info={"rejected_reasons": list(reasons)})
+        if rejected:
+            log.info("si: the labeler rejected %d of %d candidates (%s)", rejected, tried, "; ".join(reasons))
+        return Selection(inputs=torch.cat(inputs), targets=torch.cat(targets), latents=new, n_rejected=rejected)

@@ -132,6 +132,7 @@ class Task(ABC):
     generative: ClassVar[GenerativeSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
     target_label: ClassVar[str] = "label"  # what a target is, in figures
     target_scale: ClassVar[float] = 1.0  # target * target_scale is in the units of target_label
+    pool_size: int | None = None  # the full pool's size when known before loading (sizes are checked early)
 
     @abstractmethod
     def load(self, data_root: Path, download: bool = True) -> TaskData:

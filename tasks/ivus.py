@@ -126,6 +126,10 @@ class IVUSTask(Task):
         them with the FEM solver (cached); masks it rejects come back with ``ok`` False."""
         masks = (x.detach() > 0.5).squeeze(1).cpu().numpy()
         result = labeler().label_batch(masks, workers=self.workers, progress=False)
+        clipped = int((result.stress > STRESS_SCALE_KPA).sum())
+        if clipped:
+            log.info("ivus: %d pixels of synthesized stress maps exceed %.0f kPa and are clipped to 1",
+                     clipped, STRESS_SCALE_KPA)
         inputs = torch.from_numpy(result.masks.astype(np.float32)).unsqueeze(1).to(x.device)
         targets = torch.from_numpy(scale_stress(result.stress)).unsqueeze(1).to(x.device)
         return Labels(inputs, targets, result.ok, result.errors)

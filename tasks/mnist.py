@@ -71,6 +71,7 @@ class MNISTTask(Task):
     protocol = Protocol(initial=500, increment=300, rounds=10, epochs=10, batch_size=64, lr=1e-3)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
     generative = GenerativeSpec(hidden=400, latent_dim=3, epochs=30, batch_size=128, lr=1e-3)  # Tables S9, S10
+    pool_size = 60_000
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:
         return read_mnist(data_root, download)

@@ -74,12 +74,27 @@ def test_impossible_sizes_are_refused(capsys, tmp_path):
     assert "impossible sizes" in err and "500 + (7 - 1) * 100 = 1100" in err and "1000" in err
 
 
-def test_budget_larger_than_the_full_pool_is_refused(capsys, tmp_path, mnist_root):
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random",
+def test_budget_larger_than_the_full_pool_is_refused_before_loading(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("tasks.ivus.IVUSTask.load", lambda *a, **k: pytest.fail("loaded the data"))
+    code, _, err = run_cli(capsys, "run", "--task", "ivus", "--strategy", "random",
+                           "--initial", "500", "--increment", "100", "--rounds", "6", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "impossible sizes" in err and "990" in err
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--no-download",
                            "--initial", "50000", "--increment", "5000", "--rounds", "4",
-                           "--data-root", str(mnist_root), "--out", str(tmp_path / "o"))
+                           "--data-root", str(tmp_path / "no-data"), "--out", str(tmp_path / "o"))
     assert code == 2
     assert "impossible sizes" in err and "60000" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed must be non-negative"),
+    (["--increment", "0", "--rounds", "3"], "--increment must be at least 1"),
+    (["--subset", "70000"], "larger than the mnist pool"),
+])
+def test_bad_numbers_are_refused(capsys, tmp_path, flags, message):
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "snn", *flags, "--out", str(tmp_path / "o"))
+    assert code == 2 and message in err
 
 
 def test_missing_data_says_where_it_looked_and_how_to_provide_it(capsys, tmp_path):
@@ -90,14 +105,14 @@ def test_missing_data_says_where_it_looked_and_how_to_provide_it(capsys, tmp_pat
     assert "MNIST not found" in err
     assert str(empty / "MNIST" / "raw") in err
     assert "--data-root" in err and "BENCH_DATA" in err
+    assert not (tmp_path / "o").exists()
 
 
-def test_unwritable_out_is_refused(capsys, tmp_path, mnist_root):
+def test_unwritable_out_is_refused_before_loading(capsys, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--subset", "100",
-                           "--initial", "10", "--increment", "10", "--rounds", "2",
-                           "--data-root", str(mnist_root), "--out", str(blocker / "out"))
+    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--no-download",
+                           "--data-root", str(tmp_path / "no-data"), "--out", str(blocker / "out"))
     assert code == 2
     assert "cannot write to --out" in err
 
@@ -145,3 +160,9 @@ def test_scoped_and_plain_options_reach_the_right_strategy():
     assert strategy_options(UncertaintySampling, {"measure": "margin", "uncertainty.measure": "entropy"}) == {
         "measure": "entropy"}
     assert strategy_options(UncertaintySampling, {"coreset.measure": "x", "alpha": 1.0}) == {}
+
+
+def test_trajectories_need_a_classification_task(capsys, monkeypatch):
+    monkeypatch.setattr("tasks.ivus.IVUSTask.load", lambda *a, **k: pytest.fail("loaded the data"))
+    code, _, err = run_cli(capsys, "trajectories", "--task", "ivus")
+    assert code == 2 and "not a classification task" in err

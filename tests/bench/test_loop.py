@@ -13,7 +13,7 @@ from bench.loop import StrategyError, initial_indices, repeat_seed
 from bench.results import ROUND_COLUMNS, load_labeled
 from bench.runner import execute
 from strategies import STRATEGIES
-from strategies.base import Selection, Strategy
+from strategies.base import Selection, SelectionError, Strategy
 
 
 def blobs_config(tmp_path, name="run", **overrides) -> RunConfig:
@@ -38,13 +38,21 @@ class Broken(Strategy):
         return Selection(indices=context.labeled[:k])
 
 
+class GivesUp(Strategy):
+    name = "gives-up"
+    description = "cannot fill a round (tests only)"
+
+    def select(self, context, k):
+        raise SelectionError("every candidate was rejected")
+
+
 @pytest.fixture
 def extra_strategies():
-    STRATEGIES.add("lowest", LowestIndices)
-    STRATEGIES.add("broken", Broken)
+    for cls in (LowestIndices, Broken, GivesUp):
+        STRATEGIES.add(cls.name, cls)
     yield
-    STRATEGIES.remove("lowest")
-    STRATEGIES.remove("broken")
+    for cls in (LowestIndices, Broken, GivesUp):
+        STRATEGIES.remove(cls.name)
 
 
 def test_repeat_seeds_are_stable_and_distinct():
@@ -111,6 +119,17 @@ def test_finished_rounds_survive_a_failure_later_in_the_run(tmp_path, blobs_task
     assert (rounds["strategy"] == "random").sum() == 3  # random's rounds were written
     assert set(load_labeled(out / "labeled.npz")) >= {f"random/repeat0/round{t}" for t in (1, 2, 3)}
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+
+
+def test_a_strategy_that_cannot_fill_a_round_is_stopped_and_the_run_goes_on(tmp_path, blobs_task, extra_strategies):
+    out = execute(blobs_config(tmp_path, strategies=["gives-up", "random"]))
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert (rounds["strategy"] == "gives-up").sum() == 2  # round 1 of each repeat, then it gave up
+    assert (rounds["strategy"] == "random").sum() == 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete with failures"
+    assert manifest["failures"][0] == dict(strategy="gives-up", repeat=0, rounds_done=1,
+                                           error="every candidate was rejected")
 
 
 def test_no_warm_start_retrains_from_the_initial_weights(tmp_path, blobs_task):

@@ -9,11 +9,11 @@ from bench.cli import main
 from bench.report import ReportError, markdown_table, paired_differences, read_rounds, summarize, write_report
 
 
-def rounds_frame(strategy="random", values=((90.0, 95.0), (92.0, 97.0)), task="mnist") -> pd.DataFrame:
+def rounds_frame(strategy="random", values=((90.0, 95.0), (92.0, 97.0)), task="mnist", seed=0) -> pd.DataFrame:
     rows = []
     for repeat, per_round in enumerate(values):
         for t, value in enumerate(per_round, start=1):
-            rows.append(dict(task=task, strategy=strategy, repeat=repeat, seed=repeat, round=t,
+            rows.append(dict(task=task, strategy=strategy, repeat=repeat, seed=seed + repeat, round=t,
                              n_labeled=100 * t, metric="accuracy", value=value, train_s=1.0,
                              select_s=0.0, label_s=0.0))
     return pd.DataFrame(rows)
@@ -61,6 +61,14 @@ def test_overlapping_runs_are_refused(tmp_path):
         read_rounds([tmp_path / "a.csv", tmp_path / "b.csv"])
 
 
+def test_runs_with_other_seeds_add_repeats(tmp_path):
+    rounds_frame(seed=0).to_csv(tmp_path / "a.csv", index=False)
+    rounds_frame(values=((94.0, 99.0), (96.0, 93.0)), seed=100).to_csv(tmp_path / "b.csv", index=False)
+    table = summarize(read_rounds([tmp_path / "a.csv", tmp_path / "b.csv"]))
+    assert table["repeats"].tolist() == [4, 4]
+    assert table["mean"].tolist() == [93.0, 96.0]
+
+
 def test_mixed_tasks_are_refused(tmp_path):
     rounds_frame(task="mnist").to_csv(tmp_path / "a.csv", index=False)
     rounds_frame(strategy="x", task="ivus").to_csv(tmp_path / "b.csv", index=False)
@@ -92,6 +100,11 @@ def test_paired_differences_compare_each_repeat_with_its_own_baseline():
     lower = paired_differences(rounds, "random", higher_is_better=False)
     assert lower["better"].tolist() == [0, 1]
     assert paired_differences(rounds_frame("snn"), "random") is None
+
+
+def test_paired_differences_never_pair_repeats_of_different_seeds():
+    rounds = pd.concat([rounds_frame("random", seed=0), rounds_frame("snn", seed=100)])
+    assert paired_differences(rounds, "random").empty
 
 
 def test_table_md_adds_the_paired_differences_when_random_ran(tmp_path):

@@ -82,13 +82,14 @@ def test_initial_set_is_drawn_from_the_prior_and_labeled():
     assert torch.equal(si.latents, z)
 
 
-def test_rejected_candidates_are_replaced_and_counted():
+def test_rejected_candidates_are_replaced_counted_and_logged(caplog):
     task = Solver(refuse_above=1.0)  # P(z0 > 1) = 16%
-    selection = SamplingByInterpolation().initial(context(task), 200)
+    with caplog.at_level("INFO", logger="strategies.si"):
+        selection = SamplingByInterpolation().initial(context(task), 200)
     assert len(selection.inputs) == 200 and (selection.inputs[:, 0] <= 1).all()
     assert 10 < selection.n_rejected < 70
     assert task.calls >= 2
-    assert selection.info["rejected_reasons"] == ["x0 too large"]
+    assert f"rejected {selection.n_rejected} of" in caplog.text and "x0 too large" in caplog.text
 
 
 def test_later_rounds_step_alpha_from_earlier_latents():
