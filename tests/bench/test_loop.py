@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.config import RunConfig
+from bench.config import RunConfig, resolve_device
 from bench.loop import StrategyError, initial_indices, repeat_seed
 from bench.results import ROUND_COLUMNS, load_labeled
 from bench.runner import execute
@@ -148,7 +148,7 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
     assert manifest["started"] <= manifest["finished"]
     assert manifest["repeat_seeds"] == [repeat_seed(7, 0), repeat_seed(7, 1)]
     assert manifest["protocol"]["initial"] == 20
-    assert manifest["device"]["device"] == "cpu"
+    assert manifest["device"]["device"] == str(resolve_device("auto"))
     assert manifest["versions"]["torch"]
     assert "commit" in (manifest["git"] or {"commit": None})
     table = pd.read_csv(out / "table.csv")
