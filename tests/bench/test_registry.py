@@ -92,7 +92,7 @@ def test_entry_points_of_installed_packages_are_discovered(plugin_path, monkeypa
 def test_plugin_strategy_shows_in_bench_list(plugin_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(plugin_path)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))},
     )
     assert result.returncode == 0, result.stderr
     assert "first-k" in result.stdout

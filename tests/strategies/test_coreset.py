@@ -10,15 +10,18 @@ from strategies.coreset import k_center_greedy
 
 
 def brute_force_greedy(x: torch.Tensor, labeled, k: int) -> list[int]:
-    """The textbook algorithm: full distance update after every pick, lowest index on ties."""
-    x = x.double()
-    d = torch.cdist(x, x[list(labeled)]).min(1).values if len(labeled) else torch.full((len(x),), np.inf, dtype=torch.float64)
+    """The textbook algorithm in float64 NumPy: full distance update after every pick, lowest
+    index on ties (``np.argmax`` returns the first maximum)."""
+    x = x.double().numpy()
+    d = np.full(len(x), np.inf)
+    for c in labeled:
+        d = np.minimum(d, ((x - x[c]) ** 2).sum(1))
     d[list(labeled)] = -1
     picks = []
     for _ in range(k):
-        i = int(torch.argmax(d))
+        i = int(np.argmax(d))
         picks.append(i)
-        d = torch.minimum(d, (x - x[i]).norm(dim=1))
+        d = np.minimum(d, ((x - x[i]) ** 2).sum(1))
         d[i] = -1
     return picks
 
