@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from bench.training import train_epochs
-from strategies.latent import harder_points
+from strategies.latent import encode_in_batches, harder_points
 from strategies.snn import PoolCodes
 from tasks.base import Task, TaskData
 
@@ -89,8 +89,7 @@ def trajectories(
     """SNN without re-selection (the paper's Fig. 4): from each start, step towards a higher loss
     and move to the nearest unvisited pool sample, ``steps`` times. Returns the visited pool
     indices per trajectory."""
-    with torch.no_grad():
-        codes = torch.cat([vae.encode(data.pool_x[i : i + 4096]) for i in range(0, len(data.pool_x), 4096)])
+    codes = encode_in_batches(vae.encode, data.pool_x)
     pool_codes = PoolCodes(codes.double().numpy(), manifold_quantile=1.0)
     visited = np.zeros(len(data.pool_x), dtype=bool)
     visited[starts] = True
@@ -123,8 +122,7 @@ def trajectory_figure(
     train_epochs(model, optimizer, task.loss, data.pool_x[index], data.pool_y[index], epochs,
                  task.protocol.batch_size, torch.Generator().manual_seed(seed))
     paths = trajectories(task, data, vae, model, labeled[:n_paths], steps, alpha, rng)
-    with torch.no_grad():
-        codes = torch.cat([vae.encode(data.pool_x[i : i + 4096]) for i in range(0, len(data.pool_x), 4096)]).numpy()
+    codes = encode_in_batches(vae.encode, data.pool_x).numpy()
 
     fig = plt.figure(figsize=(14, 6.5))
     grid = fig.add_gridspec(n_paths, steps + 2, width_ratios=[steps] + [1] * (steps + 1), wspace=0.05)

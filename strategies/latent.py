@@ -14,6 +14,12 @@ import torch
 from torch import Tensor, nn
 
 
+@torch.no_grad()
+def encode_in_batches(encode: Callable[[Tensor], Tensor], x: Tensor, batch: int = 4096) -> Tensor:
+    """Latent codes [N, latent] of a whole set ``x`` [N, ...] under ``encode``, ``batch`` rows at a time."""
+    return torch.cat([encode(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
 def loss_gradients(
     model: nn.Module, generate: Callable[[Tensor], Tensor],
     loss: Callable[[Tensor, Tensor], Tensor], p: Tensor, y: Tensor,

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from strategies import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
-from strategies.latent import harder_points
+from strategies.latent import encode_in_batches, harder_points
 from tasks.base import Capability
 
 MAX_DRAWS = 10  # batches of labeled samples tried per round before off-manifold steps are accepted
@@ -71,8 +71,7 @@ class SamplingByNearestNeighbour(Strategy):
     def pool_codes(self, context: SelectionContext) -> PoolCodes:
         """The pool's codes under E, computed once per run (E and the pool never change)."""
         if self._codes is None:
-            vae = context.generative
-            codes = torch.cat([vae.encode(context.pool_x[i : i + 4096]) for i in range(0, len(context.pool_x), 4096)])
+            codes = encode_in_batches(context.generative.encode, context.pool_x)
             self._codes = PoolCodes(codes.double().cpu().numpy(), self.manifold_quantile)
         return self._codes
 
