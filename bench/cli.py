@@ -37,12 +37,18 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
                    help="keep training F across rounds as the paper did (default), or re-initialise "
                         "it to the repeat's initial weights every round (--no-warm-start)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="train F on randomly augmented batches (tasks that offer it, e.g. cifar10: "
+                        "flip and crop, on the device; default: off)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r derives its own")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument("--score-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="precision of the pool scoring that strategies select with (probabilities, "
                              "embeddings); auto: bfloat16 where the device computes it natively (2-3x "
                              "faster), else float32. Test-set metrics are always float32")
+    parser.add_argument("--train-dtype", default="float32", choices=["auto", "float32", "bfloat16"],
+                        help="autocast precision of training F (default float32; bfloat16 is not always "
+                             "faster on a GPU: measure with `perf`)")
     parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for torch (default: torch's choice; use 1 per run when "
                              "several runs share the machine, or they slow each other down badly)")
@@ -59,6 +65,9 @@ def add_strategy_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("strategy options")
     g.add_argument("--alpha", type=float, help="snn, si: latent step size along the normalised gradient")
     g.add_argument("--latent-dim", type=int, help="latent dimension of the task's generative model")
+    g.add_argument("--generative-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the task's generative model, e.g. epochs=2 (a short schedule), "
+                        "layout=unpooled (cifar10's other alpha-GAN reading); see `list`; repeatable")
     g.add_argument("--uncertainty-measure", choices=["entropy", "margin", "least-confidence"],
                    help="uncertainty: the modAL measure (default entropy)")
     g.add_argument("--option", action="append", default=[], metavar="[STRATEGY.]KEY=VALUE",
@@ -119,7 +128,7 @@ def figure(args: argparse.Namespace) -> Path:
     import torch
 
     from bench import figures
-    from bench.generative import load_or_train_vae
+    from bench.generative import load_or_train
     from bench.plan import plan_run
     from bench.paths import cache_root
     from tasks.base import Capability
@@ -140,7 +149,7 @@ def figure(args: argparse.Namespace) -> Path:
 
     def vae():
         spec = task.generative.replace(latent_dim=latent_dim)
-        return load_or_train_vae(task.name, data.pool_x, spec, args.seed, cache_root() / "generative")
+        return load_or_train(task.name, data.pool_x, spec, args.seed, cache_root() / "generative")
 
     if args.command == "trajectories":
         return figures.trajectory_figure(task, data, vae(), out, n_paths=args.paths, steps=args.steps,
@@ -151,13 +160,13 @@ def figure(args: argparse.Namespace) -> Path:
     return figures.sample_figure(task, data, out, n=args.n, seed=args.seed)
 
 
-def parse_options(items: list[str]) -> dict[str, object]:
+def parse_options(items: list[str], flag: str = "--option") -> dict[str, object]:
     """``["alpha=2", "measure=margin"]`` -> ``{"alpha": 2, "measure": "margin"}`` (numbers parsed)."""
     options: dict[str, object] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--option {item!r} is not KEY=VALUE (e.g. --option alpha=2.0)")
+            raise ConfigError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} epochs=2)")
         value: object = text
         for cast in (int, float):
             try:
@@ -180,10 +189,12 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, repeats=getattr(args, "repeats", 1), seed=args.seed,
         device=args.device, threads=args.threads, score_dtype=args.score_dtype, warm_start=args.warm_start,
+        augment=args.augment, train_dtype=args.train_dtype,
         subset=args.subset,
         data_root=args.data_root or default_data_root(), download=args.download,
         out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
         strategy_options=options, latent_dim=args.latent_dim,
+        generative_options=parse_options(args.generative_option, "--generative-option"),
     )
 
 

@@ -34,6 +34,8 @@ class RunConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     score_dtype: str = "auto"  # precision of pool scoring for selection: auto, float32 or bfloat16
     warm_start: bool = True
+    augment: bool | None = None  # None: the task's default
+    train_dtype: str = "float32"  # autocast precision of training F: float32, bfloat16 or auto
     subset: int | None = None
     data_root: Path = field(default_factory=default_data_root)
     download: bool = True
@@ -41,11 +43,12 @@ class RunConfig:
     quiet: bool = False
     strategy_options: dict[str, Any] = field(default_factory=dict)
     latent_dim: int | None = None  # overrides the task's generative model's latent dimension
+    generative_options: dict[str, Any] = field(default_factory=dict)  # other fields of its spec
 
     def protocol(self, defaults: Protocol) -> Protocol:
         """The task's default protocol with this config's overrides."""
         return defaults.replace(rounds=self.rounds, initial=self.initial, increment=self.increment,
-                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,12 +75,12 @@ def fast_bfloat16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def resolve_score_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_score_dtype(name: str, device: torch.device, flag: str = "--score-dtype") -> torch.dtype:
     """``auto`` -> bfloat16 where the device computes it natively, else float32."""
     if name == "auto":
         return torch.bfloat16 if fast_bfloat16(device) else torch.float32
     if name not in SCORE_DTYPES:
-        raise ConfigError(f"unknown --score-dtype {name!r}; use auto, float32 or bfloat16")
+        raise ConfigError(f"unknown {flag} {name!r}; use auto, float32 or bfloat16")
     return SCORE_DTYPES[name]
 
 

@@ -1,9 +1,13 @@
-"""The generative model of the latent strategies: a VAE trained on the unlabeled pool, cached.
+"""The generative model of the latent strategies, trained on the unlabeled pool and cached.
 
-Architecture as the paper's Tables S9-S12: encoder fc D->400->400 -> (mean, log-variance) of the
-latent dimension, decoder fc latent->400->400->D with a sigmoid (inputs in [0, 1], Bernoulli
-likelihood). It is trained once per (task, pool, seed, architecture, training settings) and kept
-on disk as a state dict; later runs, repeats and strategies load it.
+A task declares which one it uses: a :class:`GenerativeSpec` asks for the paper's VAE (Tables
+S9-S12: encoder fc D->400->400 -> (mean, log-variance) of the latent dimension, decoder fc
+latent->400->400->D with a sigmoid; inputs in [0, 1], Bernoulli likelihood), an
+:class:`AlphaGANSpec` for the alpha-GAN of :mod:`bench.alphagan`. Either is trained once per
+(task, pool, seed, architecture, training settings) and kept on disk as a state dict (loaded with
+``weights_only``); later runs, repeats and strategies load it. Both expose ``encode`` (E) and
+``decode`` (G), which is all the strategies use. An alpha-GAN also leaves its per-epoch losses
+(``.json``) and a sample grid (``.png``) beside its weights.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tasks.base import GenerativeSpec
+from bench.alphagan import AlphaGAN, sample_grid, train_alphagan
+from tasks.base import AlphaGANSpec, GenerativeSpec
 
 VERSION = "1"  # bump when training changes results; part of the cache key
 log = logging.getLogger(__name__)
@@ -95,39 +100,63 @@ def train_vae(pool_x: Tensor, spec: GenerativeSpec, seed: int, progress: bool = 
     return vae.eval().requires_grad_(False), final
 
 
-def cache_key(task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int) -> str:
-    """A digest of everything the trained VAE depends on: task, pool contents, seed, settings."""
+def cache_key(task: str, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int) -> str:
+    """A digest of everything the trained model depends on: task, pool contents, seed, settings."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"task": task, "seed": seed, "spec": dataclasses.asdict(spec), "version": VERSION,
                               "shape": list(pool_x.shape)}, sort_keys=True).encode())
+    if isinstance(spec, AlphaGANSpec):  # a VAE's key stays what it was before alpha-GANs existed
+        digest.update(f"alphagan {pool_x.dtype}".encode())
     digest.update(pool_x.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
 
 
-def load_or_train_vae(
-    task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int, cache_dir: Path, progress: bool = True,
-) -> VAE:
-    """The VAE for (task, pool, seed, spec): loaded from ``cache_dir`` when trained before,
-    else trained now and saved there."""
-    key = cache_key(task, pool_x, spec, seed)
-    path = Path(cache_dir) / f"vae-{task}-{key}.pt"
-    vae = VAE(tuple(pool_x.shape[1:]), spec.hidden, spec.latent_dim)
+def cache_path(task: str, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int, cache_dir: Path) -> Path:
+    """Where the model for (task, pool, seed, spec) is kept: ``<cache_dir>/<kind>-<task>-<key>.pt``."""
+    kind = "alphagan" if isinstance(spec, AlphaGANSpec) else "vae"
+    return Path(cache_dir) / f"{kind}-{task}-{cache_key(task, pool_x, spec, seed)}.pt"
+
+
+def build(pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec) -> nn.Module:
+    """An untrained model of ``spec`` for inputs shaped like ``pool_x``'s rows."""
+    if isinstance(spec, AlphaGANSpec):
+        return AlphaGAN(spec)
+    return VAE(tuple(pool_x.shape[1:]), spec.hidden, spec.latent_dim)
+
+
+def load_or_train(
+    task: str, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int, cache_dir: Path,
+    progress: bool = True,
+) -> nn.Module:
+    """The generative model for (task, pool, seed, spec), in eval mode and frozen, on the pool's
+    device: loaded from ``cache_dir`` when trained before, else trained now and saved there."""
+    path = cache_path(task, pool_x, spec, seed, cache_dir)
+    model = build(pool_x, spec)
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            vae.load_state_dict(saved["state_dict"])
-            log.info("loaded the cached VAE %s (final reconstruction loss %.2f nats/sample)",
-                     path, saved["final_loss"])
-            return vae.to(pool_x.device).eval().requires_grad_(False)
+            model.load_state_dict(saved["state_dict"])
+            log.info("loaded the cached generative model %s (final reconstruction loss %.4g)", path, saved["final_loss"])
+            return model.to(pool_x.device).eval().requires_grad_(False)
         except Exception as err:  # corrupt or stale file: retrain and replace it
-            log.warning("cached VAE %s is unreadable (%s); retraining", path, err)
+            log.warning("cached generative model %s is unreadable (%s); retraining", path, err)
     start = time.perf_counter()
-    vae, final = train_vae(pool_x, spec, seed, progress)
-    log.info("trained the %s VAE in %.0f s: final reconstruction loss %.2f nats/sample",
-             task, time.perf_counter() - start, final)
+    extra = {}
+    if isinstance(spec, AlphaGANSpec):
+        model, history = train_alphagan(pool_x, spec, seed, progress)
+        final = history[-1]["reconstruction_l1"] if history else float("nan")
+        extra["history"] = history
+    else:
+        model, final = train_vae(pool_x, spec, seed, progress)
+    log.info("trained the %s %s in %.0f s: final reconstruction loss %.4g", task, path.name.split("-")[0],
+             time.perf_counter() - start, final)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": {k: v.cpu() for k, v in vae.state_dict().items()}, "final_loss": final,
-                "spec": dataclasses.asdict(spec), "seed": seed}, tmp)
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "final_loss": final,
+                "spec": dataclasses.asdict(spec), "seed": seed, **extra}, tmp)
     tmp.replace(path)
-    return vae
+    if isinstance(spec, AlphaGANSpec):
+        path.with_suffix(".json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "seed": seed,
+                                                         "losses_per_epoch": extra["history"]}, indent=1))
+        sample_grid(model, pool_x, path.with_suffix(".png"), seed)
+    return model

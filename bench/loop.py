@@ -193,7 +193,8 @@ def run_progressive(
             model.load_state_dict(init_state)
             optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
         timer.timed("train", train_epochs, model, optimizer, task.loss, training.x, training.y,
-                    protocol.epochs, protocol.batch_size, shuffle)
+                    protocol.epochs, protocol.batch_size, shuffle, task.augment if protocol.augment else None,
+                    plan.train_dtype)
         outputs = timer.timed("eval", predict, model, data.test_x)
         scores = timer.timed("eval", task.scores, outputs, data.test_y)
         seconds = timer.take()

@@ -81,7 +81,8 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         "repeat_seeds": repeat_seeds,
         "data": data_sizes,
         "versions": package_versions(),
-        "device": {**device_info(plan.device), "score_dtype": str(plan.score_dtype).removeprefix("torch.")},
+        "device": {**device_info(plan.device), "score_dtype": str(plan.score_dtype).removeprefix("torch."),
+                   "train_dtype": str(plan.train_dtype).removeprefix("torch.")},
         "host": socket.gethostname(),
         "git": git_commit(),
     }

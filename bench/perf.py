@@ -34,7 +34,7 @@ def perf(config: RunConfig) -> str:
             record.metric: record.value,
         })
 
-    generative = generative_model(plan, data)
+    generative, _ = generative_model(plan, data)
     start = time.perf_counter()
     run_progressive(plan, data, plan.strategies[0], 0, seed,
                     initial_indices(seed, len(data.pool_x), plan.protocol.initial),

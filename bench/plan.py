@@ -3,6 +3,7 @@ work, then load the data and the generative model the strategies need."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import Any
 import torch
 
 from bench.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
-from bench.generative import load_or_train_vae
+from bench.alphagan import LAYOUTS
+from bench.generative import cache_path, load_or_train
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
-from tasks.base import Capability, GenerativeSpec, Protocol, Task, TaskData
+from tasks.base import AlphaGANSpec, Capability, GenerativeSpec, Protocol, Task, TaskData
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Plan:
     protocol: Protocol
     device: torch.device
     score_dtype: torch.dtype  # precision of the pool scoring strategies select with
+    train_dtype: torch.dtype  # autocast precision of training F (float32: no autocast)
 
     @property
     def strategy_names(self) -> list[str]:
@@ -126,27 +129,55 @@ def plan_run(config: RunConfig) -> Plan:
     else:
         check_protocol(protocol, task.pool_size or 2**62, f"the {task.name} pool")
     device = resolve_device(config.device)
+    if protocol.augment and task.augmentation is None:
+        raise ConfigError(f"--augment: task {task.name!r} has no data augmentation; drop the flag")
     score_dtype = resolve_score_dtype(config.score_dtype, device)
+    train_dtype = resolve_score_dtype(config.train_dtype, device, "--train-dtype")
+    plan = Plan(config, task, strategies, protocol, device, score_dtype, train_dtype)
+    generative_spec(plan)  # refuses unknown or invalid generative options now, before any work
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    return Plan(config, task, strategies, protocol, device, score_dtype)
+    return plan
 
 
-def generative_spec(plan: Plan) -> GenerativeSpec | None:
-    """The settings of the task's generative model when a chosen strategy needs one, else None."""
+def generative_spec(plan: Plan) -> GenerativeSpec | AlphaGANSpec | None:
+    """The settings of the task's generative model when a chosen strategy needs one (the task's,
+    with ``--latent-dim`` and ``--generative-option`` applied), else None."""
+    options = plan.config.generative_options
     if not any(Capability.GENERATIVE in s.requires for s in plan.strategies):
+        if options:
+            raise ConfigError("--generative-option given, but no chosen strategy uses a generative model")
         return None
-    return plan.task.generative.replace(latent_dim=plan.config.latent_dim)
+    spec = plan.task.generative
+    fields = [f.name for f in dataclasses.fields(spec)]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ConfigError(f"--generative-option {', '.join(unknown)}: the {plan.task.name} generative model "
+                          f"({type(spec).__name__}) has no such setting; it has {', '.join(fields)}")
+    spec = spec.replace(latent_dim=plan.config.latent_dim, **options)
+    for name in fields:
+        value, default = getattr(spec, name), getattr(plan.task.generative, name)
+        if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
+            raise ConfigError(f"--generative-option {name}={value!r}: expected a {type(default).__name__} "
+                              f"like the default {default!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"--generative-option {name}={value!r}: must be positive")
+    if isinstance(spec, AlphaGANSpec) and spec.layout not in LAYOUTS:
+        raise ConfigError(f"--generative-option layout={spec.layout!r}: use one of {', '.join(LAYOUTS)}")
+    return spec
 
 
-def generative_model(plan: Plan, data: TaskData) -> Any:
-    """The task's trained generative model when a chosen strategy needs one (else None):
-    trained on the pool only, once per (task, pool, seed, settings), then loaded from the cache."""
+def generative_model(plan: Plan, data: TaskData) -> tuple[Any, Path | None]:
+    """The task's trained generative model and its cache file when a chosen strategy needs one
+    (else None, None): trained on the pool only, once per (task, pool, seed, settings), then
+    loaded from the cache."""
     spec = generative_spec(plan)
     if spec is None:
-        return None
-    return load_or_train_vae(plan.task.name, data.pool_x, spec, plan.config.seed,
-                             cache_root() / "generative", progress=not plan.config.quiet)
+        return None, None
+    cache_dir = cache_root() / "generative"
+    model = load_or_train(plan.task.name, data.pool_x, spec, plan.config.seed, cache_dir,
+                          progress=not plan.config.quiet)
+    return model, cache_path(plan.task.name, data.pool_x, spec, plan.config.seed, cache_dir)
 
 
 def load_data(plan: Plan) -> TaskData:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -80,13 +81,19 @@ def run_plan(plan: Plan, data, out: Path) -> None:
     manifest into ``out`` as rounds finish, then the tables and figure."""
     config, protocol = plan.config, plan.protocol
     seeds = [repeat_seed(config.seed, r) for r in range(config.repeats)]
-    sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
+    sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
     manifest = start_manifest(plan, seeds, sizes)
     write_json(out / "manifest.json", manifest)
     labeled = LabeledLog(out / "labeled.npz")
     failures: list[dict] = []
     done: Counter = Counter()
-    generative = generative_model(plan, data)
+    generative, generative_file = generative_model(plan, data)
+    if generative_file is not None:
+        manifest["generative"]["file"] = str(generative_file)
+        samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
+        if samples.exists():
+            shutil.copyfile(samples, out / "generative-samples.png")
+        write_json(out / "manifest.json", manifest)
     repeats_bar = tqdm(seeds, desc=f"{plan.task.name} repeats", unit="repeat", disable=config.quiet)
     with RoundsWriter(out / "rounds.csv", plan.task.extra_metrics()) as writer:
         for repeat, seed in enumerate(repeats_bar):

@@ -22,11 +22,15 @@ def train_epochs(
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> None:
     """Train ``model`` for ``epochs`` passes over (x, y) in shuffled mini-batches.
 
-    Shuffling draws from ``generator`` (a CPU generator), so runs are reproducible. A trailing
-    batch of a single sample is skipped (batch norm cannot train on it).
+    Shuffling (and ``augment(batch, generator)``, when given) draws from ``generator`` (a CPU
+    generator), so runs are reproducible. The forward pass runs under autocast in ``dtype``
+    unless it is float32. A trailing batch of a single sample is skipped (batch norm cannot train
+    on it). Nothing here waits for the device: the loss is never read back.
     """
     model.train()
     n = len(x)
@@ -36,8 +40,10 @@ def train_epochs(
             batch = order[start : start + batch_size]
             if len(batch) < 2 and n > 1:
                 continue
+            inputs = x[batch] if augment is None else augment(x[batch], generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[batch]), y[batch])
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = loss_fn(model(inputs), y[batch])
             loss.backward()
             optimizer.step()
 

@@ -1,7 +1,7 @@
 """Registry of benchmark tasks. Add one with ``@register_task("name")`` on a Task subclass."""
 
 from bench.registry import Registry
-from tasks.base import Capability, DataNotFoundError, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
+from tasks.base import AlphaGANSpec, Capability, DataNotFoundError, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
 
 TASKS: Registry[Task] = Registry("task", entry_point_group="latent_bench.tasks")
 register_task = TASKS.register
@@ -12,9 +12,9 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
-from tasks import ivus, mnist  # noqa: E402,F401  (registers the built-in tasks)
+from tasks import cifar10, ivus, mnist  # noqa: E402,F401  (registers the built-in tasks)
 
 __all__ = [
     "TASKS", "register_task", "list_tasks",
-    "Capability", "DataNotFoundError", "GenerativeSpec", "Labels", "Metric", "Protocol", "Task", "TaskData",
+    "AlphaGANSpec", "Capability", "DataNotFoundError", "GenerativeSpec", "Labels", "Metric", "Protocol", "Task", "TaskData",
 ]

@@ -52,6 +52,7 @@ class Protocol:
     epochs: int  # training epochs per round
     batch_size: int
     lr: float  # Adam learning rate
+    augment: bool = False  # train on randomly augmented batches (tasks with ``augmentation`` only)
 
     def replace(self, **overrides) -> "Protocol":
         """A copy with the non-None ``overrides`` applied."""
@@ -75,6 +76,36 @@ class GenerativeSpec:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+@dataclass(frozen=True)
+class AlphaGANSpec:
+    """An alpha-GAN (Rosca et al. 2017; the paper's Tables S1-S5) for 3x32x32 images: encoder,
+    generator, image and code discriminators, trained on the unlabeled pool only.
+
+    ``layout`` picks one reading of the tables (see :mod:`bench.alphagan`): ``"pooled"`` (the
+    default) keeps every pooling and reads the generator's as 2x upsampling; ``"unpooled"`` keeps
+    the 65,536-wide fully connected layers and drops the resampling.
+    """
+
+    latent_dim: int = 3
+    channels: int = 64  # width of every convolution and residual block
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-4  # Adam, every part
+    recon_weight: float = 10.0  # lambda of the L1 reconstruction term (mean over pixels)
+    layout: str = "pooled"
+
+    def replace(self, **overrides) -> "AlphaGANSpec":
+        """A copy with the non-None ``overrides`` applied."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def unit_images(x: Tensor) -> Tensor:
+    """Images as float in [0, 1]: uint8 [B, C, H, W] is divided by 255, float passes through.
+    Image tasks keep their data as uint8 and models convert on the fly, so a model accepts both
+    stored images and generated ones."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 @dataclass
 class Labels:
     """Targets for synthesized inputs from a task's labeler, with the inputs as labeled (e.g. a
@@ -91,7 +122,8 @@ class Labels:
 class TaskData:
     """The pool (labels hidden from strategies) and the held-out test set, as tensors.
 
-    ``pool_x``/``test_x`` are float tensors [N, ...]; ``pool_y``/``test_y`` are the targets
+    ``pool_x``/``test_x`` are float tensors [N, ...] (or uint8 images [N, C, H, W], which the
+    task's models convert with :func:`unit_images`); ``pool_y``/``test_y`` are the targets
     (class indices [N] int64, or maps [N, ...] float32).
     """
 
@@ -99,6 +131,7 @@ class TaskData:
     pool_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    source: str = ""  # where the data came from, when a task reads one of several copies (manifest)
 
     def __post_init__(self) -> None:
         for part in ("pool", "test"):
@@ -111,10 +144,10 @@ class TaskData:
         pool = torch.randperm(len(self.pool_x), generator=generator)[:n].sort().values
         test = torch.randperm(len(self.test_x), generator=generator)[: min(n, len(self.test_x))]
         test = test.sort().values
-        return TaskData(self.pool_x[pool], self.pool_y[pool], self.test_x[test], self.test_y[test])
+        return TaskData(self.pool_x[pool], self.pool_y[pool], self.test_x[test], self.test_y[test], self.source)
 
     def to(self, device: torch.device) -> "TaskData":
-        return TaskData(*(t.to(device) for t in (self.pool_x, self.pool_y, self.test_x, self.test_y)))
+        return TaskData(*(t.to(device) for t in (self.pool_x, self.pool_y, self.test_x, self.test_y)), self.source)
 
 
 class Task(ABC):
@@ -129,7 +162,8 @@ class Task(ABC):
     metric: ClassVar[Metric]
     protocol: ClassVar[Protocol]
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
-    generative: ClassVar[GenerativeSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
+    generative: ClassVar[GenerativeSpec | AlphaGANSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
+    augmentation: ClassVar[str | None] = None  # what :meth:`augment` does, for tasks that offer it
     target_label: ClassVar[str] = "label"  # what a target is, in figures
     target_scale: ClassVar[float] = 1.0  # target * target_scale is in the units of target_label
     pool_size: int | None = None  # the full pool's size when known before loading (sizes are checked early)
@@ -154,6 +188,11 @@ class Task(ABC):
     def extra_metrics(self) -> list[str]:
         """Names of the extra metrics :meth:`scores` returns after the headline one."""
         return []
+
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """A randomly augmented copy of a training batch ``x`` [B, ...] (same shape and device),
+        drawing from the CPU ``generator`` (tasks that set ``augmentation`` only)."""
+        raise NotImplementedError(f"task {self.name!r} has no data augmentation")
 
     def label_inputs(self, x: Tensor) -> Labels:
         """Label synthesized inputs [B, ...] (tasks with Capability.SYNTHETIC_LABELS only)."""

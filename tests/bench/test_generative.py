@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bench.generative as generative
-from bench.generative import VAE, load_or_train_vae
+from bench.generative import VAE, load_or_train
 from tasks.base import GenerativeSpec
 
 SPEC = GenerativeSpec(hidden=16, latent_dim=2, epochs=2, batch_size=32, lr=1e-2)
@@ -50,8 +50,8 @@ def test_training_lowers_the_reconstruction_loss(pool):
 
 
 def test_second_call_hits_the_cache(pool, tmp_path, count_training):
-    first = load_or_train_vae("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
-    second = load_or_train_vae("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
+    first = load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
+    second = load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
     assert len(count_training) == 1
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
@@ -59,7 +59,7 @@ def test_second_call_hits_the_cache(pool, tmp_path, count_training):
 
 @pytest.mark.parametrize("change", ["seed", "epochs", "latent_dim", "pool", "task"])
 def test_any_changed_input_misses_the_cache(pool, tmp_path, count_training, change):
-    load_or_train_vae("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
+    load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
     args = dict(task="toy", pool_x=pool, spec=SPEC, seed=0, cache_dir=tmp_path, progress=False)
     if change == "seed":
         args["seed"] = 1
@@ -71,21 +71,21 @@ def test_any_changed_input_misses_the_cache(pool, tmp_path, count_training, chan
         args["pool_x"] = pool[:100]
     else:
         args["task"] = "other"
-    load_or_train_vae(**args)
+    load_or_train(**args)
     assert len(count_training) == 2
 
 
 def test_weights_are_plain_state_dicts_loadable_with_weights_only(pool, tmp_path):
-    load_or_train_vae("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
+    load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
     (path,) = tmp_path.glob("vae-toy-*.pt")
     saved = torch.load(path, weights_only=True)
     assert set(saved) >= {"state_dict", "final_loss", "spec", "seed"}
 
 
 def test_a_corrupt_cache_file_is_retrained(pool, tmp_path, count_training):
-    load_or_train_vae("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
+    load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
     (path,) = tmp_path.glob("vae-toy-*.pt")
     path.write_bytes(b"not a checkpoint")
-    vae = load_or_train_vae("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
+    vae = load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
     assert len(count_training) == 2 and vae.encode(pool[:2]).shape == (2, 2)
     torch.load(path, weights_only=True)  # replaced by a good file

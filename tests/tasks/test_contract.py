@@ -27,10 +27,11 @@ def test_declares_name_description_metric_and_protocol(task_and_data):
     assert p.initial >= 1 and p.increment >= 0 and p.rounds >= 1 and p.epochs >= 1 and p.lr > 0
 
 
-def test_data_are_float_tensors_with_matching_targets(task_and_data):
+def test_data_are_float_tensors_or_uint8_images_with_matching_targets(task_and_data):
     _, data = task_and_data
     assert isinstance(data, TaskData)
-    assert data.pool_x.dtype == torch.float32 and data.test_x.dtype == torch.float32
+    assert data.pool_x.dtype == data.test_x.dtype
+    assert data.pool_x.dtype == torch.float32 or (data.pool_x.dtype == torch.uint8 and data.pool_x.ndim == 4)
     assert len(data.pool_x) > len(data.test_x) > 0
     assert data.pool_x.shape[1:] == data.test_x.shape[1:]
 
@@ -51,3 +52,15 @@ def test_model_loss_scores_and_embeddings_fit_together(task_and_data):
     assert embedding.shape[0] == 8 and embedding.flatten(1).shape[1] > 0
     if Capability.PROBABILITIES in task.capabilities:
         assert output.ndim == 2 and output.shape[1] > 1
+
+
+def test_augmentation_keeps_shape_and_is_reproducible(task_and_data):
+    task, data = task_and_data
+    if task.augmentation is None:
+        pytest.skip(f"{task.name} offers no augmentation (nothing to check)")
+    x = data.pool_x[:16]
+    first = task.augment(x, torch.Generator().manual_seed(0))
+    again = task.augment(x, torch.Generator().manual_seed(0))
+    other = task.augment(x, torch.Generator().manual_seed(1))
+    assert first.shape == x.shape and first.dtype == x.dtype and first.device == x.device
+    assert torch.equal(first, again) and not torch.equal(first, other)

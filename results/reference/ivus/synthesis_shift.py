@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bench.generative import load_or_train_vae
+from bench.generative import load_or_train
 from bench.paths import cache_root
 from tasks.ivus import STRESS_SCALE_KPA, IVUSTask
 
@@ -37,7 +37,7 @@ def main() -> None:
     torch.manual_seed(0)
     task = IVUSTask()
     data = task.load()
-    vae = load_or_train_vae("ivus", data.pool_x, task.generative, 0, cache_root() / "generative", progress=False)
+    vae = load_or_train("ivus", data.pool_x, task.generative, 0, cache_root() / "generative", progress=False)
     with torch.no_grad():
         synthesized = vae.decode(torch.randn(500, task.generative.latent_dim)) > 0.5
         reconstructed = vae.decode(vae.encode(data.pool_x[:500])) > 0.5

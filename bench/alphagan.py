@@ -1,0 +1,206 @@
+"""The alpha-GAN of Rosca et al. (2017), the paper's generative model for CIFAR-10 (Tables S1-S5).
+
+Four parts: an encoder E (image -> latent code), a generator G (code -> image), an image
+discriminator D (real images against reconstructions G(E(x)) and prior samples G(z)) and a code
+discriminator C (prior draws z ~ N(0, I) against codes E(x)). Residual blocks (Table S1) are
+conv3x3-BN-LeakyReLU(0.2) twice, added to their input. Images enter as uint8 or float in [0, 1];
+G works in [-1, 1] (tanh) and :meth:`AlphaGAN.decode` returns [0, 1], so the target model takes
+stored and generated images alike.
+
+**Reading of the tables.** As printed they cannot build a 32x32 model: the encoder (S2) and the
+image discriminator (S4) pool by 2 three times (32 -> 4 pixels, 64 x 4 x 4 = 1,024 features) but
+end in a 65,536-wide linear layer (64 x 32 x 32), and the generator (S3) starts from a
+65,536-wide layer and then "average pools" three times, which would shrink its output to 4x4.
+The default ``layout="pooled"`` keeps every resampling step and fixes the widths: the encoder and
+D end in a 1,024-wide linear layer, and G starts from 64 x 4 x 4 and *upsamples* by 2 (nearest)
+where the table says pooling, the mirror image of the encoder, to return 32x32 images. This is
+the usual DCGAN-style shape and costs about 10x less compute than the alternative.
+``layout="unpooled"`` keeps the printed 65,536-wide layers and drops the resampling instead: E
+and D run their residual blocks at 32x32 and G never changes resolution.
+
+**Losses** (Rosca et al., Algorithm 1, non-saturating form, discriminators as logits): E and G
+minimise ``recon_weight * |x - G(E(x))|_1`` (mean over pixels, in [0, 1] units) plus the
+adversarial terms that make C take E(x) for a prior draw and D take G(E(x)) and G(z) for real
+images; D learns real against both kinds of generated images, C prior draws against codes. One
+Adam step of each per batch. Every epoch's mean of each term is logged and kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from tasks.base import AlphaGANSpec, unit_images
+
+LAYOUTS = ("pooled", "unpooled")
+LOSS_NAMES = ("reconstruction_l1", "encoder_adversarial", "generator_adversarial", "image_discriminator",
+              "code_discriminator")
+log = logging.getLogger(__name__)
+
+
+class ResidualBlock(nn.Module):
+    """Table S1: x + [conv3x3, BN, LeakyReLU(0.2)] x 2, channels unchanged."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def image_to_vector(channels: int, out_features: int, pooled: bool) -> nn.Sequential:
+    """Tables S2 and S4: conv5x5 (3 -> channels), [pool], ReLU, then three residual blocks with a
+    pool before the second and third ([pool] only when ``pooled``), flattened into a linear layer."""
+    pool = (lambda: [nn.AvgPool2d(2)]) if pooled else (lambda: [])
+    side = 4 if pooled else 32
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 5, padding=2), *pool(), nn.ReLU(),
+        ResidualBlock(channels), *pool(), ResidualBlock(channels), *pool(), ResidualBlock(channels),
+        nn.Flatten(), nn.Linear(channels * side * side, out_features),
+    )
+
+
+class Generator(nn.Module):
+    """Table S3: linear (latent -> channels x side x side), ReLU, four residual blocks with a 2x
+    upsampling between them (``pooled``; none when unpooled), conv1x1 (channels -> 3), tanh."""
+
+    def __init__(self, latent_dim: int, channels: int, pooled: bool) -> None:
+        super().__init__()
+        self.channels, self.side = channels, 4 if pooled else 32
+        self.project = nn.Sequential(nn.Linear(latent_dim, channels * self.side**2), nn.ReLU())
+        up = (lambda: [nn.Upsample(scale_factor=2, mode="nearest")]) if pooled else (lambda: [])
+        self.body = nn.Sequential(
+            ResidualBlock(channels), *up(), ResidualBlock(channels), *up(), ResidualBlock(channels), *up(),
+            ResidualBlock(channels), nn.Conv2d(channels, 3, 1), nn.Tanh(),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Images [B, 3, 32, 32] in [-1, 1] of codes [B, latent]."""
+        h = self.project(z).view(len(z), self.channels, self.side, self.side)
+        return self.body(h.contiguous(memory_format=torch.channels_last))
+
+
+class AlphaGAN(nn.Module):
+    """Encoder, generator, image discriminator and code discriminator (Tables S2-S5)."""
+
+    def __init__(self, spec: AlphaGANSpec) -> None:
+        super().__init__()
+        if spec.layout not in LAYOUTS:
+            raise ValueError(f"unknown alpha-GAN layout {spec.layout!r}; use one of {', '.join(LAYOUTS)}")
+        pooled = spec.layout == "pooled"
+        self.encoder = image_to_vector(spec.channels, spec.latent_dim, pooled)
+        self.generator = Generator(spec.latent_dim, spec.channels, pooled)
+        self.image_discriminator = image_to_vector(spec.channels, 1, pooled)
+        self.code_discriminator = nn.Sequential(  # Table S5; its sigmoid is inside the loss
+            nn.Linear(spec.latent_dim, 700), nn.LeakyReLU(0.2), nn.Linear(700, 700), nn.LeakyReLU(0.2),
+            nn.Linear(700, 1),
+        )
+        self.latent_dim = spec.latent_dim
+
+    @staticmethod
+    def to_signed(x: Tensor) -> Tensor:
+        """Images (uint8, or float in [0, 1]) -> float in [-1, 1], channels-last."""
+        return (unit_images(x) * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """E: latent codes [B, latent] of images [B, 3, 32, 32] (uint8, or float in [0, 1])."""
+        return self.encoder(self.to_signed(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """G: images [B, 3, 32, 32], float in [0, 1], of latent points [B, latent]."""
+        return (self.generator(z) + 1.0) * 0.5
+
+
+def _real(logits: Tensor) -> Tensor:
+    return nnf.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+def _fake(logits: Tensor) -> Tensor:
+    return nnf.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+
+def train_alphagan(
+    pool_x: Tensor, spec: AlphaGANSpec, seed: int, progress: bool = True,
+) -> tuple[AlphaGAN, list[dict[str, float]]]:
+    """Train an alpha-GAN on ``pool_x`` [N, 3, 32, 32] (on its device); returns it in eval mode,
+    frozen, and the per-epoch means of each loss term (``LOSS_NAMES``)."""
+    torch.manual_seed(seed)
+    device = pool_x.device
+    model = AlphaGAN(spec).to(device, memory_format=torch.channels_last)
+    fused = {"fused": True} if device.type == "cuda" else {}
+
+    def adam(*parts: nn.Module) -> torch.optim.Adam:
+        params = [p for part in parts for p in part.parameters()]
+        return torch.optim.Adam(params, lr=spec.lr, betas=(0.5, 0.999), **fused)
+
+    opt_eg = adam(model.encoder, model.generator)
+    opt_d, opt_c = adam(model.image_discriminator), adam(model.code_discriminator)
+    shuffle = torch.Generator().manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(seed)
+    history: list[dict[str, float]] = []
+    epochs = tqdm(range(spec.epochs), desc="training alpha-GAN", unit="epoch", disable=not progress)
+    model.train()
+    for epoch in epochs:
+        order = torch.randperm(len(pool_x), generator=shuffle).to(device)
+        sums = torch.zeros(len(LOSS_NAMES), device=device)  # summed on the device: no sync per step
+        batches = 0
+        for start in range(0, len(pool_x), spec.batch_size):
+            batch = order[start : start + spec.batch_size]
+            if len(batch) < 2:  # batch norm cannot train on one image
+                continue
+            sums += _step(model, AlphaGAN.to_signed(pool_x[batch]), spec, opt_eg, opt_d, opt_c, noise)
+            batches += 1
+        means = dict(zip(LOSS_NAMES, (sums / max(batches, 1)).tolist()))
+        history.append(means)
+        epochs.set_postfix_str(f"L1 {means['reconstruction_l1']:.3f}, D {means['image_discriminator']:.2f}")
+        log.debug("alpha-GAN epoch %d: %s", epoch + 1, means)
+    return model.eval().requires_grad_(False), history
+
+
+def _step(model: AlphaGAN, x: Tensor, spec: AlphaGANSpec, opt_eg, opt_d, opt_c, noise: torch.Generator) -> Tensor:
+    """One update of E and G, then of D, then of C, on real images ``x`` in [-1, 1]; returns the
+    five loss terms [5] (detached, on the device)."""
+    e, g, d, c = model.encoder, model.generator, model.image_discriminator, model.code_discriminator
+    z_prior = torch.randn(len(x), model.latent_dim, generator=noise, device=x.device)
+    z_hat = e(x)
+    x_rec, x_gen = g(z_hat), g(z_prior)
+    # the L1 term in [0, 1] units: |x - x_rec| / 2 for images in [-1, 1]
+    recon = (x - x_rec).abs().mean() * 0.5
+    enc_adv = _real(c(z_hat))
+    gen_adv = _real(d(torch.cat([x_rec, x_gen])))
+    opt_eg.zero_grad(set_to_none=True)
+    (spec.recon_weight * recon + enc_adv + gen_adv).backward()
+    opt_eg.step()
+
+    fakes = torch.cat([x_rec, x_gen]).detach()
+    d_loss = _real(d(x)) + _fake(d(fakes))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+
+    c_loss = _real(c(z_prior)) + _fake(c(z_hat.detach()))
+    opt_c.zero_grad(set_to_none=True)
+    c_loss.backward()
+    opt_c.step()
+    return torch.stack([recon, enc_adv, gen_adv, d_loss, c_loss]).detach()
+
+
+@torch.no_grad()
+def sample_grid(model: AlphaGAN, pool_x: Tensor, path, seed: int, n: int = 10) -> None:
+    """Save a PNG of ``n`` pool images (row 1), their reconstructions G(E(x)) (row 2) and 2n
+    prior samples G(z), z ~ N(0, I) (rows 3-4): what SNN walks through."""
+    from torchvision.utils import save_image
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(pool_x), generator=generator)[:n].to(pool_x.device)
+    real = unit_images(pool_x[rows])
+    z = torch.randn(2 * n, model.latent_dim, generator=generator).to(pool_x.device)
+    grid = torch.cat([real, model.decode(model.encode(pool_x[rows])), model.decode(z)]).float().cpu()
+    save_image(grid, str(path), nrow=n, padding=1)
