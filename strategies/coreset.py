@@ -40,9 +40,14 @@ def _principal_axes(x: Tensor, dim: int) -> Tensor:
     """An orthonormal basis [d, dim] of the top principal axes of ``x`` (from a fixed subsample)."""
     dim = min(dim, x.shape[1])
     sample = x[torch.linspace(0, len(x) - 1, min(len(x), 8192), device=x.device).long()]
-    centred = sample - sample.mean(0)
-    _, vectors = torch.linalg.eigh(centred.T @ centred)
-    return vectors[:, -dim:].contiguous()
+    centred = (sample - sample.mean(0)).double()  # float32 eigh fails to converge on some VGG features
+    gram = centred.T @ centred
+    gram /= gram.diagonal().sum().clamp_min(torch.finfo(gram.dtype).tiny)
+    try:
+        _, vectors = torch.linalg.eigh(gram)
+    except torch.linalg.LinAlgError:  # no usable axes: a zero basis bounds nothing, every point is measured
+        return torch.zeros(x.shape[1], dim, device=x.device, dtype=x.dtype)
+    return vectors[:, -dim:].to(x.dtype).contiguous()
 
 
 def k_center_greedy(embeddings: Tensor, labeled_idx, k: int) -> list[int]:
