@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from strategies import STRATEGIES
 from tasks import TASKS
 
@@ -16,6 +18,12 @@ def listing() -> str:
         lines.append(f"  {name:<{width}}  {task.description}")
         lines.append(f"  {'':<{width}}  defaults: --initial {p.initial} --increment {p.increment} "
                      f"--rounds {p.rounds} --epochs {p.epochs} --batch-size {p.batch_size} --lr {p.lr:g}")
+        if task.augmentation:
+            lines.append(f"  {'':<{width}}  --augment: {task.augmentation}")
+        if task.generative is not None:
+            settings = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(task.generative).items())
+            lines.append(f"  {'':<{width}}  generative model ({type(task.generative).__name__}, "
+                         f"--generative-option KEY=VALUE): {settings}")
     lines += ["", "strategies:"]
     lines += [f"  {name:<{width}}  {cls.description}" for name, cls in strategies.items()]
     lines += ["", "which strategy applies to which task (x = applies, - = needs what the task lacks):"]

@@ -158,8 +158,8 @@ def generative_spec(plan: Plan) -> GenerativeSpec | AlphaGANSpec | None:
     for name in fields:
         value, default = getattr(spec, name), getattr(plan.task.generative, name)
         if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
-            raise ConfigError(f"--generative-option {name}={value!r}: expected a {type(default).__name__} "
-                              f"like the default {default!r}")
+            raise ConfigError(f"--generative-option {name}={value!r}: expected {type(default).__name__} "
+                              f"(the default is {default!r})")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"--generative-option {name}={value!r}: must be positive")
     if isinstance(spec, AlphaGANSpec) and spec.layout not in LAYOUTS:

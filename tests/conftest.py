@@ -84,6 +84,14 @@ def mnist_root() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """``../shared/data`` holding the CIFAR-10 JPEG zip; tests using it skip when it is absent."""
+    if not (SHARED_DATA / "cifar10-jpeg.zip").exists():
+        pytest.skip(f"CIFAR-10 not found at {SHARED_DATA}/cifar10-jpeg.zip (the shared data folder)")
+    return SHARED_DATA
+
+
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     """Trained models and labels go to a per-session folder, never the user's cache."""

@@ -162,3 +162,13 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path, blobs_task):
     execute(blobs_config(tmp_path))
     with pytest.raises(ConfigError, match="already holds a run"):
         execute(blobs_config(tmp_path))
+
+
+def test_bfloat16_training_is_recorded_and_reproducible(tmp_path, blobs_task):
+    exact = pd.read_csv(execute(blobs_config(tmp_path, "fp32", repeats=1)) / "rounds.csv")
+    half = pd.read_csv(execute(blobs_config(tmp_path, "bf16", repeats=1, train_dtype="bfloat16")) / "rounds.csv")
+    again = pd.read_csv(execute(blobs_config(tmp_path, "bf16-again", repeats=1, train_dtype="bfloat16")) / "rounds.csv")
+    assert half["value"].tolist() == again["value"].tolist()
+    assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["device"]["train_dtype"] == "bfloat16"
+    assert json.loads((tmp_path / "fp32" / "manifest.json").read_text())["device"]["train_dtype"] == "float32"
+    assert half["value"].between(0, 100).all() and len(half) == len(exact)
