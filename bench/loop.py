@@ -20,7 +20,7 @@ from torch import Tensor
 
 from bench.plan import Plan
 from bench.results import RoundRecord
-from bench.training import INFERENCE_BATCH, predict, train_epochs
+from bench.training import inference_batch, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks.base import Capability, Task, TaskData
@@ -170,7 +170,7 @@ def run_progressive(
             task=task, model=model, pool_x=data.pool_x, labeled=training.pool_indices,
             train_x=training.x if len(training) else data.pool_x[:0],
             train_y=training.y if len(training) else data.pool_y[:0],
-            rng=rng, round=t, batch_size=INFERENCE_BATCH, score_dtype=plan.score_dtype,
+            rng=rng, round=t, batch_size=inference_batch(device), score_dtype=plan.score_dtype,
             generative=generative, label_inputs=timed_label_inputs,
         )
 

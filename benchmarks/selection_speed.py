@@ -18,7 +18,7 @@ import torch
 
 from bench.config import fast_bfloat16, resolve_device
 from bench.paths import default_data_root
-from bench.training import INFERENCE_BATCH, train_epochs
+from bench.training import inference_batch, train_epochs
 from strategies.base import SelectionContext
 from strategies.coreset import k_center_greedy
 from strategies.uncertainty import uncertainty_scores
@@ -61,7 +61,7 @@ def main() -> None:
         def context() -> SelectionContext:
             return SelectionContext(task=task, model=model, pool_x=data.pool_x, labeled=labeled,
                                     train_x=data.pool_x[index], train_y=data.pool_y[index],
-                                    rng=np.random.default_rng(0), round=1, batch_size=INFERENCE_BATCH,
+                                    rng=np.random.default_rng(0), round=1, batch_size=inference_batch(device),
                                     score_dtype=dtype)
 
         t_probs, probs = best_of(lambda: context().pool_probabilities, args.repeats, device)
