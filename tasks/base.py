@@ -88,7 +88,7 @@ class AlphaGANSpec:
 
     latent_dim: int = 3
     channels: int = 64  # width of every convolution and residual block
-    epochs: int = 20
+    epochs: int = 10  # 500k images on the full pool: about 4 min at 2.2k images/s (an H100, batch 64)
     batch_size: int = 64
     lr: float = 2e-4  # Adam, every part
     recon_weight: float = 10.0  # lambda of the L1 reconstruction term (mean over pixels)
