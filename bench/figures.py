@@ -12,7 +12,7 @@ from torch import Tensor
 from bench.training import train_epochs
 from strategies.latent import encode_in_batches, harder_points
 from strategies.snn import PoolCodes
-from tasks.base import Task, TaskData
+from tasks.base import Task, TaskData, unit_images
 
 
 def _pyplot():
@@ -26,7 +26,7 @@ def _pyplot():
 
 def _image(x: Tensor) -> np.ndarray:
     """One input [C, H, W] as an array for imshow ([H, W] or [H, W, C])."""
-    x = x.detach().float().cpu()
+    x = unit_images(x.detach()).float().cpu()
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 

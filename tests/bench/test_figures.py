@@ -49,3 +49,11 @@ def test_trajectory_figure_on_mnist(tmp_path, mnist_root):
     assert main(["trajectories", "--task", "mnist", "--data-root", str(mnist_root), "--subset", "3000",
                  "--initial", "200", "--paths", "3", "--steps", "3", "--out", str(out)]) == 0
     assert out.stat().st_size > 0
+
+
+def test_uint8_images_are_drawn_in_unit_range():
+    from bench.figures import _image
+
+    image = torch.tensor([[[0, 255], [51, 102]]] * 3, dtype=torch.uint8)  # [3, 2, 2]
+    drawn = _image(image)
+    assert drawn.shape == (2, 2, 3) and drawn.max() == 1.0 and np.isclose(drawn[1, 0, 0], 0.2)
