@@ -75,7 +75,7 @@ class CIFAR10Task(Task):
     name = "cifar10"
     description = "CIFAR-10 (50k pool, 10k test), VGG-16 with BN (Table S8), alpha-GAN latent space, accuracy (%)"
     metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1)
-    protocol = Protocol(initial=1000, increment=1000, rounds=10, epochs=20, batch_size=128, lr=1e-3)
+    protocol = Protocol(initial=1000, increment=1000, rounds=10, epochs=10, batch_size=128, lr=1e-3)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
     generative = AlphaGANSpec()  # Tables S1-S5, latent dimension 3
     augmentation = "random horizontal flip and 32x32 crop of the image padded by 4 pixels"
