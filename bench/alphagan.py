@@ -160,7 +160,7 @@ def train_alphagan(
         means = dict(zip(LOSS_NAMES, (sums / max(batches, 1)).tolist()))
         history.append(means)
         epochs.set_postfix_str(f"L1 {means['reconstruction_l1']:.3f}, D {means['image_discriminator']:.2f}")
-        log.debug("alpha-GAN epoch %d: %s", epoch + 1, means)
+        log.info("alpha-GAN epoch %d/%d: %s", epoch + 1, spec.epochs, ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     return model.eval().requires_grad_(False), history
 
 
