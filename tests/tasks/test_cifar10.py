@@ -192,9 +192,10 @@ def tiny_run(tmp_path, root, name: str, *extra: str) -> pd.DataFrame:
     return pd.read_csv(tmp_path / name / "rounds.csv")
 
 
-def test_snn_runs_two_rounds_on_a_small_subset(tmp_path, cifar_root):
-    rows = tiny_run(tmp_path, cifar_root, "snn", "--strategy", "random,snn", "--augment")
-    assert rows.groupby("strategy")["n_labeled"].apply(list).to_dict() == {"random": [40, 60], "snn": [40, 60]}
+def test_snn_and_the_baselines_run_two_rounds_on_a_small_subset(tmp_path, cifar_root):
+    rows = tiny_run(tmp_path, cifar_root, "snn", "--strategy", "random,snn,coreset,uncertainty", "--augment")
+    sizes = rows.groupby("strategy")["n_labeled"].apply(list).to_dict()
+    assert sizes == dict.fromkeys(["coreset", "random", "snn", "uncertainty"], [40, 60])
     assert rows["value"].between(0, 100).all()
     assert (tmp_path / "snn" / "generative-samples.png").exists()
     import json
@@ -202,7 +203,7 @@ def test_snn_runs_two_rounds_on_a_small_subset(tmp_path, cifar_root):
     manifest = json.loads((tmp_path / "snn" / "manifest.json").read_text())
     assert manifest["data"]["source"].startswith("zip: ") and manifest["protocol"]["augment"] is True
     assert manifest["generative"]["channels"] == 8 and manifest["generative"]["file"].endswith(".pt")
-    again = tiny_run(tmp_path, cifar_root, "snn-again", "--strategy", "random,snn", "--augment")
+    again = tiny_run(tmp_path, cifar_root, "snn-again", "--strategy", "random,snn,coreset,uncertainty", "--augment")
     assert again["value"].tolist() == rows["value"].tolist()  # same command, same numbers
 
 
