@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,8 @@ def generative_spec(plan: Plan) -> GenerativeSpec | AlphaGANSpec | None:
         if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
             raise ConfigError(f"--generative-option {name}={value!r}: expected {type(default).__name__} "
                               f"(the default is {default!r})")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-            raise ConfigError(f"--generative-option {name}={value!r}: must be positive")
+        if isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"--generative-option {name}={value!r}: must be positive and finite")
     if isinstance(spec, AlphaGANSpec) and spec.layout not in LAYOUTS:
         raise ConfigError(f"--generative-option layout={spec.layout!r}: use one of {', '.join(LAYOUTS)}")
     return spec
