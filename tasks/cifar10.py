@@ -82,7 +82,7 @@ class CIFAR10Task(Task):
     pool_size = 50_000
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:
-        arrays = read_cifar10(data_root, download, cache_root() / "data")
+        arrays = read_cifar10(data_root, download, cache_root() / "decoded")
         as_tensors = (torch.from_numpy(a) for a in (arrays.train_x, arrays.train_y, arrays.test_x, arrays.test_y))
         return TaskData(*as_tensors, source=arrays.source)
 
