@@ -130,7 +130,13 @@ def load_or_train(
 ) -> nn.Module:
     """The generative model for (task, pool, seed, spec), in eval mode and frozen, on the pool's
     device: loaded from ``cache_dir`` when trained before, else trained now and saved there."""
-    path = cache_path(task, pool_x, spec, seed, cache_dir)
+    return load_or_train_at(cache_path(task, pool_x, spec, seed, cache_dir), pool_x, spec, seed, progress)
+
+
+def load_or_train_at(
+    path: Path, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int, progress: bool = True,
+) -> nn.Module:
+    """:func:`load_or_train` with the cache file ``path`` (from :func:`cache_path`) given."""
     model = build(pool_x, spec)
     if path.exists():
         try:
@@ -148,8 +154,7 @@ def load_or_train(
         extra["history"] = history
     else:
         model, final = train_vae(pool_x, spec, seed, progress)
-    log.info("trained the %s %s in %.0f s: final reconstruction loss %.4g", task, path.name.split("-")[0],
-             time.perf_counter() - start, final)
+    log.info("trained %s in %.0f s: final reconstruction loss %.4g", path.name, time.perf_counter() - start, final)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "final_loss": final,

@@ -14,7 +14,7 @@ import torch
 
 from bench.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
 from bench.alphagan import LAYOUTS
-from bench.generative import cache_path, load_or_train
+from bench.generative import cache_path, load_or_train_at
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
 from strategies import STRATEGIES
@@ -175,10 +175,8 @@ def generative_model(plan: Plan, data: TaskData) -> tuple[Any, Path | None]:
     spec = generative_spec(plan)
     if spec is None:
         return None, None
-    cache_dir = cache_root() / "generative"
-    model = load_or_train(plan.task.name, data.pool_x, spec, plan.config.seed, cache_dir,
-                          progress=not plan.config.quiet)
-    return model, cache_path(plan.task.name, data.pool_x, spec, plan.config.seed, cache_dir)
+    path = cache_path(plan.task.name, data.pool_x, spec, plan.config.seed, cache_root() / "generative")
+    return load_or_train_at(path, data.pool_x, spec, plan.config.seed, progress=not plan.config.quiet), path
 
 
 def load_data(plan: Plan) -> TaskData:
