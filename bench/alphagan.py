@@ -67,6 +67,19 @@ def image_to_vector(channels: int, out_features: int, pooled: bool) -> nn.Sequen
     )
 
 
+class Upsample2x(nn.Module):
+    """Nearest-neighbour 2x upsampling of [B, C, H, W]. Under CUDA's deterministic algorithms it
+    is computed as an expand and reshape (the same values), because upsample_nearest2d's
+    backward has no deterministic CUDA kernel; elsewhere it is the plain op (same bits as ever)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+            b, c, h, w = x.shape
+            up = x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+            return up.contiguous(memory_format=torch.channels_last)
+        return nnf.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
 class Generator(nn.Module):
     """Table S3: linear (latent -> channels x side x side), ReLU, four residual blocks with a 2x
     upsampling between them (``pooled``; none when unpooled), conv1x1 (channels -> 3), tanh."""
@@ -75,7 +88,7 @@ class Generator(nn.Module):
         super().__init__()
         self.channels, self.side = channels, 4 if pooled else 32
         self.project = nn.Sequential(nn.Linear(latent_dim, channels * self.side**2), nn.ReLU())
-        up = (lambda: [nn.Upsample(scale_factor=2, mode="nearest")]) if pooled else (lambda: [])
+        up = (lambda: [Upsample2x()]) if pooled else (lambda: [])
         self.body = nn.Sequential(
             ResidualBlock(channels), *up(), ResidualBlock(channels), *up(), ResidualBlock(channels), *up(),
             ResidualBlock(channels), nn.Conv2d(channels, 3, 1), nn.Tanh(),

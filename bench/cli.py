@@ -6,12 +6,13 @@ Bad input exits with status 2 and one line that names the problem and the fix.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, RunConfig
+from bench.config import ConfigError, Execution, RunConfig
 from bench.paths import default_data_root
 
 EXIT_USAGE = 2
@@ -26,7 +27,7 @@ def positive_int(text: str) -> int:
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``perf``; protocol flags default to the task's own values."""
-    parser.add_argument("--task", required=True, help="task name (see `python -m bench list`)")
+    parser.add_argument("--task", help="task name (see `python -m bench list`); required")
     g = parser.add_argument_group("protocol (defaults: the task's, see `python -m bench list`)")
     g.add_argument("--rounds", type=int, help="number of rounds T")
     g.add_argument("--initial", type=int, help="labeled samples at round 1")
@@ -50,8 +51,12 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
                         help="autocast precision of training F (default float32; bfloat16 is not always "
                              "faster on a GPU: measure with `perf`)")
     parser.add_argument("--threads", type=positive_int,
-                        help="CPU threads for torch (default: torch's choice; use 1 per run when "
-                             "several runs share the machine, or they slow each other down badly)")
+                        help="CPU threads for torch per unit (default: torch's choice, or cores // --jobs; "
+                             "use 1 per run when several runs share the machine, or they slow each other "
+                             "down badly). Results are identical only at the same thread count")
+    parser.add_argument("--nondeterministic", action="store_true", default=False,
+                        help="on CUDA, allow the fastest (nondeterministic) kernels: a few percent faster, "
+                             "but the same command no longer gives the same numbers (recorded in the manifest)")
     parser.add_argument("--subset", type=positive_int,
                         help="use N random pool samples and at most N test samples (quick runs, CI)")
     parser.add_argument("--data-root", type=Path, default=None,
@@ -81,12 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run strategies on a task with the progressive protocol")
     add_protocol_args(run)
-    run.add_argument("--strategy", required=True,
-                     help="a strategy name, a comma-separated list, or `all` (all that apply)")
+    run.add_argument("--strategy",
+                     help="a strategy name, a comma-separated list, or `all` (all that apply); required")
     run.add_argument("--repeats", type=positive_int, default=1, help="repeats (paired across strategies)")
     run.add_argument("--out", type=Path, help="output folder (default: a new one under results/runs/)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     add_strategy_args(run)
+    g = run.add_argument_group("execution (changes no number in the results)")
+    g.add_argument("--resume", type=Path, metavar="DIR",
+                   help="go on with the killed or interrupted run in DIR: its plan comes from DIR/manifest.json "
+                        "(no other flags needed), finished units are skipped, unfinished ones continue from "
+                        "their last checkpoint")
+    g.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes running units side by side on this machine (default 1); on a GPU "
+                        "they share it, which small nets need to keep it busy")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (this machine, --jobs workers) or ray (units as Ray tasks on a cluster; "
+                        'pip install "latent-bench[ray]")')
+    g.add_argument("--ray-address", help="the Ray cluster to join (auto: the one `ray start` made this machine "
+                                         "part of); default: start a local one")
+    g.add_argument("--cpus-per-job", type=float, help="Ray: CPUs per unit (default: its --threads)")
+    g.add_argument("--gpus-per-job", type=float,
+                   help="Ray: GPUs per unit, fractions share one, e.g. 0.25 (default: 1 on --device cuda, else 0)")
+    g.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes")
 
     sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
 
@@ -178,6 +201,51 @@ def parse_options(items: list[str], flag: str = "--option") -> dict[str, object]
     return options
 
 
+def given_flags(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the flags actually typed on the command line (defaults left out)."""
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.dest != "help":
+                action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
+#: RunConfig fields set by each ``run`` flag (for checking a resume against the manifest).
+FLAG_FIELDS = {"strategy": "strategies", "option": "strategy_options", "alpha": "strategy_options",
+               "uncertainty_measure": "strategy_options", "generative_option": "generative_options"}
+EXECUTION_FLAGS = {"resume", "jobs", "executor", "ray_address", "cpus_per_job", "gpus_per_job", "keep_checkpoints",
+                   "out"}
+
+
+def execution(args: argparse.Namespace) -> Execution:
+    return Execution(jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
+                     cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
+                     keep_checkpoints=args.keep_checkpoints)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
+    """``run``: a new run, or with ``--resume`` the rest of an earlier one."""
+    from bench.runner import execute, resume
+
+    if args.resume is None:
+        for flag in ("task", "strategy"):
+            if getattr(args, flag) is None:
+                raise ConfigError(f"--{flag} is required (or --resume DIR to go on with an earlier run)")
+        return execute(run_config(args), execution(args))
+    given = given_flags(argv) - EXECUTION_FLAGS
+    if args.out is not None and args.out != args.resume:
+        raise ConfigError(f"--out {args.out} with --resume {args.resume}: a resumed run writes into its own folder; "
+                          f"drop --out")
+    filled = run_config(args)
+    values = {FLAG_FIELDS.get(flag, flag): getattr(filled, FLAG_FIELDS.get(flag, flag)) for flag in given}
+    return resume(args.resume, execution(args), values)
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     options = parse_options(args.option)
     if args.uncertainty_measure:
@@ -185,7 +253,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.alpha is not None:
         options["alpha"] = args.alpha
     return RunConfig(
-        task=args.task, strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
+        task=args.task, strategies=[s.strip() for s in (args.strategy or "").split(",") if s.strip()],
         rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, repeats=getattr(args, "repeats", 1), seed=args.seed,
         device=args.device, threads=args.threads, score_dtype=args.score_dtype, warm_start=args.warm_start,
@@ -195,6 +263,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
         strategy_options=options, latent_dim=args.latent_dim,
         generative_options=parse_options(args.generative_option, "--generative-option"),
+        nondeterministic=args.nondeterministic,
     )
 
 
@@ -211,10 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(listing())
         elif args.command == "run":
-            from bench.runner import execute
-
-            out = execute(run_config(args))
+            out = run(args, argv)
             print(f"results in {out}")
+            failed = json.loads((out / "manifest.json").read_text()).get("failures", [])
+            if failed:
+                print(f"{len(failed)} unit(s) failed: {', '.join(f['strategy'] + '-r' + str(f['repeat']) for f in failed)}"
+                      f" (errors in {out / 'manifest.json'})", file=sys.stderr)
+                return 1
         elif args.command == "report":
             from bench.report import read_rounds, write_report
 
@@ -228,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "perf":
             from bench.perf import perf
 
+            if args.task is None:
+                raise ConfigError("--task is required")
             print(perf(run_config(args)))
     except (ConfigError, DataNotFoundError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,60 @@ class RunConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     latent_dim: int | None = None  # overrides the task's generative model's latent dimension
     generative_options: dict[str, Any] = field(default_factory=dict)  # other fields of its spec
+    nondeterministic: bool = False  # on CUDA: allow nondeterministic kernels (faster, results vary)
+
+    @classmethod
+    def from_manifest(cls, saved: dict[str, Any]) -> "RunConfig":
+        """The configuration a run folder's ``manifest.json`` recorded (its ``config`` entry)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - names)
+        if unknown:
+            raise ConfigError(f"the manifest's config has settings this version does not know "
+                              f"({', '.join(unknown)}); resume it with the version that started it")
+        values = dict(saved)
+        values["data_root"] = Path(values["data_root"])
+        if values.get("out") is not None:
+            values["out"] = Path(values["out"])
+        return cls(**values)
 
     def protocol(self, defaults: Protocol) -> Protocol:
         """The task's default protocol with this config's overrides."""
         return defaults.replace(rounds=self.rounds, initial=self.initial, increment=self.increment,
                                 epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment)
+
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Execution:
+    """How a run's units are executed; none of it changes a number in the results."""
+
+    jobs: int = 1  # local worker processes running units side by side
+    executor: str = "local"  # local (the driver and --jobs workers) or ray
+    ray_address: str | None = None  # a Ray cluster's address (auto: the one this machine joined); None starts one
+    cpus_per_job: float | None = None  # Ray: CPUs a unit asks for (default: its threads)
+    gpus_per_job: float | None = None  # Ray: GPUs a unit asks for, fractions share one (default: 0, or 1 on cuda)
+    keep_checkpoints: bool = False  # keep finished units' checkpoints
+
+    def check(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1 (got {self.jobs})")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown --executor {self.executor!r}; use {' or '.join(EXECUTORS)}")
+        if self.executor != "ray":
+            for flag, value in (("--ray-address", self.ray_address), ("--cpus-per-job", self.cpus_per_job),
+                                ("--gpus-per-job", self.gpus_per_job)):
+                if value is not None:
+                    raise ConfigError(f"{flag} applies to --executor ray only; add --executor ray or drop it")
+        elif self.jobs != 1:
+            raise ConfigError("--jobs is for the local executor; with --executor ray, Ray runs as many units "
+                              "at once as the cluster has room for (see --cpus-per-job, --gpus-per-job)")
+        for flag, value in (("--cpus-per-job", self.cpus_per_job), ("--gpus-per-job", self.gpus_per_job)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{flag} must be a non-negative number (got {value})")
+        if self.cpus_per_job == 0:
+            raise ConfigError("--cpus-per-job must be more than 0 (a unit needs a CPU)")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -25,6 +25,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bench import checkpoint
 from bench.alphagan import AlphaGAN, sample_grid, train_alphagan
 from tasks.base import AlphaGANSpec, GenerativeSpec
 
@@ -165,3 +166,15 @@ def load_or_train_at(
                                                          "losses_per_epoch": extra["history"]}, indent=1))
         sample_grid(model, pool_x, path.with_suffix(".png"), seed)
     return model
+
+
+def to_bytes(model: nn.Module) -> bytes:
+    """A trained generative model's weights as bytes, to send to workers that lack the cache."""
+    return checkpoint.to_bytes(model.state_dict())
+
+
+def from_bytes(payload: bytes, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec) -> nn.Module:
+    """The model :func:`to_bytes` serialised, in eval mode and frozen, on the pool's device."""
+    model = build(pool_x, spec)
+    model.load_state_dict(checkpoint.from_bytes(payload))
+    return model.to(pool_x.device).eval().requires_grad_(False)

@@ -108,6 +108,27 @@ class TrainingSet:
                 self.latents.append(selection.latents.detach().cpu())
         self._x, self._y = [torch.cat(self._x)], [torch.cat(self._y)]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The set as chunks in the order added: pool indices, or synthesized inputs and targets."""
+        chunks, start = [], 0
+        for sources in self.sources:
+            end = start + len(sources)
+            if not (len(sources) and sources[0] < 0):
+                chunks.append({"indices": torch.from_numpy(sources)})
+            else:
+                chunks.append({"inputs": self.x[start:end], "targets": self.y[start:end]})
+            start = end
+        return {"chunks": chunks, "latents": list(self.latents)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Rebuild the set from :meth:`state_dict`'s output (on the CPU) onto ``device``."""
+        for chunk in state["chunks"]:
+            if "indices" in chunk:
+                self.add(Selection(indices=chunk["indices"].numpy()))
+            else:
+                self.add(Selection(inputs=chunk["inputs"].to(device), targets=chunk["targets"].to(device)))
+        self.latents = list(state["latents"])
+
     @property
     def x(self) -> Tensor:
         return self._x[0]
@@ -136,77 +157,152 @@ class Timer:
         return taken
 
 
+OnRound = Callable[[RoundRecord, np.ndarray, "np.ndarray | None"], None]
+OnCheckpoint = Callable[[int, dict[str, Any]], None]
+
+
 def run_progressive(
     plan: Plan,
     data: TaskData,
     strategy_cls: type[Strategy],
     repeat: int,
-    seed: int,
-    init_idx: np.ndarray,
-    init_state: dict[str, Tensor],
-    on_round: Callable[[RoundRecord, np.ndarray, np.ndarray | None], None],
+    on_round: OnRound,
     generative: Any = None,
+    on_checkpoint: OnCheckpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> None:
-    """Run the T rounds of one strategy in one repeat, calling ``on_round(record, sources,
-    latents)`` after each round: the pool index of every training sample (-1 if synthesized)
-    and the latent codes of the synthesized ones (None when there are none)."""
-    task, protocol, device = plan.task, plan.protocol, plan.device
-    name = strategy_cls.name
-    strategy = plan.make_strategy(strategy_cls)
-    torch.manual_seed(seed)
-    model = task.make_model().to(device)
-    model.load_state_dict(init_state)
-    optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
-    shuffle = torch.Generator().manual_seed(seed)
-    rng = strategy_rng(seed, name)
-    timer = Timer()
-    training = TrainingSet(data, LookupLabeler(data.pool_y))
-    timed_label_inputs = None
-    if Capability.SYNTHETIC_LABELS in task.capabilities:
-        timed_label_inputs = lambda x: timer.timed("label", task.label_inputs, x)  # noqa: E731
+    """Run the T rounds of one strategy in one repeat (a unit of work).
 
-    def context(t: int) -> SelectionContext:
+    After each round, ``on_round(record, sources, latents)`` gets the row, the pool index of every
+    training sample (-1 if synthesized) and the latent codes of the synthesized ones (None when
+    there are none). After each round but the last, once the next round's samples are labeled,
+    ``on_checkpoint(t, state)`` gets everything needed to go on from there (see
+    :meth:`UnitState.state_dict`); ``resume`` is such a state, and the unit continues from it
+    with the same numbers as if it had never stopped.
+    """
+    unit = UnitState(plan, data, strategy_cls, repeat, generative)
+    if resume is None:
+        unit.propose(0, plan.protocol.initial, initial=True)
+        first = 1
+    else:
+        unit.load_state_dict(resume)
+        first = int(resume["round"]) + 1
+    for t in range(first, plan.protocol.rounds + 1):
+        record, sources, latents = unit.train_and_evaluate(t)
+        on_round(record, sources, latents)
+        if t < plan.protocol.rounds:
+            unit.propose(t, plan.protocol.increment, initial=False)
+            if on_checkpoint is not None:
+                on_checkpoint(t, unit.state_dict(t))
+
+
+class UnitState:
+    """Everything one (strategy, repeat) carries from round to round: F and its optimizer, the
+    training set, every random generator it draws from, the strategy and its timings."""
+
+    def __init__(self, plan: Plan, data: TaskData, strategy_cls: type[Strategy], repeat: int,
+                 generative: Any = None) -> None:
+        task, device = plan.task, plan.device
+        self.plan, self.data, self.generative = plan, data, generative
+        self.name = strategy_cls.name
+        self.repeat = repeat
+        self.seed = repeat_seed(plan.config.seed, repeat)
+        self.init_idx = initial_indices(self.seed, len(data.pool_x), plan.protocol.initial)
+        self.init_state = initial_weights(task, self.seed)
+        self.strategy = plan.make_strategy(strategy_cls)
+        torch.manual_seed(self.seed)
+        self.model = task.make_model().to(device)
+        self.model.load_state_dict(self.init_state)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=plan.protocol.lr)
+        self.shuffle = torch.Generator().manual_seed(self.seed)
+        self.rng = strategy_rng(self.seed, self.name)
+        self.timer = Timer()
+        self.training = TrainingSet(data, LookupLabeler(data.pool_y))
+        self.n_rejected = 0  # candidates refused while building the latest additions
+        self.label_inputs = None
+        if Capability.SYNTHETIC_LABELS in task.capabilities:
+            self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)
+
+    def context(self, t: int) -> SelectionContext:
+        """The selection context after round ``t`` (the one place it is built)."""
+        data, training, plan = self.data, self.training, self.plan
         return SelectionContext(
-            task=task, model=model, pool_x=data.pool_x, labeled=training.pool_indices,
+            task=plan.task, model=self.model, pool_x=data.pool_x, labeled=training.pool_indices,
             train_x=training.x if len(training) else data.pool_x[:0],
             train_y=training.y if len(training) else data.pool_y[:0],
-            rng=rng, round=t, batch_size=inference_batch(device), score_dtype=plan.score_dtype,
-            generative=generative, label_inputs=timed_label_inputs,
+            rng=self.rng, round=t, batch_size=inference_batch(plan.device), score_dtype=plan.score_dtype,
+            generative=self.generative, label_inputs=self.label_inputs,
         )
 
-    def propose(t: int, k: int, initial: bool) -> Selection:
+    def propose(self, t: int, k: int, initial: bool) -> None:
+        """Ask the strategy for ``k`` samples after round ``t``, check them and label them."""
+        timer = self.timer
         start = time.perf_counter()
         label_before = timer.seconds["label"]
-        ctx = context(t)
-        selection = strategy.initial(ctx, k) if initial else strategy.select(ctx, k)
+        ctx = self.context(t)
+        selection = self.strategy.initial(ctx, k) if initial else self.strategy.select(ctx, k)
         if selection is None:
-            selection = Selection(indices=init_idx)
+            selection = Selection(indices=self.init_idx)
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
-        training.check(selection, k, f"strategy {name!r} (round {t})")
-        timer.timed("label", training.add, selection)
-        return selection
+        self.training.check(selection, k, f"strategy {self.name!r} (round {t})")
+        timer.timed("label", self.training.add, selection)
+        self.n_rejected = selection.n_rejected
 
-    selection = propose(0, protocol.initial, initial=True)
-    for t in range(1, protocol.rounds + 1):
+    def train_and_evaluate(self, t: int) -> tuple[RoundRecord, np.ndarray, np.ndarray | None]:
+        """Round ``t``: train F on the training set, score it on the test set; the row, the
+        training set's sources and its synthesized samples' latent codes."""
+        plan, task, protocol, training, timer = self.plan, self.plan.task, self.plan.protocol, self.training, self.timer
         if t > 1 and not plan.config.warm_start:
-            model.load_state_dict(init_state)
-            optimizer = torch.optim.Adam(model.parameters(), lr=protocol.lr)
-        timer.timed("train", train_epochs, model, optimizer, task.loss, training.x, training.y,
-                    protocol.epochs, protocol.batch_size, shuffle, task.augment if protocol.augment else None,
-                    plan.train_dtype)
-        outputs = timer.timed("eval", predict, model, data.test_x)
-        scores = timer.timed("eval", task.scores, outputs, data.test_y)
+            self.model.load_state_dict(self.init_state)
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=protocol.lr)
+        timer.timed("train", train_epochs, self.model, self.optimizer, task.loss, training.x, training.y,
+                    protocol.epochs, protocol.batch_size, self.shuffle,
+                    task.augment if protocol.augment else None, plan.train_dtype)
+        outputs = timer.timed("eval", predict, self.model, self.data.test_x)
+        scores = timer.timed("eval", task.scores, outputs, self.data.test_y)
         seconds = timer.take()
         value = scores.pop(task.metric.name)
         record = RoundRecord(
-            task=task.name, strategy=name, repeat=repeat, seed=seed, round=t,
+            task=task.name, strategy=self.name, repeat=self.repeat, seed=self.seed, round=t,
             n_labeled=len(training), metric=task.metric.name, value=value,
             train_s=seconds["train"], select_s=seconds["select"], label_s=seconds["label"],
             eval_s=seconds["eval"], n_synthetic=training.n_synthetic,
-            n_rejected=selection.n_rejected, extra=scores,
+            n_rejected=self.n_rejected, extra=scores,
         )
         latents = torch.cat(training.latents).numpy() if training.latents else None
-        on_round(record, np.concatenate(training.sources), latents)
-        if t < protocol.rounds:
-            selection = propose(t, protocol.increment, initial=False)
+        return record, np.concatenate(training.sources), latents
+
+    def state_dict(self, t: int) -> dict[str, Any]:
+        """The state after round ``t`` and the labeling of round t + 1's additions: tensors and
+        plain values only. Pool samples are kept as indices (their inputs are in the pool)."""
+        cuda = self.plan.device.type == "cuda"
+        return {
+            "round": t,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "training": self.training.state_dict(),
+            "shuffle": self.shuffle.get_state(),
+            "strategy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.plan.device) if cuda else None,
+            "strategy": self.strategy.state_dict(),
+            "pending_seconds": dict(self.timer.seconds),
+            "n_rejected": self.n_rejected,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output (read back on the CPU)."""
+        device = self.plan.device
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.training.load_state_dict(state["training"], device)
+        self.shuffle.set_state(state["shuffle"])
+        self.rng.bit_generator.state = state["strategy_rng"]
+        self.strategy.load_state_dict({k: v.to(device) if isinstance(v, Tensor) else v
+                                       for k, v in state["strategy"].items()})
+        self.timer.seconds = dict(state["pending_seconds"])
+        self.n_rejected = int(state["n_rejected"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 
 from bench.config import RunConfig
-from bench.loop import initial_indices, initial_weights, repeat_seed, run_progressive
+from bench.loop import run_progressive
 from bench.plan import generative_model, load_data, plan_run
 from bench.manifest import device_info
 
@@ -21,7 +21,6 @@ def perf(config: RunConfig) -> str:
     """Measure one repeat of ``config`` and return a printable table of timings."""
     plan = plan_run(config)
     data = load_data(plan)
-    seed = repeat_seed(config.seed, 0)
     rows = []
 
     def on_round(record, _sources, _latents) -> None:
@@ -36,9 +35,7 @@ def perf(config: RunConfig) -> str:
 
     generative, _ = generative_model(plan, data)
     start = time.perf_counter()
-    run_progressive(plan, data, plan.strategies[0], 0, seed,
-                    initial_indices(seed, len(data.pool_x), plan.protocol.initial),
-                    initial_weights(plan.task, seed), on_round, generative)
+    run_progressive(plan, data, plan.strategies[0], 0, on_round, generative)
     wall = time.perf_counter() - start
     table = pd.DataFrame(rows)
     train_total = table["train_s"].sum()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,24 @@ def plan_run(config: RunConfig) -> Plan:
     generative_spec(plan)  # refuses unknown or invalid generative options now, before any work
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    reproducible_kernels(device, config.nondeterministic)
     return plan
+
+
+def reproducible_kernels(device: torch.device, nondeterministic: bool) -> None:
+    """On CUDA, make the same command give the same numbers: deterministic algorithms (an op
+    without one raises), cuBLAS with a fixed workspace, no cuDNN autotuning. With
+    ``nondeterministic`` the fastest kernels run instead and results vary from run to run.
+    CPU runs are deterministic at a fixed thread count either way."""
+    if device.type != "cuda":
+        return
+    if nondeterministic:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any matmul
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def generative_spec(plan: Plan) -> GenerativeSpec | AlphaGANSpec | None:

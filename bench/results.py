@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,41 @@ class RoundsWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def complete_part(path: Path) -> tuple[bytes, bool]:
+    """The bytes of ``rounds.csv`` up to its last complete line, and whether a torn last line
+    (a row cut short by a kill while it was written) was cut off."""
+    raw = Path(path).read_bytes()
+    if not raw or raw.endswith(b"\n"):
+        return raw, False
+    return raw[: raw.rfind(b"\n") + 1], True
+
+
+def repair_rounds_csv(path: Path) -> bool:
+    """Cut a torn last row off ``rounds.csv`` in place; True when there was one."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    raw, torn = complete_part(path)
+    if torn:
+        with open(path, "r+b") as f:
+            f.truncate(len(raw))
+            f.flush()
+            os.fsync(f.fileno())
+    return torn
+
+
+def read_rounds_csv(path: Path) -> "pd.DataFrame":
+    """``rounds.csv`` as a frame, a torn last row (never data) left out."""
+    import io
+
+    import pandas as pd
+
+    raw, torn = complete_part(path)
+    if torn:
+        logging.getLogger(__name__).warning("%s ends in a half-written row (a killed run); it is ignored", path)
+    return pd.read_csv(io.BytesIO(raw))
 
 
 def _atomic_write(path: Path, write) -> None:

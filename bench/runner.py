@@ -1,23 +1,27 @@
-"""Runs a validated plan: repeats x strategies, writing outputs as rounds finish."""
+"""The driver: plans a run (or reopens one to resume), hands its units to an executor, and writes
+what they report into the run folder, then the tables and figure."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
-from collections import Counter
+import uuid
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 from tqdm.auto import tqdm
 
-from bench.config import ConfigError, RunConfig
-from bench.loop import initial_indices, initial_weights, repeat_seed, run_progressive
-from bench.manifest import now, start_manifest
+from bench.config import ConfigError, Execution, RunConfig
+from bench.executors import InProcess, LocalProcesses, WorkerSpec, default_threads
+from bench.loop import repeat_seed
+from bench.manifest import command_line, now, start_manifest
 from bench.plan import Plan, generative_model, load_data, plan_run
 from bench.report import write_report
-from bench.results import LabeledLog, RoundRecord, RoundsWriter, write_json
-from strategies.base import SelectionError
+from bench.results import read_rounds_csv, write_json
+from bench.run_folder import RunFolder
+from bench.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,9 @@ def prepare_out(out: Path | None, task: str) -> Path:
             out = out.with_name(f"{task}-{stamp}-{suffix}")
             suffix += 1
     out = Path(out)
-    if (out / "rounds.csv").exists():
-        raise ConfigError(f"--out {out} already holds a run (rounds.csv); choose a new folder")
+    if (out / "rounds.csv").exists() or (out / "manifest.json").exists():
+        raise ConfigError(f"--out {out} already holds a run; choose a new folder, or continue it with "
+                          f"python -m bench run --resume {out}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -46,25 +51,29 @@ def prepare_out(out: Path | None, task: str) -> Path:
     return out
 
 
-def recorder(writer: RoundsWriter, labeled: LabeledLog, done: Counter, rounds_bar: tqdm, repeats_bar: tqdm):
-    """The ``on_round`` callback: write the row and the labeled set, count the round per
-    (strategy, repeat) in ``done``, advance the progress bars."""
+def with_threads(config: RunConfig, execution: Execution) -> RunConfig:
+    """``config`` with its torch threads per unit settled (recorded, so a resume uses the same):
+    as given, else max(1, cores // jobs) beside other local workers, the Ray CPUs per unit, or
+    torch's default for one unit at a time."""
+    if config.threads is not None:
+        return config
+    if execution.executor == "ray":
+        threads = max(1, int(execution.cpus_per_job or 1))
+    elif execution.jobs > 1:
+        threads = default_threads(execution.jobs)
+    else:
+        import torch
 
-    def on_round(record: RoundRecord, sources, latents) -> None:
-        writer.write(record)
-        done[record.strategy, record.repeat] += 1
-        labeled.add(record.strategy, record.repeat, record.round, sources, latents)
-        labeled.save()
-        rounds_bar.set_postfix_str(f"n={record.n_labeled} {record.metric}={record.value:.4g}")
-        rounds_bar.update()
-        repeats_bar.set_postfix_str(f"last: {record.strategy} t={record.round} {record.metric}={record.value:.4g}")
-
-    return on_round
+        threads = torch.get_num_threads()
+    return dataclasses.replace(config, threads=threads)
 
 
-def execute(config: RunConfig) -> Path:
-    """Validate ``config``, run every (repeat, strategy), and write all outputs; returns the folder."""
-    plan = plan_run(config)
+def execute(config: RunConfig, execution: Execution | None = None) -> Path:
+    """Validate ``config``, run all its units with ``execution``, and write every output;
+    returns the run folder."""
+    execution = execution or Execution()
+    execution.check()
+    plan = plan_run(with_threads(config, execution))
     out = prepare_out(config.out, plan.task.name)
     try:
         data = load_data(plan)
@@ -72,47 +81,107 @@ def execute(config: RunConfig) -> Path:
         if not any(out.iterdir()):
             out.rmdir()
         raise
-    run_plan(plan, data, out)
+    seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
+    sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
+    manifest = start_manifest(plan, seeds, sizes)
+    folder = RunFolder.create(out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints)
+    run_units(plan, data, folder, execution)
     return out
 
 
-def run_plan(plan: Plan, data, out: Path) -> None:
-    """Run every repeat of every strategy on ``data``, writing rows, labeled sets and the
-    manifest into ``out`` as rounds finish, then the tables and figure."""
+#: Flags a resumed run may set: how it executes and where it finds its data, not what it computes.
+RESUMABLE = {"data_root", "download", "quiet"}
+
+
+def resume(folder: Path, execution: Execution | None = None, given: dict | None = None) -> Path:
+    """Go on with the run in ``folder``: its plan comes from its manifest; finished units are
+    skipped and unfinished ones continue from their last checkpoint. ``given`` holds settings
+    the user passed again (RunConfig field -> value); one that differs from the manifest's is
+    refused, except those in :data:`RESUMABLE`."""
+    execution = execution or Execution()
+    execution.check()
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"--resume {folder}: no manifest.json there; pass the folder of a run")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        config = RunConfig.from_manifest(manifest["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"--resume {folder}: manifest.json is not a run's manifest ({err})") from None
+    if manifest.get("status") in ("complete", "complete with failures"):
+        raise ConfigError(f"--resume {folder}: the run is already {manifest['status']}; nothing to do")
+    if "units" not in manifest:
+        raise ConfigError(f"--resume {folder}: the run predates resumable runs (no units in its manifest); "
+                          f"start it again")
+    for name, value in (given or {}).items():
+        if name == "strategy_options":
+            clash = {k: v for k, v in value.items() if config.strategy_options.get(k) != v}
+        else:
+            clash = value if getattr(config, name) != value and name not in RESUMABLE else None
+        if clash:
+            raise ConfigError(f"--resume {folder}: {name.replace('_', '-')} {clash!r} contradicts the run's "
+                              f"manifest ({name} = {getattr(config, name)!r}); drop the flag to resume the run "
+                              f"as it was started")
+    config = dataclasses.replace(config, out=folder, **{k: v for k, v in (given or {}).items() if k in RESUMABLE})
+    plan = plan_run(config)
+    data = load_data(plan)
+    run_folder = RunFolder.reopen(folder, plan.task.extra_metrics(), execution.keep_checkpoints)
+    run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
+    run_units(plan, data, run_folder, execution)
+    return folder
+
+
+def executor_for(plan: Plan, data, generative, execution: Execution):
+    """The executor ``execution`` asks for, ready to run this plan's units."""
+    if execution.executor == "ray":
+        from bench.ray_executor import RayExecutor
+
+        spec = WorkerSpec.of(uuid.uuid4().hex, plan, generative)
+        gpus = execution.gpus_per_job if execution.gpus_per_job is not None else float(plan.device.type == "cuda")
+        return RayExecutor(spec, execution.ray_address, execution.cpus_per_job or float(plan.config.threads), gpus)
+    if execution.jobs > 1:
+        return LocalProcesses(WorkerSpec.of(uuid.uuid4().hex, plan, generative), execution.jobs)
+    return InProcess(plan, data, generative)
+
+
+def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None:
+    """Run the folder's unfinished units with ``execution``, then write the tables and figure."""
     config, protocol = plan.config, plan.protocol
-    seeds = [repeat_seed(config.seed, r) for r in range(config.repeats)]
-    sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
-    manifest = start_manifest(plan, seeds, sizes)
-    write_json(out / "manifest.json", manifest)
-    labeled = LabeledLog(out / "labeled.npz")
-    failures: list[dict] = []
-    done: Counter = Counter()
     generative, generative_file = generative_model(plan, data)
+    manifest = folder.manifest
+    manifest["execution"] = {k: v for k, v in dataclasses.asdict(execution).items() if v is not None}
     if generative_file is not None:
         manifest["generative"]["file"] = str(generative_file)
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
         if samples.exists():
-            shutil.copyfile(samples, out / "generative-samples.png")
-        write_json(out / "manifest.json", manifest)
-    repeats_bar = tqdm(seeds, desc=f"{plan.task.name} repeats", unit="repeat", disable=config.quiet)
-    with RoundsWriter(out / "rounds.csv", plan.task.extra_metrics()) as writer:
-        for repeat, seed in enumerate(repeats_bar):
-            init_idx = initial_indices(seed, len(data.pool_x), protocol.initial)
-            init_state = initial_weights(plan.task, seed)
-            for strategy in plan.strategies:
-                rounds_bar = tqdm(total=protocol.rounds, desc=f"{strategy.name} repeat {repeat}", unit="round",
-                                  leave=False, disable=config.quiet)
-                on_round = recorder(writer, labeled, done, rounds_bar, repeats_bar)
-                try:
-                    run_progressive(plan, data, strategy, repeat, seed, init_idx, init_state, on_round, generative)
-                except SelectionError as err:
-                    rounds_done = done[strategy.name, repeat]
-                    log.warning("%s, repeat %d stopped after %d rounds: %s", strategy.name, repeat, rounds_done, err)
-                    failures.append(dict(strategy=strategy.name, repeat=repeat, rounds_done=rounds_done, error=str(err)))
-                    manifest.update(failures=failures)
-                    write_json(out / "manifest.json", manifest)
-                rounds_bar.close()
-    repeats_bar.close()
-    write_report(pd.read_csv(out / "rounds.csv"), out)
-    manifest.update(status="complete" if not failures else "complete with failures", finished=now())
-    write_json(out / "manifest.json", manifest)
+            shutil.copyfile(samples, folder.out / "generative-samples.png")
+    units = folder.unfinished()
+    jobs = [Job(unit, folder.latest_checkpoint(unit)) for unit in units]
+    folder.start()
+    total = len(manifest["units"]) * protocol.rounds
+    bar = tqdm(total=total, initial=min(folder.rounds_written(), total), desc=f"{plan.task.name} rounds",
+               unit="round", disable=config.quiet)
+    in_flight: dict[str, str] = {}
+
+    def on_event(event: Event) -> None:
+        folder.on_event(event)
+        key = event.unit.key
+        if isinstance(event, Started):
+            in_flight[key] = "t=1"
+        elif isinstance(event, RoundFinished):
+            record = event.record
+            in_flight[key] = f"t={record.round} {record.metric}={record.value:.4g}"
+            bar.n = min(folder.rounds_written(), total)
+            bar.refresh()
+        elif isinstance(event, (Finished, Failed)):
+            in_flight.pop(key, None)
+        bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in in_flight.items()))
+
+    try:
+        executor_for(plan, data, generative, execution).run(jobs, on_event, folder.latest_checkpoint)
+    finally:
+        bar.close()
+        folder.close()
+    write_report(read_rounds_csv(folder.out / "rounds.csv"), folder.out)
+    folder.finish()

@@ -123,6 +123,18 @@ class Strategy(ABC):
         """The round-1 set; ``None`` (the default) takes the harness's shared random initial set."""
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the strategy carries from one round to the next and cannot rebuild from the
+        selection context (tensors and plain values), saved in every checkpoint so that a resumed
+        run picks the same samples. Empty by default; a cache the strategy can recompute (such as
+        SNN's pool codes) does not belong here."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors already on the run's device)."""
+        if state:
+            raise NotImplementedError(f"strategy {self.name!r} saved state but cannot load it")
+
     @classmethod
     def missing(cls, task: Task) -> list[Capability]:
         """The capabilities this strategy needs that ``task`` lacks (empty when it applies)."""

@@ -41,6 +41,13 @@ class SamplingByInterpolation(Strategy):
         self.max_candidates = max_candidates  # candidates tried per requested sample, at most
         self.latents: Tensor | None = None  # z of every training sample so far, in training-set order
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The latent points of the training set so far (later rounds step from them)."""
+        return {} if self.latents is None else {"latents": self.latents}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.latents = state.get("latents")
+
     def initial(self, context: SelectionContext, k: int) -> Selection:
         latent_dim = context.generative.latent_dim
 

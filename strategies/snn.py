@@ -69,7 +69,8 @@ class SamplingByNearestNeighbour(Strategy):
         self._codes: PoolCodes | None = None
 
     def pool_codes(self, context: SelectionContext) -> PoolCodes:
-        """The pool's codes under E, computed once per run (E and the pool never change)."""
+        """The pool's codes under E, computed once per run (E and the pool never change); a cache,
+        so a resumed run recomputes it and SNN has no state to checkpoint."""
         if self._codes is None:
             codes = encode_in_batches(context.generative.encode, context.pool_x)
             self._codes = PoolCodes(codes.double().cpu().numpy(), self.manifold_quantile)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.config import RunConfig, resolve_device
-from bench.loop import StrategyError, initial_indices, repeat_seed
+from bench.loop import initial_indices, repeat_seed
 from bench.results import ROUND_COLUMNS, load_labeled
 from bench.runner import execute
 from strategies import STRATEGIES
@@ -106,19 +106,17 @@ def test_labeled_sets_grow_by_the_strategys_picks(tmp_path, blobs_task, extra_st
     assert len(r3) == 40 and len(set(r3)) == 40
 
 
-def test_a_strategy_that_re_picks_labeled_samples_is_stopped(tmp_path, blobs_task, extra_strategies):
-    with pytest.raises(StrategyError, match="already-labeled"):
-        execute(blobs_config(tmp_path, strategies=["broken"]))
-
-
-def test_finished_rounds_survive_a_failure_later_in_the_run(tmp_path, blobs_task, extra_strategies):
-    out = tmp_path / "run"
-    with pytest.raises(StrategyError):
-        execute(blobs_config(tmp_path, strategies=["random", "broken"], repeats=1))
+def test_a_strategy_that_breaks_the_contract_fails_its_units_with_the_traceback(tmp_path, blobs_task, extra_strategies):
+    out = execute(blobs_config(tmp_path, strategies=["broken", "random"]))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete with failures"
+    assert [(f["strategy"], f["repeat"], f["rounds_done"]) for f in manifest["failures"]] == [("broken", 0, 1), ("broken", 1, 1)]
+    assert "already-labeled" in manifest["failures"][0]["error"]
+    assert "StrategyError" in manifest["failures"][0]["traceback"] and "loop.py" in manifest["failures"][0]["traceback"]
+    assert manifest["units"]["broken-r0"]["status"] == "failed"
     rounds = pd.read_csv(out / "rounds.csv")
-    assert (rounds["strategy"] == "random").sum() == 3  # random's rounds were written
+    assert (rounds["strategy"] == "random").sum() == 6  # the other units finished
     assert set(load_labeled(out / "labeled.npz")) >= {f"random/repeat0/round{t}" for t in (1, 2, 3)}
-    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
 
 
 def test_a_strategy_that_cannot_fill_a_round_is_stopped_and_the_run_goes_on(tmp_path, blobs_task, extra_strategies):
@@ -128,8 +126,9 @@ def test_a_strategy_that_cannot_fill_a_round_is_stopped_and_the_run_goes_on(tmp_
     assert (rounds["strategy"] == "random").sum() == 6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete with failures"
-    assert manifest["failures"][0] == dict(strategy="gives-up", repeat=0, rounds_done=1,
-                                           error="every candidate was rejected")
+    failure = manifest["failures"][0]
+    assert (failure["strategy"], failure["repeat"], failure["rounds_done"]) == ("gives-up", 0, 1)
+    assert failure["error"] == "SelectionError: every candidate was rejected"
 
 
 def test_no_warm_start_retrains_from_the_initial_weights(tmp_path, blobs_task):

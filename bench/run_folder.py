@@ -1,0 +1,146 @@
+"""The run folder, written by the driver alone: rows, labeled sets, checkpoints and the manifest.
+
+Units report events (:mod:`bench.units`); :class:`RunFolder` turns them into files as they
+arrive. The manifest lists every unit with its status (``pending``, ``running``, ``complete``,
+``failed``) and rounds done; the run's ``status`` is ``running``, ``interrupted`` (a resume found
+it stopped), ``complete`` or ``complete with failures``. Each unit saves a checkpoint after every
+round (``checkpoints/<strategy>-r<repeat>.pt``), removed when it finishes unless kept.
+
+A unit that starts again from a checkpoint recomputes rounds whose rows were already written
+(the driver was killed between a row and the next checkpoint); those rows are kept and the
+recomputed ones, identical in value, are not written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bench.checkpoint import write_atomic
+from bench.manifest import now
+from bench.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
+from bench.units import Checkpointed, Event, Failed, Finished, RoundFinished, Started, Unit
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+class RunFolder:
+    """Writes one run's outputs into ``out`` as its units' events arrive."""
+
+    def __init__(self, out: Path, manifest: dict[str, Any], extra_metrics: list[str],
+                 keep_checkpoints: bool = False) -> None:
+        self.out = Path(out)
+        self.manifest = manifest
+        self.keep_checkpoints = keep_checkpoints
+        self.labeled = LabeledLog(self.out / "labeled.npz")
+        if self.labeled.path.exists():
+            self.labeled.arrays = load_labeled(self.labeled.path)
+        self.written: dict[str, int] = {}  # unit key -> highest round with a row in rounds.csv
+        if (self.out / "rounds.csv").exists() and (self.out / "rounds.csv").stat().st_size:
+            rows = read_rounds_csv(self.out / "rounds.csv")
+            for (strategy, repeat), rounds in rows.groupby(["strategy", "repeat"])["round"]:
+                self.written[Unit(strategy, int(repeat)).key] = int(rounds.max())
+        self.writer = RoundsWriter(self.out / "rounds.csv", extra_metrics)
+
+    @classmethod
+    def create(cls, out: Path, manifest: dict[str, Any], units: list[Unit], extra_metrics: list[str],
+               keep_checkpoints: bool = False) -> "RunFolder":
+        """A new run: the manifest lists every unit as pending."""
+        manifest["units"] = {u.key: {"strategy": u.strategy, "repeat": u.repeat, "status": "pending",
+                                     "rounds_done": 0} for u in units}
+        folder = cls(out, manifest, extra_metrics, keep_checkpoints)
+        folder.save_manifest()
+        return folder
+
+    @classmethod
+    def reopen(cls, out: Path, extra_metrics: list[str], keep_checkpoints: bool = False) -> "RunFolder":
+        """An earlier run to go on with: a torn last row is dropped, the status says
+        ``interrupted`` until the units run again."""
+        out = Path(out)
+        manifest = json.loads((out / "manifest.json").read_text())
+        if repair_rounds_csv(out / "rounds.csv"):
+            log.warning("%s ended in a half-written row (the run was killed while writing it); dropped it",
+                        out / "rounds.csv")
+        if manifest["status"] == "running":
+            manifest["status"] = "interrupted"
+            manifest.setdefault("interruptions", []).append({"found": now()})
+        folder = cls(out, manifest, extra_metrics, keep_checkpoints)
+        folder.save_manifest()
+        return folder
+
+    def unfinished(self) -> list[Unit]:
+        """Units that are neither complete nor failed, in plan order."""
+        return [Unit(u["strategy"], u["repeat"]) for u in self.manifest["units"].values()
+                if u["status"] not in ("complete", "failed")]
+
+    def rounds_written(self) -> int:
+        return sum(self.written.values())
+
+    def checkpoint_path(self, unit: Unit) -> Path:
+        return self.out / CHECKPOINTS / f"{unit.key}.pt"
+
+    def latest_checkpoint(self, unit: Unit) -> bytes | None:
+        """The unit's last checkpoint (bytes), or None when it has none yet."""
+        path = self.checkpoint_path(unit)
+        return path.read_bytes() if path.exists() else None
+
+    def start(self) -> None:
+        self.manifest["status"] = "running"
+        self.save_manifest()
+
+    def on_event(self, event: Event) -> None:
+        """Write what ``event`` reports."""
+        entry = self.manifest["units"][event.unit.key]
+        if isinstance(event, Started):
+            entry.update(status="running", worker=event.worker)
+        elif isinstance(event, RoundFinished):
+            self._round(event, entry)
+        elif isinstance(event, Checkpointed):
+            write_atomic(self.checkpoint_path(event.unit), event.payload)
+            return
+        elif isinstance(event, Finished):
+            entry["status"] = "complete"
+            self._drop_checkpoint(event.unit)
+        elif isinstance(event, Failed):
+            entry.update(status="failed", error=event.error)
+            failure = dict(strategy=event.unit.strategy, repeat=event.unit.repeat,
+                           rounds_done=entry["rounds_done"], error=event.error, traceback=event.traceback)
+            self.manifest.setdefault("failures", []).append(failure)
+            (log.warning if event.selection else log.error)(
+                "%s stopped after %d rounds: %s", event.unit.key, entry["rounds_done"], event.error)
+            self._drop_checkpoint(event.unit)
+        self.save_manifest()
+
+    def _round(self, event: RoundFinished, entry: dict[str, Any]) -> None:
+        record, key = event.record, event.unit.key
+        if record.round > self.written.get(key, 0):
+            self.writer.write(record)
+            self.written[key] = record.round
+        self.labeled.add(record.strategy, record.repeat, record.round, event.sources, event.latents)
+        self.labeled.save()
+        entry["rounds_done"] = record.round
+
+    def _drop_checkpoint(self, unit: Unit) -> None:
+        if not self.keep_checkpoints:
+            self.checkpoint_path(unit).unlink(missing_ok=True)
+            folder = self.out / CHECKPOINTS
+            if folder.exists() and not any(folder.iterdir()):
+                shutil.rmtree(folder)
+
+    def finish(self) -> None:
+        """Close the rows and mark the run complete (with failures, when a unit failed)."""
+        self.writer.close()
+        failed = any(u["status"] == "failed" for u in self.manifest["units"].values())
+        self.manifest.update(status="complete with failures" if failed else "complete", finished=now())
+        self.save_manifest()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def save_manifest(self) -> None:
+        write_json(self.out / "manifest.json", self.manifest)
