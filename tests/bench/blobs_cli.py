@@ -1,0 +1,36 @@
+"""The command line with the test-only ``blobs`` task and a ``slow`` strategy registered, for
+tests that run the harness in a subprocess: ``python -c "from tests.bench.blobs_cli import
+main; main()" run ...``. Defined in an importable module so worker processes find them too."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from bench import cli
+from strategies import STRATEGIES
+from strategies.random import RandomSampling
+from tasks import TASKS
+from tests.conftest import Blobs
+
+
+class SlowRandom(RandomSampling):
+    """Random sampling that takes 0.3 s to select, so that a test can kill a run mid-way."""
+
+    name = "slow"
+
+    def select(self, context, k):
+        time.sleep(0.3)
+        return super().select(context, k)
+
+
+def register() -> None:
+    if "blobs" not in TASKS:
+        TASKS.add("blobs", Blobs)
+    if "slow" not in STRATEGIES:
+        STRATEGIES.add("slow", SlowRandom)
+
+
+def main() -> None:
+    register()
+    sys.exit(cli.main(sys.argv[1:]))

@@ -1,0 +1,116 @@
+"""Executors: worker processes and Ray give the numbers of one unit after another."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.config import ConfigError, Execution, RunConfig
+from bench.runner import execute
+from strategies import STRATEGIES
+from strategies.random import RandomSampling
+from tests.bench.test_resume import same_results
+
+
+@pytest.fixture
+def threads():
+    """Tests here run units with one torch thread; the session's count comes back afterwards."""
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)
+
+
+def config(out, **overrides) -> RunConfig:
+    values = dict(task="blobs", strategies=["random", "si", "uncertainty", "coreset"], repeats=2, seed=11,
+                  threads=1, out=out, quiet=True)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+class Raises(RandomSampling):
+    """A strategy with a bug: it raises when it selects after round 2."""
+
+    name = "raises"
+
+    def select(self, context, k):
+        if context.round == 2:
+            raise ZeroDivisionError("a bug in the strategy")
+        return super().select(context, k)
+
+
+class DiesOnce(RandomSampling):
+    """Kills its worker process the first time it selects in round 2 (a lost worker)."""
+
+    name = "dies-once"
+
+    def select(self, context, k):
+        marker = os.environ["DIES_ONCE_MARKER"]
+        if context.round == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(9)
+        return super().select(context, k)
+
+
+@pytest.fixture
+def test_strategies():
+    for cls in (Raises, DiesOnce):
+        STRATEGIES.add(cls.name, cls)
+    yield
+    for cls in (Raises, DiesOnce):
+        STRATEGIES.remove(cls.name)
+
+
+def test_two_worker_processes_give_the_numbers_of_one(tmp_path, blobs_task, threads):
+    execute(config(tmp_path / "one"))
+    out = execute(config(tmp_path / "two"), Execution(jobs=2))
+    same_results(tmp_path / "one", out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["execution"]["jobs"] == 2 and manifest["config"]["threads"] == 1
+    assert {u["worker"] for u in manifest["units"].values()} <= {"worker-1", "worker-2"}
+
+
+def test_a_unit_that_raises_fails_alone_with_its_traceback(tmp_path, blobs_task, threads, test_strategies):
+    out = execute(config(tmp_path / "run", strategies=["raises", "random"], rounds=3), Execution(jobs=2))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete with failures"
+    failed = {(f["strategy"], f["repeat"]) for f in manifest["failures"]}
+    assert failed == {("raises", 0), ("raises", 1)}
+    assert all("ZeroDivisionError: a bug in the strategy" in f["traceback"] for f in manifest["failures"])
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert (rounds["strategy"] == "random").sum() == 6 and (rounds["strategy"] == "raises").sum() == 4
+
+
+def test_a_lost_worker_s_unit_goes_on_from_its_last_checkpoint(tmp_path, blobs_task, threads, test_strategies,
+                                                               monkeypatch):
+    monkeypatch.setenv("DIES_ONCE_MARKER", str(tmp_path / "died"))
+    (tmp_path / "died").touch()  # the reference run never dies
+    execute(config(tmp_path / "reference", strategies=["dies-once"], repeats=1, rounds=4))
+    (tmp_path / "died").unlink()
+    out = execute(config(tmp_path / "run", strategies=["dies-once"], repeats=1, rounds=4), Execution(jobs=2))
+    assert (tmp_path / "died").exists()  # a worker did die
+    same_results(tmp_path / "reference", out)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_execution_flags_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="--executor ray"):
+        execute(config(tmp_path / "a"), Execution(gpus_per_job=0.5))
+    with pytest.raises(ConfigError, match="--jobs is for the local executor"):
+        execute(config(tmp_path / "b"), Execution(executor="ray", jobs=2))
+
+
+def test_a_local_ray_cluster_gives_the_numbers_of_one_process(tmp_path, blobs_task, threads):
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra latent-bench[ray] (in [dev])")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    execute(config(tmp_path / "one"))
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    try:
+        out = execute(config(tmp_path / "ray"), Execution(executor="ray"))
+    finally:
+        ray.shutdown()
+    same_results(tmp_path / "one", out)
+    assert json.loads((out / "manifest.json").read_text())["execution"]["executor"] == "ray"
