@@ -74,10 +74,15 @@ class Upsample2x(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.is_cuda and torch.are_deterministic_algorithms_enabled():
-            b, c, h, w = x.shape
-            up = x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
-            return up.contiguous(memory_format=torch.channels_last)
+            return upsample_by_expand(x)
         return nnf.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def upsample_by_expand(x: Tensor) -> Tensor:
+    """Nearest 2x upsampling of [B, C, H, W] as an expand and reshape (channels-last out)."""
+    b, c, h, w = x.shape
+    up = x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+    return up.contiguous(memory_format=torch.channels_last)
 
 
 class Generator(nn.Module):

@@ -288,12 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f" (errors in {out / 'manifest.json'})", file=sys.stderr)
                 return 1
         elif args.command == "report":
-            from bench.report import read_rounds, write_report
+            from bench.report import read_rounds, unfinished, write_report
 
             if args.out is None and len(args.runs) != 1:
                 raise ReportError("several inputs: pass --out DIR for the combined report")
             out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
-            for path in write_report(read_rounds(args.runs), out):
+            notes = [note for run in args.runs if (note := unfinished(run if run.is_dir() else run.parent))]
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+            for path in write_report(read_rounds(args.runs), out, notes):
                 print(path)
         elif args.command in ("show", "trajectories"):
             print(figure(args))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from bench.results import ROUND_COLUMNS
+from bench.results import ROUND_COLUMNS, read_rounds_csv
 
 TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
 
@@ -23,12 +24,14 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
         if not csv_path.is_file():
             raise ReportError(f"no rounds.csv at {csv_path}: pass a run folder or a rounds.csv file")
         try:
-            frame = pd.read_csv(csv_path)
+            frame = read_rounds_csv(csv_path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise ReportError(f"{csv_path} is not a readable rounds.csv ({err})") from err
         missing = [c for c in ROUND_COLUMNS if c not in frame.columns]
         if missing:
             raise ReportError(f"{csv_path} lacks the columns {', '.join(missing)}: is it a rounds.csv?")
+        if frame.empty:
+            raise ReportError(f"{csv_path} has no rows yet: no round of the run has finished")
         frames.append(frame)
     rounds = pd.concat(frames, ignore_index=True)
     for column in ("task", "metric"):
@@ -42,6 +45,26 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
         raise ReportError(f"duplicate rows for strategy {row.strategy!r}, seed {row.seed}, repeat {row.repeat}, "
                           f"round {row['round']}: the inputs overlap (pass each run once)")
     return rounds
+
+
+def unfinished(folder: Path) -> str | None:
+    """For a run folder whose manifest says it has not finished (``running`` or ``interrupted``):
+    how many of its units and rounds are missing, and how to go on. None for a finished run."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("status") not in ("running", "interrupted") or "units" not in manifest:
+        return None
+    csv_path = folder / "rounds.csv"
+    rows = read_rounds_csv(csv_path) if csv_path.exists() and csv_path.stat().st_size else pd.DataFrame()
+    done = rows.groupby(["strategy", "repeat"]).size().to_dict() if len(rows) else {}
+    total = manifest["protocol"]["rounds"]
+    open_units = [u for u in manifest["units"].values() if u["status"] not in ("complete", "failed")]
+    missing = sum(total - done.get((u["strategy"], u["repeat"]), 0) for u in open_units)
+    return (f"{folder} is an unfinished run ({manifest['status']}): {len(open_units)} of {len(manifest['units'])} "
+            f"units unfinished, {missing} rounds missing; go on with: python -m bench run --resume {folder}")
 
 
 def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
@@ -146,9 +169,9 @@ def plot_curves(rounds: pd.DataFrame, path: Path, ylabel: str) -> None:
     plt.close(fig)
 
 
-def write_report(rounds: pd.DataFrame, out: Path) -> list[Path]:
-    """Write ``table.csv``, ``table.md`` (with the paired differences to random when it ran) and
-    ``curves.png`` for ``rounds`` into ``out``."""
+def write_report(rounds: pd.DataFrame, out: Path, notes: list[str] = ()) -> list[Path]:
+    """Write ``table.csv``, ``table.md`` (with the paired differences to random when it ran, and
+    ``notes`` such as an unfinished run's, first) and ``curves.png`` for ``rounds`` into ``out``."""
     from tasks import TASKS
 
     out = Path(out)
@@ -163,7 +186,7 @@ def write_report(rounds: pd.DataFrame, out: Path) -> list[Path]:
     table = summarize(rounds)
     table.to_csv(out / "table.csv", index=False)
     shown = table.assign(mean=table["mean"] * scale, std=table["std"] * scale)
-    text = markdown_table(shown, task, ylabel, decimals)
+    text = "".join(f"> {note}\n\n" for note in notes) + markdown_table(shown, task, ylabel, decimals)
     diffs = paired_differences(rounds, "random", higher_is_better)
     if diffs is not None and len(diffs):
         diffs = diffs.assign(mean=diffs["mean"] * scale, std=diffs["std"] * scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,23 @@ def test_cache_and_data_folders_follow_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_root() == Path(tmp_path / "x" / "latent-bench")
     assert default_data_root() == cache_root() / "data"
+
+
+def test_cuda_runs_are_reproducible_unless_asked_otherwise(monkeypatch):
+    import torch
+
+    from bench.plan import reproducible_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        reproducible_kernels(torch.device("cpu"), nondeterministic=False)
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # CPU runs need nothing
+        reproducible_kernels(torch.device("cuda"), nondeterministic=False)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        reproducible_kernels(torch.device("cuda"), nondeterministic=True)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]

@@ -116,7 +116,7 @@ def blobs_config(out: Path, **overrides) -> RunConfig:
     return RunConfig(**values)
 
 
-def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_task, crash_once):
+def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_task, crash_once, capsys):
     CrashOnce.calls = -100  # the reference never reaches the crash
     execute(blobs_config(tmp_path / "reference"))
     CrashOnce.calls = 0
@@ -127,6 +127,9 @@ def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_
     with open(out / "rounds.csv", "a") as f:
         f.write("blobs,crash-once,0,1234,4,50,accur")  # a row cut short by a kill
     assert list((out / "checkpoints").glob("*.pt"))  # the crashed unit left its checkpoint
+    assert main(["report", str(out)]) == 0  # the torn row is not read as data
+    assert "2 of 4 units unfinished, 6 rounds missing" in capsys.readouterr().err
+    assert "unfinished run (running)" in (out / "table.md").read_text()
     resume(out)
     same_results(tmp_path / "reference", out)
     assert (out / "rounds.csv").read_text().startswith(rows)  # rows already written are kept as they were
