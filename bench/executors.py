@@ -12,6 +12,7 @@ that dies (killed, out of memory, a lost node) has its unit retried from its las
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -47,9 +48,14 @@ class WorkerSpec:
 
     @classmethod
     def of(cls, run_id: str, plan: Plan, generative: Any) -> "WorkerSpec":
+        """The spec of ``plan``'s units; what the driver resolved (device, precisions) is fixed,
+        so a worker on other hardware refuses to run rather than compute something else."""
         from bench.generative import to_bytes
 
-        return cls(run_id, plan.config, type(plan.task), list(plan.strategies),
+        config = dataclasses.replace(plan.config, device=str(plan.device),
+                                     score_dtype=str(plan.score_dtype).removeprefix("torch."),
+                                     train_dtype=str(plan.train_dtype).removeprefix("torch."))
+        return cls(run_id, config, type(plan.task), list(plan.strategies),
                    None if generative is None else to_bytes(generative))
 
 

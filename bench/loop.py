@@ -4,6 +4,10 @@ Round t = 1 trains F on the initial labeled set; after training in round t the m
 test set is recorded, the strategy proposes ``increment`` samples, they are labeled and added,
 and round t + 1 trains on the union. Within a repeat every strategy starts from the same initial
 labeled set, the same initial weights of F and the same mini-batch shuffling seed.
+
+One (strategy, repeat) is a unit of work (:mod:`bench.units`); :class:`UnitState` holds what it
+carries from round to round and saves and restores it, so a unit stopped after any round goes
+on with the same numbers.
 """
 
 from __future__ import annotations

@@ -111,6 +111,24 @@ def repair_rounds_csv(path: Path) -> bool:
     return torn
 
 
+def sort_rows(path: Path, units: list[tuple[str, int]]) -> None:
+    """Rewrite ``rounds.csv`` (atomically) with its rows in plan order: by (strategy, repeat) as
+    listed in ``units``, then round. Rows arrive in any order from units run side by side; the
+    lines themselves are kept byte for byte."""
+    header, *lines = Path(path).read_bytes().splitlines(keepends=True)
+    columns = next(csv.reader([header.decode()]))
+    at = {name: columns.index(name) for name in ("strategy", "repeat", "round")}
+    rank = {unit: i for i, unit in enumerate(units)}
+
+    def key(line: bytes) -> tuple[int, int]:
+        row = next(csv.reader([line.decode()]))
+        unit = (row[at["strategy"]], int(row[at["repeat"]]))
+        return rank.get(unit, len(rank)), int(row[at["round"]])
+
+    lines.sort(key=key)
+    _atomic_write(Path(path), lambda tmp: tmp.write_bytes(header + b"".join(lines)))
+
+
 def read_rounds_csv(path: Path) -> "pd.DataFrame":
     """``rounds.csv`` as a frame, a torn last row (never data) left out."""
     import io
@@ -152,11 +170,13 @@ class LabeledLog:
         if latents is not None:
             self.arrays[f"{key}/latents"] = np.asarray(latents, dtype=np.float32)
 
-    def save(self) -> None:
-        """Write every array added so far (replacing the previous file atomically)."""
+    def save(self, compressed: bool = False) -> None:
+        """Write every array added so far (replacing the previous file atomically). Uncompressed,
+        as after every round, it takes 0.01 s where compressing the 200 sets of an MNIST grid (4
+        strategies x 5 repeats x 10 rounds) takes 0.4 s; a finished run compresses once."""
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **self.arrays)
+                (np.savez_compressed if compressed else np.savez)(f, **self.arrays)
 
         _atomic_write(self.path, write)
 

@@ -135,6 +135,7 @@ class RunFolder:
     def finish(self) -> None:
         """Close the rows and mark the run complete (with failures, when a unit failed)."""
         self.writer.close()
+        self.labeled.save(compressed=True)
         failed = any(u["status"] == "failed" for u in self.manifest["units"].values())
         self.manifest.update(status="complete with failures" if failed else "complete", finished=now())
         self.save_manifest()

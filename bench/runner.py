@@ -19,7 +19,7 @@ from bench.loop import repeat_seed
 from bench.manifest import command_line, now, start_manifest
 from bench.plan import Plan, generative_model, load_data, plan_run
 from bench.report import write_report
-from bench.results import read_rounds_csv, write_json
+from bench.results import read_rounds_csv, sort_rows
 from bench.run_folder import RunFolder
 from bench.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
@@ -168,7 +168,7 @@ def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None
         folder.on_event(event)
         key = event.unit.key
         if isinstance(event, Started):
-            in_flight[key] = "t=1"
+            in_flight[key] = "starting"
         elif isinstance(event, RoundFinished):
             record = event.record
             in_flight[key] = f"t={record.round} {record.metric}={record.value:.4g}"
@@ -183,5 +183,6 @@ def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None
     finally:
         bar.close()
         folder.close()
+    sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
     write_report(read_rounds_csv(folder.out / "rounds.csv"), folder.out)
     folder.finish()

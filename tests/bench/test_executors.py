@@ -68,6 +68,8 @@ def test_two_worker_processes_give_the_numbers_of_one(tmp_path, blobs_task, thre
     execute(config(tmp_path / "one"))
     out = execute(config(tmp_path / "two"), Execution(jobs=2))
     same_results(tmp_path / "one", out)
+    keys = ["strategy", "repeat", "round"]  # rows come in any order; the finished file is in plan order
+    assert pd.read_csv(out / "rounds.csv")[keys].equals(pd.read_csv(tmp_path / "one" / "rounds.csv")[keys])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["execution"]["jobs"] == 2 and manifest["config"]["threads"] == 1
     assert {u["worker"] for u in manifest["units"].values()} <= {"worker-1", "worker-2"}
@@ -103,14 +105,28 @@ def test_execution_flags_are_checked(tmp_path):
         execute(config(tmp_path / "b"), Execution(executor="ray", jobs=2))
 
 
-def test_a_local_ray_cluster_gives_the_numbers_of_one_process(tmp_path, blobs_task, threads):
+def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_lost_worker(
+        tmp_path, blobs_task, threads, test_strategies):
     ray = pytest.importorskip("ray", reason="Ray is the optional extra latent-bench[ray] (in [dev])")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    execute(config(tmp_path / "one"))
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    marker = tmp_path / "died"
+    marker.touch()  # the references never die
+    os.environ["DIES_ONCE_MARKER"] = str(marker)
     try:
-        out = execute(config(tmp_path / "ray"), Execution(executor="ray"))
+        execute(config(tmp_path / "one"))
+        execute(config(tmp_path / "dies-reference", strategies=["dies-once"], repeats=1, rounds=4))
+        marker.unlink()
+        ray.init(num_cpus=2, include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": root, "DIES_ONCE_MARKER": str(marker)}})
+        try:
+            out = execute(config(tmp_path / "ray"), Execution(executor="ray"))
+            lost = execute(config(tmp_path / "dies", strategies=["dies-once"], repeats=1, rounds=4),
+                           Execution(executor="ray"))
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        os.environ.pop("DIES_ONCE_MARKER")
     same_results(tmp_path / "one", out)
     assert json.loads((out / "manifest.json").read_text())["execution"]["executor"] == "ray"
+    assert marker.exists()  # a Ray worker did die, and its unit went on from its checkpoint
+    same_results(tmp_path / "dies-reference", lost)
