@@ -197,7 +197,11 @@ class LocalProcesses:
         todo.put(Job(unit, latest(unit)))
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads(jobs: int) -> int:
     """Torch threads per unit when ``jobs`` units run side by side on this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // jobs)
+    return max(1, available_cores() // jobs)

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bench.config import ConfigError, Execution, RunConfig
-from bench.executors import InProcess, LocalProcesses, WorkerSpec, default_threads
+from bench.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
 from bench.loop import repeat_seed
 from bench.manifest import command_line, now, start_manifest
 from bench.plan import Plan, generative_model, load_data, plan_run
@@ -126,6 +126,10 @@ def resume(folder: Path, execution: Execution | None = None, given: dict | None 
     config = dataclasses.replace(config, out=folder, **{k: v for k, v in (given or {}).items() if k in RESUMABLE})
     plan = plan_run(config)
     data = load_data(plan)
+    sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
+    if any(manifest.get("data", {}).get(k) != v for k, v in sizes.items()):
+        raise ConfigError(f"--resume {folder}: the data differ from the run's ({sizes} samples now, "
+                          f"{manifest.get('data')} then); point --data-root at the data the run started with")
     run_folder = RunFolder.reopen(folder, plan.task.extra_metrics(), execution.keep_checkpoints)
     run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
     run_units(plan, data, run_folder, execution)
@@ -141,6 +145,11 @@ def executor_for(plan: Plan, data, generative, execution: Execution):
         gpus = execution.gpus_per_job if execution.gpus_per_job is not None else float(plan.device.type == "cuda")
         return RayExecutor(spec, execution.ray_address, execution.cpus_per_job or float(plan.config.threads), gpus)
     if execution.jobs > 1:
+        cores = available_cores()
+        if execution.jobs * plan.config.threads > cores:
+            log.warning("%d workers x %d threads on %d cores: they will slow each other down (the threads "
+                        "per unit are the run's, so that its numbers stay the same)", execution.jobs,
+                        plan.config.threads, cores)
         return LocalProcesses(WorkerSpec.of(uuid.uuid4().hex, plan, generative), execution.jobs)
     return InProcess(plan, data, generative)
 

@@ -8,14 +8,7 @@
 # Then run, from the repository root:  OUT=/some/folder bash benchmarks/gpu_cifar10.sh
 # Settings (environment): REPEATS (default 5), STRATEGIES (default random,snn), EXTRA (more
 # `bench run` flags, e.g. "--subset 2000 --rounds 2 --epochs 1" for a dry run on a CPU).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${OUT:?set OUT to the folder that receives the results}"
-export BENCH_CACHE="${BENCH_CACHE:-$PWD/.gpu/cache}" BENCH_DATA="$PWD/.gpu"
-if ! python3 -c "import modAL, skfem, bench" 2>/dev/null; then
-  python3 -m pip install --quiet --no-deps .gpu/wheels/*.whl
-  python3 -m pip install --quiet --no-deps --no-build-isolation -e .
-fi
+. "$(dirname "$0")/gpu_env.sh"
 python3 benchmarks/cifar10_speed.py --batch-sizes "${BATCHES:-128,512}" 2>&1 | tee "$OUT/speed.txt"
 start=$(date +%s)
 # shellcheck disable=SC2086

@@ -9,14 +9,7 @@
 # Then run, from the repository root:  OUT=/some/folder bash benchmarks/gpu_grid.sh
 # Settings (environment): REPEATS (default 5), JOBS (default 8), EXTRA (more `bench run` flags,
 # e.g. "--subset 2000 --rounds 2 --epochs 1" for a dry run on a CPU).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${OUT:?set OUT to the folder that receives the results}"
-export BENCH_CACHE="${BENCH_CACHE:-$PWD/.gpu/cache}" BENCH_DATA="$PWD/.gpu"
-if ! python3 -c "import modAL, skfem, bench" 2>/dev/null; then
-  python3 -m pip install --quiet --no-deps .gpu/wheels/*.whl
-  python3 -m pip install --quiet --no-deps --no-build-isolation -e .
-fi
+. "$(dirname "$0")/gpu_env.sh"
 log="$OUT/grid.txt"
 run() {  # run NAME FLAGS...: one `bench run` into $OUT/NAME, timed
   local name=$1; shift

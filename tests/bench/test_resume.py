@@ -152,6 +152,8 @@ def test_checkpoints_hold_plain_state_and_are_kept_when_asked(tmp_path, blobs_ta
 def test_resume_refuses_flags_that_contradict_the_manifest(tmp_path, blobs_task, capsys):
     out = tmp_path / "run"
     execute(RunConfig(task="blobs", strategies=["random"], rounds=3, out=out, quiet=True))
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "already complete; nothing to do" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["status"] = "running"  # as a killed run leaves it
     (out / "manifest.json").write_text(json.dumps(manifest))
