@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output folder (default: a new one under results/runs/)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     add_strategy_args(run)
-    g = run.add_argument_group("execution (changes no number in the results)")
+    g = run.add_argument_group("execution (at the same --threads per unit, none of these changes a result)")
     g.add_argument("--resume", type=Path, metavar="DIR",
                    help="go on with the killed or interrupted run in DIR: its plan comes from DIR/manifest.json "
                         "(no other flags needed), finished units are skipped, unfinished ones continue from "
