@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -141,42 +142,62 @@ class LocalProcesses:
             todo.put(job)
         workers: dict[str, mp.Process] = {}
         running: dict[str, Unit] = {}  # worker -> the unit it runs
-        serial = 0
+        unfinished = {job.unit for job in jobs}
+        serial, idle_deaths = 0, 0
 
         def start_worker() -> None:
             nonlocal serial
             serial += 1
             name = f"worker-{serial}"
             workers[name] = ctx.Process(target=_worker_main, args=(self.spec, todo, events, name),
-                                        name=name, daemon=True)
+                                        name=name)  # not a daemon: it may start its own pool (FEM labels)
             workers[name].start()
+
+        def handle(event: Event) -> None:
+            if isinstance(event, Started):
+                running[event.worker] = event.unit
+            elif isinstance(event, (Finished, Failed)):
+                unfinished.discard(event.unit)
+                for worker in [w for w, u in running.items() if u == event.unit]:
+                    del running[worker]
+            on_event(event)
+
+        def check_workers() -> None:
+            """Retry the unit of a worker that died; replace the worker."""
+            nonlocal idle_deaths
+            dead = {name: p.exitcode for name, p in workers.items() if p.exitcode is not None}
+            if not dead:
+                return
+            while True:  # what a dead worker sent before it died comes first
+                try:
+                    handle(events.get_nowait())
+                except queue.Empty:
+                    break
+            for name, code in dead.items():
+                del workers[name]
+                lost = running.pop(name, None)
+                if lost is None:
+                    idle_deaths += 1
+                    if idle_deaths > MAX_RETRIES:
+                        raise RuntimeError(f"worker processes keep exiting before they run a unit (the last, "
+                                           f"{name}, with code {code}); their error is printed above")
+                elif lost in unfinished:
+                    self._retry(lost, f"worker {name} exited with code {code}", todo, on_event, latest, unfinished)
+                if unfinished:
+                    start_worker()
 
         for _ in range(min(self.jobs, len(jobs))):
             start_worker()
-        unfinished = {job.unit for job in jobs}
+        checked = time.monotonic()
         try:
             while unfinished:
                 try:
-                    event = events.get(timeout=1.0)
+                    handle(events.get(timeout=1.0))
                 except queue.Empty:
-                    for name, process in list(workers.items()):
-                        if process.exitcode is not None:
-                            del workers[name]
-                            lost = running.pop(name, None)
-                            if lost is not None and lost in unfinished:
-                                self._retry(lost, f"worker {name} exited with code {process.exitcode}",
-                                            todo, on_event, latest, unfinished)
-                            if unfinished and len(workers) < self.jobs:
-                                start_worker()
-                    if not workers and unfinished:
-                        raise RuntimeError("every worker process exited before the run was done")
-                    continue
-                if isinstance(event, Started):
-                    running[event.worker] = event.unit
-                elif isinstance(event, (Finished, Failed)):
-                    unfinished.discard(event.unit)
-                    running = {w: u for w, u in running.items() if u != event.unit}
-                on_event(event)
+                    pass
+                if time.monotonic() - checked > 1.0:
+                    check_workers()
+                    checked = time.monotonic()
         finally:
             for _ in workers:
                 todo.put(None)
