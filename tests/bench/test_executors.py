@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 
 import pandas as pd
@@ -13,7 +14,9 @@ from bench.config import ConfigError, Execution, RunConfig
 from bench.runner import execute
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
+from tasks import TASKS
 from tests.bench.test_resume import same_results
+from tests.conftest import Blobs
 
 
 @pytest.fixture
@@ -130,3 +133,21 @@ def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_los
     assert json.loads((out / "manifest.json").read_text())["execution"]["executor"] == "ray"
     assert marker.exists()  # a Ray worker did die, and its unit went on from its checkpoint
     same_results(tmp_path / "dies-reference", lost)
+
+
+class BlobsWithoutDataInWorkers(Blobs):
+    """Blobs whose data a worker process cannot load (e.g. a node without the data root)."""
+
+    def load(self, data_root, download=True):
+        if mp.parent_process() is not None:
+            raise RuntimeError("no data on this worker")
+        return super().load(data_root, download)
+
+
+def test_workers_that_cannot_start_stop_the_run_with_a_message(tmp_path, threads):
+    TASKS.add("blobs-no-worker-data", BlobsWithoutDataInWorkers)
+    try:
+        with pytest.raises(RuntimeError, match="keep exiting before they run a unit"):
+            execute(config(tmp_path / "run", task="blobs-no-worker-data", strategies=["random"]), Execution(jobs=2))
+    finally:
+        TASKS.remove("blobs-no-worker-data")
