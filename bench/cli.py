@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild table.csv, table.md and curves.png from rounds.csv")
     report.add_argument("runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task)")
     report.add_argument("--out", type=Path, help="where to write (default: the single run folder)")
+    report.add_argument("--target", type=float,
+                        help="the metric value whose labels-to-reach each strategy needs, in the units the tables "
+                             "show (default: random's final mean)")
+    report.add_argument("--paper", action="store_true", help="print the paper's Table 1 rows beside the measured ones")
 
     show = sub.add_parser("show", help="save a figure of pool samples beside their targets (Fig. S1)")
     add_figure_args(show)
@@ -288,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f" (errors in {out / 'manifest.json'})", file=sys.stderr)
                 return 1
         elif args.command == "report":
-            from bench.report import read_rounds, unfinished, write_report
+            from bench.report import metric_info, read_rounds, unfinished, write_report
 
             if args.out is None and len(args.runs) != 1:
                 raise ReportError("several inputs: pass --out DIR for the combined report")
@@ -296,7 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes = [note for run in args.runs if (note := unfinished(run if run.is_dir() else run.parent))]
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
-            for path in write_report(read_rounds(args.runs), out, notes):
+            rounds = read_rounds(args.runs)
+            metric = metric_info(args.runs, rounds)
+            target = None if args.target is None else args.target / metric.display_scale
+            for path in write_report(rounds, out, metric, notes, target, args.paper):
                 print(path)
         elif args.command in ("show", "trajectories"):
             print(figure(args))

@@ -66,6 +66,7 @@ def command_line() -> str:
 def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
     from bench.plan import generative_spec, strategy_settings
+    from bench.results import MetricInfo
 
     spec = generative_spec(plan)
     return {
@@ -78,6 +79,7 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         "strategies": {cls.name: strategy_settings(cls, plan.config.strategy_options) for cls in plan.strategies},
         "generative": None if spec is None else {**asdict(spec), "seed": plan.config.seed},
         "protocol": asdict(plan.protocol),
+        "metric": asdict(MetricInfo.of(plan.task.metric)),  # what a value is, and its direction
         "repeat_seeds": repeat_seeds,
         "data": data_sizes,
         "versions": package_versions(),

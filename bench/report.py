@@ -1,26 +1,52 @@
-"""Table-1-style tables and Figure-3-style learning curves from ``rounds.csv`` files."""
+"""Reports from ``rounds.csv`` files: Table 1 (mean ± std per strategy and round), the paired
+difference to random per round with a t-test and a Wilcoxon p-value, and per strategy the area
+under the learning curve and the labels needed to reach a target, with Figure 3 beside them.
+
+The metric's name, direction and display scale come from the runs' manifests (or, for a bare
+``rounds.csv``, from the installed task); a report never guesses whether higher is better.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from bench.results import ROUND_COLUMNS, read_rounds_csv
+from bench.paper import CITATION, TABLE_1
+from bench.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
+from bench.stats import aubc, label_savings, paired_differences, wilcoxon_floor
 
 TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
+#: What must agree for runs to be reported together (manifest ``protocol`` and ``config`` keys).
+PROTOCOL_KEYS = ["rounds", "initial", "increment", "epochs"]
+BASELINE = "random"
 
 
 class ReportError(ValueError):
     """Inputs that cannot be reported together (missing file, mixed tasks, duplicate rows)."""
 
 
+def _csv_path(path: Path) -> Path:
+    return path / "rounds.csv" if path.is_dir() else path
+
+
+def _manifest(path: Path) -> dict | None:
+    """The manifest beside a rounds.csv (or in a run folder), when there is a readable one."""
+    try:
+        return json.loads((_csv_path(Path(path)).parent / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def read_rounds(paths: list[Path]) -> pd.DataFrame:
-    """Concatenate ``rounds.csv`` files (or run folders holding one) into one frame."""
+    """Concatenate ``rounds.csv`` files (or run folders holding one) into one frame; refuse
+    inputs that cannot be compared (other tasks, metrics or protocols, overlapping rows)."""
     frames = []
     for path in map(Path, paths):
-        csv_path = path / "rounds.csv" if path.is_dir() else path
+        csv_path = _csv_path(path)
         if not csv_path.is_file():
             raise ReportError(f"no rounds.csv at {csv_path}: pass a run folder or a rounds.csv file")
         try:
@@ -32,6 +58,8 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
             raise ReportError(f"{csv_path} lacks the columns {', '.join(missing)}: is it a rounds.csv?")
         if frame.empty:
             raise ReportError(f"{csv_path} has no rows yet: no round of the run has finished")
+        if not pd.api.types.is_numeric_dtype(frame["value"]) or not pd.api.types.is_numeric_dtype(frame["n_labeled"]):
+            raise ReportError(f"{csv_path} has values or sizes that are not numbers: is it a rounds.csv?")
         frames.append(frame)
     rounds = pd.concat(frames, ignore_index=True)
     for column in ("task", "metric"):
@@ -39,6 +67,7 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
         if len(values) > 1:
             raise ReportError(f"cannot report several {column}s together ({', '.join(map(str, values))}); "
                               f"report each {column} separately")
+    _check_protocols(paths, rounds)
     duplicated = rounds.duplicated(["strategy", "seed", "repeat", "round"])
     if duplicated.any():
         row = rounds[duplicated].iloc[0]
@@ -47,15 +76,50 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
     return rounds
 
 
+def _check_protocols(paths: list[Path], rounds: pd.DataFrame) -> None:
+    """Refuse runs of different protocols: by their manifests (rounds, initial, increment,
+    epochs, warm start), and by the labeled-set size of each round."""
+    seen: dict[str, tuple[Path, object]] = {}
+    for path in map(Path, paths):
+        manifest = _manifest(path)
+        if not manifest:
+            continue
+        settings = {k: manifest.get("protocol", {}).get(k) for k in PROTOCOL_KEYS}
+        settings["warm_start"] = manifest.get("config", {}).get("warm_start")
+        for key, value in settings.items():
+            first = seen.setdefault(key, (path, value))
+            if first[1] != value:
+                raise ReportError(f"runs of different protocols: {key} is {first[1]!r} in {first[0]} but {value!r} "
+                                  f"in {path}; report them separately")
+    sizes = rounds.groupby("round")["n_labeled"].unique()
+    for t, values in sizes.items():
+        if len(values) > 1:
+            raise ReportError(f"runs of different protocols: round {t} has {sorted(values)} labeled samples "
+                              f"in different inputs; report them separately")
+
+
+def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
+    """The metric of the runs at ``paths``: from their manifests, else from the installed task."""
+    recorded = {json.dumps(m["metric"], sort_keys=True) for p in paths if (m := _manifest(p)) and "metric" in m}
+    if len(recorded) > 1:
+        raise ReportError(f"the inputs' manifests describe their metric differently ({'; '.join(sorted(recorded))})")
+    if recorded:
+        return MetricInfo(**json.loads(recorded.pop()))
+    from tasks import TASKS
+
+    task, metric = rounds["task"].iloc[0], rounds["metric"].iloc[0]
+    if task in TASKS and TASKS.get(task).metric.name == metric:
+        return MetricInfo.of(TASKS.get(task).metric)
+    raise ReportError(f"no manifest.json beside the inputs records whether {metric!r} is better higher or lower, "
+                      f"and task {task!r} is not installed; report a run folder with its manifest.json")
+
+
 def unfinished(folder: Path) -> str | None:
     """For a run folder whose manifest says it has not finished (``running`` or ``interrupted``):
     how many of its units and rounds are missing, and how to go on. None for a finished run."""
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if manifest.get("status") not in ("running", "interrupted") or "units" not in manifest:
+    manifest = _manifest(folder)
+    if not manifest or manifest.get("status") not in ("running", "interrupted") or "units" not in manifest:
         return None
     csv_path = folder / "rounds.csv"
     rows = read_rounds_csv(csv_path) if csv_path.exists() and csv_path.stat().st_size else pd.DataFrame()
@@ -84,8 +148,10 @@ def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
     return table[TABLE_COLUMNS]
 
 
-def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 1) -> str:
-    """The paper's Table 1 layout: a row per strategy, a column per round t, ``mean ± std``."""
+def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 1,
+                   paper: list[tuple[str, tuple[float, ...]]] = ()) -> str:
+    """The paper's Table 1 layout: a row per strategy, a column per round t, ``mean ± std``;
+    ``paper`` rows (name, values per round) go first."""
     rounds = sorted(table["round"].unique())
     sizes = table.groupby("round")["n_labeled"].first()
     repeats = sorted(table["repeats"].unique())
@@ -97,48 +163,62 @@ def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 
         "|" + "---|" * (len(rounds) + 1),
         "| n_labeled | " + " | ".join(str(sizes[t]) for t in rounds) + " |",
     ]
+    for name, values in paper:
+        lines.append(f"| {name} | " + " | ".join(f"{values[t - 1]:.1f}" if t <= len(values) else "" for t in rounds) + " |")
     for strategy, rows in table.groupby("strategy", sort=False):
         cells = {r["round"]: _mean_std(r["mean"], r["std"], decimals) for _, r in rows.iterrows()}
         lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
     return "\n".join(lines) + "\n"
 
 
-def paired_differences(rounds: pd.DataFrame, baseline: str = "random",
-                       higher_is_better: bool = True) -> pd.DataFrame | None:
-    """Each strategy minus ``baseline`` in the same repeat (seed) and round (the design is paired):
-    mean and sample std of the difference over repeats, and in how many repeats it is strictly
-    better. None when the baseline is not among the strategies."""
-    if baseline not in set(rounds["strategy"]):
-        return None
-    keys = ["seed", "repeat", "round"]
-    base = rounds.loc[rounds["strategy"] == baseline, keys + ["value"]]
-    others = rounds[rounds["strategy"] != baseline].merge(base.rename(columns={"value": "baseline"}), on=keys)
-    others = others.assign(delta=others["value"] - others["baseline"])
-    return (
-        others.groupby(["strategy", "round"], sort=False)
-        .agg(mean=("delta", "mean"), std=("delta", "std"),
-             better=("delta", lambda d: int((d > 0).sum() if higher_is_better else (d < 0).sum())),
-             repeats=("delta", "size"))
-        .reset_index()
-    )
-
-
 def markdown_differences(diffs: pd.DataFrame, baseline: str, higher_is_better: bool, decimals: int) -> str:
     """Paired differences to the baseline, a row per strategy, a column per round:
-    ``mean ± std (better in b/n repeats)``."""
+    ``mean ± std (better in b/n repeats) p t/W``, a p below 0.05 marked with *."""
     rounds = sorted(diffs["round"].unique())
+    repeats = int(diffs["repeats"].max())
     lines = [
-        f"difference to {baseline} in the same repeat (paired), mean ± std, and the repeats in which "
-        f"it is better ({'higher' if higher_is_better else 'lower'} is better)",
+        f"difference to {baseline} in the same repeat (paired), mean ± std, the repeats in which it is better "
+        f"({'higher' if higher_is_better else 'lower'} is better), and two-sided p-values of a paired t-test "
+        f"and a Wilcoxon signed-rank test (p t/W; * below 0.05). With {repeats} repeats the Wilcoxon p cannot go "
+        f"below {wilcoxon_floor(repeats):.4g}.",
         "",
         "| strategy | " + " | ".join(f"t={t}" for t in rounds) + " |",
         "|" + "---|" * (len(rounds) + 1),
     ]
     for strategy, rows in diffs.groupby("strategy", sort=False):
-        cells = {r["round"]: f"{r['mean']:+.{decimals}f} ± {_std(r['std'], decimals)} ({r['better']}/{r['repeats']})"
+        cells = {r["round"]: f"{r['mean']:+.{decimals}f} ± {_std(r['std'], decimals)} ({r['better']}/{r['repeats']}) "
+                             f"p {_p(r['t_p'])}/{_p(r['wilcoxon_p'])}"
                  for _, r in rows.iterrows()}
         lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | None, target_given: bool) -> str:
+    """Per strategy: AUBC mean ± std, labels to reach the target and the saving against random."""
+    d = metric.decimals
+    if target is None:
+        target_text = "no target: random did not run (pass --target VALUE)"
+    else:
+        target_text = (f"{target * metric.display_scale:.{d}f} ({'--target' if target_given else 'random’s final mean'})")
+    lines = [
+        f"summary over the whole budget ({metric.direction}): AUBC is the area under each repeat's learning curve "
+        f"divided by the budget span (the curve's mean over the budget), mean ± std over repeats; labels to reach "
+        f"{target_text} are read off each strategy's mean curve (linear between rounds), and the saving is "
+        f"against random's.",
+        "",
+        "| strategy | AUBC | labels to target | saving vs random |",
+        "|---|---|---|---|",
+    ]
+    for _, r in summary.iterrows():
+        labels = "not reached" if pd.isna(r.get("labels_to_target")) else f"{r['labels_to_target']:.0f}"
+        saving = "n/a" if pd.isna(r.get("saving_pct")) else f"{r['saving_pct']:+.0f}%"
+        lines.append(f"| {r['strategy']} | {_mean_std(r['aubc_mean'] * metric.display_scale, r['aubc_std'] * metric.display_scale, d)} "
+                     f"| {labels} | {saving} |")
+    return "\n".join(lines) + "\n"
+
+
+def _p(p: float) -> str:
+    return "n/a" if pd.isna(p) else f"{p:.3g}" + ("*" if p < 0.05 else "")
 
 
 def _std(std: float, decimals: int) -> str:
@@ -149,48 +229,47 @@ def _mean_std(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f} ± {_std(std, decimals)}"
 
 
-def plot_curves(rounds: pd.DataFrame, path: Path, ylabel: str) -> None:
-    """Figure 3: metric against labeled-set size, mean line and ±1 std band per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=rounds, x="n_labeled", y="value", hue="strategy", errorbar=("sd", 1),
-                 marker="o", ax=ax)
-    ax.set_xlabel("labeled samples")
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{rounds['task'].iloc[0]}: {len(rounds[['seed', 'repeat']].drop_duplicates())} repeats, mean ± 1 std")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+def paper_rows(task: str) -> tuple[list[tuple[str, tuple[float, ...]]], str]:
+    """The paper's Table 1 rows for ``task`` and a line citing them (empty when it has none)."""
+    rows = TABLE_1.get(task)
+    if rows is None:
+        return [], f"the paper reports no {task} rows"
+    note = f"; {rows.note}" if rows.note else ""
+    return ([("paper Rand", rows.rand), (f"paper Ours ({rows.ours_is})", rows.ours)],
+            f"paper rows: {CITATION}, {rows.metric}{note}")
 
 
-def write_report(rounds: pd.DataFrame, out: Path, notes: list[str] = ()) -> list[Path]:
-    """Write ``table.csv``, ``table.md`` (with the paired differences to random when it ran, and
-    ``notes`` such as an unfinished run's, first) and ``curves.png`` for ``rounds`` into ``out``."""
-    from tasks import TASKS
+def write_report(rounds: pd.DataFrame, out: Path, metric: MetricInfo, notes: list[str] = (),
+                 target: float | None = None, paper: bool = False) -> list[Path]:
+    """Write into ``out``: ``table.csv`` (mean ± std per strategy and round), ``differences.csv``
+    (paired differences to random with p-values), ``summary.csv`` (AUBC, labels to target),
+    ``table.md`` (all three, ``notes`` first, the paper's rows with ``paper``) and ``curves.png``
+    / ``curves.svg`` (Figure 3 and the paired difference to random). ``target`` is in the units of
+    ``rounds.csv`` values. Every table names its metric and direction."""
+    from bench.curves import plot_curves
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    task, metric = rounds["task"].iloc[0], rounds["metric"].iloc[0]
-    decimals, ylabel, scale, higher_is_better = 4, metric, 1.0, True
-    if task in TASKS:
-        task_metric = TASKS.get(task).metric
-        if task_metric.name == metric:
-            decimals, ylabel, scale = task_metric.decimals, task_metric.label, task_metric.display_scale
-            higher_is_better = task_metric.higher_is_better
+    task, scale, d = rounds["task"].iloc[0], metric.display_scale, metric.decimals
+    described = {f"metric_{k}": v for k, v in dataclasses.asdict(metric).items()}
     table = summarize(rounds)
-    table.to_csv(out / "table.csv", index=False)
-    shown = table.assign(mean=table["mean"] * scale, std=table["std"] * scale)
-    text = "".join(f"> {note}\n\n" for note in notes) + markdown_table(shown, task, ylabel, decimals)
-    diffs = paired_differences(rounds, "random", higher_is_better)
+    table.assign(**described).to_csv(out / "table.csv", index=False)
+    rows, citation = paper_rows(task) if paper else ([], "")
+    text = "".join(f"> {note}\n\n" for note in [*notes, *([citation] if citation else [])])
+    text += markdown_table(table.assign(mean=table["mean"] * scale, std=table["std"] * scale), task,
+                           f"{metric.label} ({metric.direction})", d, rows)
+    diffs = paired_differences(rounds, BASELINE, metric.higher_is_better)
     if diffs is not None and len(diffs):
-        diffs = diffs.assign(mean=diffs["mean"] * scale, std=diffs["std"] * scale)
-        text += "\n" + markdown_differences(diffs, "random", higher_is_better, decimals)
+        diffs.assign(**described).to_csv(out / "differences.csv", index=False)
+        text += "\n" + markdown_differences(diffs.assign(mean=diffs["mean"] * scale, std=diffs["std"] * scale),
+                                            BASELINE, metric.higher_is_better, d)
+    chosen, savings = label_savings(rounds, target, metric.higher_is_better, BASELINE)
+    summary = aubc(rounds)
+    if len(savings):
+        summary = summary.merge(savings, on="strategy", how="left")
+    summary.assign(target=chosen if chosen is not None else math.nan, **described).to_csv(out / "summary.csv", index=False)
+    text += "\n" + markdown_summary(summary, metric, chosen, target is not None)
     (out / "table.md").write_text(text)
-    plot_curves(rounds.assign(value=rounds["value"] * scale), out / "curves.png", ylabel)
-    return [out / "table.csv", out / "table.md", out / "curves.png"]
+    paths = plot_curves(rounds, diffs, out / "curves", metric, BASELINE)
+    written = [out / "table.csv", out / "differences.csv", out / "summary.csv", out / "table.md", *paths]
+    return [path for path in written if path.exists()]

@@ -57,6 +57,26 @@ class RoundRecord:
         return row
 
 
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a ``value`` in ``rounds.csv`` is: written into ``manifest.json`` and ``table.csv``."""
+
+    name: str
+    higher_is_better: bool
+    label: str  # axis label with the unit, e.g. "test accuracy (%)"
+    display_scale: float = 1.0  # tables and figures show value * display_scale
+    decimals: int = 1
+
+    @classmethod
+    def of(cls, metric) -> "MetricInfo":
+        """From a task's :class:`tasks.base.Metric`."""
+        return cls(metric.name, metric.higher_is_better, metric.label, metric.display_scale, metric.decimals)
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
 class RoundsWriter:
     """Appends :class:`RoundRecord` rows to ``rounds.csv``, flushing after each row."""
 

@@ -19,7 +19,7 @@ from bench.loop import repeat_seed
 from bench.manifest import command_line, now, start_manifest
 from bench.plan import Plan, generative_model, load_data, plan_run
 from bench.report import write_report
-from bench.results import read_rounds_csv, sort_rows
+from bench.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run_folder import RunFolder
 from bench.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
@@ -193,5 +193,5 @@ def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None
         bar.close()
         folder.close()
     sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
-    write_report(read_rounds_csv(folder.out / "rounds.csv"), folder.out)
+    write_report(read_rounds_csv(folder.out / "rounds.csv"), folder.out, MetricInfo.of(plan.task.metric))
     folder.finish()

@@ -151,7 +151,10 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
     assert manifest["versions"]["torch"]
     assert "commit" in (manifest["git"] or {"commit": None})
     table = pd.read_csv(out / "table.csv")
-    assert list(table.columns) == ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
+    assert list(table.columns) == ["strategy", "round", "n_labeled", "mean", "std", "repeats", "metric_name",
+                                   "metric_higher_is_better", "metric_label", "metric_display_scale", "metric_decimals"]
+    assert manifest["metric"] == {"name": "accuracy", "higher_is_better": True, "label": "accuracy (%)",
+                                  "display_scale": 1.0, "decimals": 1}
     assert (table["repeats"] == 2).all()
 
 

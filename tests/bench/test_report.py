@@ -6,7 +6,11 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import ReportError, markdown_table, paired_differences, read_rounds, summarize, write_report
+from bench.report import ReportError, markdown_table, read_rounds, summarize, write_report
+from bench.results import MetricInfo
+from bench.stats import paired_differences
+
+ACCURACY = MetricInfo("accuracy", True, "test accuracy (%)")
 
 
 def rounds_frame(strategy="random", values=((90.0, 95.0), (92.0, 97.0)), task="mnist", seed=0) -> pd.DataFrame:
@@ -84,7 +88,7 @@ def test_a_file_that_is_not_rounds_csv_is_refused(tmp_path):
 
 def test_report_rebuilds_the_same_table(tmp_path):
     rounds_frame().to_csv(tmp_path / "rounds.csv", index=False)
-    write_report(read_rounds([tmp_path]), tmp_path / "first")
+    write_report(read_rounds([tmp_path]), tmp_path / "first", ACCURACY)
     assert main(["report", str(tmp_path)]) == 0
     assert (tmp_path / "table.csv").read_text() == (tmp_path / "first" / "table.csv").read_text()
     assert (tmp_path / "table.md").read_text() == (tmp_path / "first" / "table.md").read_text()
@@ -109,7 +113,101 @@ def test_paired_differences_never_pair_repeats_of_different_seeds():
 
 def test_table_md_adds_the_paired_differences_when_random_ran(tmp_path):
     rounds = pd.concat([rounds_frame("random"), rounds_frame("snn", values=((91.0, 94.0), (92.5, 98.0)))])
-    write_report(rounds, tmp_path)
+    write_report(rounds, tmp_path, ACCURACY)
     text = (tmp_path / "table.md").read_text()
     assert "difference to random in the same repeat" in text
-    assert "| snn | +0.8 ± 0.4 (2/2) | +0.0 ± 1.4 (1/2) |" in text
+    assert "| snn | +0.8 ± 0.4 (2/2) p 0.205/0.5 | +0.0 ± 1.4 (1/2) p 1/1 |" in text
+
+
+def five_repeats() -> pd.DataFrame:
+    """random and snn over 5 repeats and 3 rounds; snn is ahead by 1, 2, 3, 4, 5 points at t=2."""
+    base = [[60.0, 70.0, 80.0]] * 5
+    better = [[60.0, 70.0 + d, 80.0] for d in (1, 2, 3, 4, 5)]
+    return pd.concat([rounds_frame("random", base), rounds_frame("snn", better)], ignore_index=True)
+
+
+def test_paired_tests_give_the_known_p_values():
+    diffs = paired_differences(five_repeats(), "random").set_index("round")
+    assert diffs.loc[2, "mean"] == 3.0 and diffs.loc[2, "better"] == 5
+    assert diffs.loc[2, "t_p"] == pytest.approx(0.01324, abs=1e-5)  # t = 3 / (1.581 / sqrt 5) = 4.243, 4 dof
+    assert diffs.loc[2, "wilcoxon_p"] == pytest.approx(0.0625)  # exact: all 5 positive, 2 / 2**5
+    assert diffs.loc[1, "t_p"] == 1.0 and diffs.loc[1, "wilcoxon_p"] == 1.0  # identical rounds
+
+
+def test_aubc_and_labels_to_target_are_the_known_numbers():
+    from bench.stats import aubc, label_savings
+
+    rounds = five_repeats()
+    areas = aubc(rounds).set_index("strategy")
+    # trapezoid over 100, 200, 300 labels divided by the 200-label span: (60 + 2*70 + 80) / 4 = 70
+    assert areas.loc["random", "aubc_mean"] == pytest.approx(70.0)
+    assert areas.loc["snn", "aubc_mean"] == pytest.approx(70.0 + 3.0 / 2)
+    target, savings = label_savings(rounds, None, higher_is_better=True)
+    assert target == 80.0  # random's final mean
+    savings = savings.set_index("strategy")
+    assert savings.loc["random", "labels_to_target"] == 300.0
+    # snn's mean curve: 60, 73, 80 -> reaches 80 at 300 labels too; a target of 73 it reaches at 200
+    _, at_73 = label_savings(rounds, 73.0, higher_is_better=True)
+    at_73 = at_73.set_index("strategy")
+    assert at_73.loc["snn", "labels_to_target"] == 200.0
+    assert at_73.loc["random", "labels_to_target"] == pytest.approx(230.0)  # 70 at 200, 80 at 300
+    assert at_73.loc["snn", "saving_pct"] == pytest.approx(100 * 30 / 230)
+    _, never = label_savings(rounds, 99.0, higher_is_better=True)
+    assert never["labels_to_target"].isna().all()
+
+
+def test_report_cli_with_paper_rows_writes_every_output(tmp_path, capsys):
+    five_repeats().to_csv(tmp_path / "rounds.csv", index=False)
+    assert main(["report", str(tmp_path), "--paper", "--target", "73"]) == 0
+    text = (tmp_path / "table.md").read_text()
+    assert "| paper Rand | 91.0 | 94.1 | 95.6 |" in text and "Mo et al." in text
+    assert "p 0.0132*/0.0625" in text and "cannot go below 0.0625" in text
+    assert "| snn | 71.5 ± 0.8 | 200 | +13% |" in text  # AUBC 70 + d / 2 for d = 1..5
+    for name in ("table.csv", "differences.csv", "summary.csv", "curves.png", "curves.svg"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert table["metric_higher_is_better"].all() and (table["metric_name"] == "accuracy").all()
+
+
+def test_a_run_folder_reports_its_direction_without_the_task_installed(tmp_path):
+    import json
+
+    rounds_frame(task="not-installed").to_csv(tmp_path / "rounds.csv", index=False)
+    assert main(["report", str(tmp_path)]) == 2  # no manifest, no task: no direction to guess
+    metric = {"name": "accuracy", "higher_is_better": False, "label": "error (%)", "display_scale": 1.0, "decimals": 2}
+    (tmp_path / "manifest.json").write_text(json.dumps({"metric": metric, "protocol": {}, "config": {}}))
+    assert main(["report", str(tmp_path)]) == 0
+    assert "lower is better" in (tmp_path / "table.md").read_text()
+
+
+def test_mixed_protocols_empty_and_garbage_files_are_refused(tmp_path, capsys):
+    rounds_frame().to_csv(tmp_path / "a.csv", index=False)
+    other = rounds_frame(strategy="snn")
+    other["n_labeled"] *= 2
+    other.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["report", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "different protocols" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "rounds.csv").write_text("")
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "not a readable rounds.csv" in capsys.readouterr().err
+    (tmp_path / "header").mkdir()
+    rounds_frame().iloc[:0].to_csv(tmp_path / "header" / "rounds.csv", index=False)
+    assert main(["report", str(tmp_path / "header")]) == 2
+    assert "no rows yet" in capsys.readouterr().err
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "rounds.csv").write_bytes(b"\x00\xff\x13garbage\n\x01")
+    assert main(["report", str(tmp_path / "garbage")]) == 2
+    capsys.readouterr()
+
+
+def test_manifests_of_different_protocols_are_refused(tmp_path, capsys):
+    import json
+
+    for name, epochs in (("a", 10), ("b", 5)):
+        (tmp_path / name).mkdir()
+        rounds_frame(strategy=name).to_csv(tmp_path / name / "rounds.csv", index=False)
+        (tmp_path / name / "manifest.json").write_text(json.dumps(
+            {"protocol": {"rounds": 2, "initial": 100, "increment": 100, "epochs": epochs}, "config": {"warm_start": True}}))
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")]) == 2
+    assert "epochs is 10" in capsys.readouterr().err
