@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     traj.add_argument("--alpha", type=float, default=0.5, help="latent step size")
     traj.add_argument("--initial", type=positive_int, default=500, help="labeled samples F is trained on")
 
+    check = sub.add_parser("check", help="the regression check on small subsets (CI): run the committed grid "
+                                         "and compare every value with its reference")
+    check.add_argument("--update", action="store_true", help="rewrite the reference with this run's values")
+    check.add_argument("--grid", type=Path, help="the grid file (default: results/reference/ci/grid.json)")
+    check.add_argument("--data-root", type=Path, default=None, help="data folder (as for run)")
+
     perf = sub.add_parser("perf", help="measure training throughput and wall time per round")
     add_protocol_args(perf)
     perf.add_argument("--strategy", default="random", help="strategy whose selection is timed too")
@@ -307,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(path)
         elif args.command in ("show", "trajectories"):
             print(figure(args))
+        elif args.command == "check":
+            from bench.check import GRID, check
+
+            return check(args.grid or GRID, args.update, args.data_root)
         elif args.command == "perf":
             from bench.perf import perf
 
