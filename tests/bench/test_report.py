@@ -211,3 +211,12 @@ def test_manifests_of_different_protocols_are_refused(tmp_path, capsys):
             {"protocol": {"rounds": 2, "initial": 100, "increment": 100, "epochs": epochs}, "config": {"warm_start": True}}))
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")]) == 2
     assert "epochs is 10" in capsys.readouterr().err
+
+
+def test_without_random_there_is_no_target_unless_given(tmp_path):
+    write_report(rounds_frame("snn"), tmp_path, ACCURACY)
+    text = (tmp_path / "table.md").read_text()
+    assert "no target: random did not run" in text and "| snn | 93.5 ± 1.4 | n/a | n/a |" in text
+    assert not (tmp_path / "differences.csv").exists()
+    write_report(rounds_frame("snn"), tmp_path, ACCURACY, target=94.0)
+    assert "| snn | 93.5 ± 1.4 | 160 | n/a |" in (tmp_path / "table.md").read_text()
