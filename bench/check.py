@@ -99,6 +99,10 @@ def run_grid(grid: Grid, data_root: Path | None, log=print) -> pd.DataFrame:
             start = time.perf_counter()
             out = execute(run.config(Path(tmp) / run.task, data_root, grid.threads), Execution(jobs=grid.jobs))
             rows = read_rounds_csv(out / "rounds.csv")
+            failures = json.loads((out / "manifest.json").read_text()).get("failures", [])
+            if failures:
+                raise ConfigError(f"check grid: {run.task} had failed units ({'; '.join(f['error'] for f in failures)}); "
+                                  f"fix them before comparing or updating the reference")
             log(f"{run.task}: {', '.join(run.strategies)}: {len(rows)} rounds in {time.perf_counter() - start:.0f} s")
             frames.append(rows[REFERENCE_COLUMNS])
     return pd.concat(frames, ignore_index=True).sort_values(KEYS).reset_index(drop=True)
@@ -111,7 +115,8 @@ def compare(grid: Grid, now: pd.DataFrame, reference: pd.DataFrame, same_machine
     merged = reference.merge(now, on=KEYS, how="outer", suffixes=("_ref", "_now"), indicator=True)
     merged["tolerance"] = merged["task"].map(tolerance)
     drift = (merged["_merge"] != "both") | (merged["n_labeled_ref"] != merged["n_labeled_now"]) | \
-            ((merged["value_now"] - merged["value_ref"]).abs() > merged["tolerance"])
+            ((merged["value_now"] - merged["value_ref"]).abs() > merged["tolerance"]) | \
+            (merged["value_now"].isna() != merged["value_ref"].isna())
     table = merged[drift].rename(columns={"value_ref": "reference", "value_now": "now"})
     return table[["task", "strategy", "seed", "round", "reference", "now", "tolerance"]]
 

@@ -16,14 +16,15 @@ import dataclasses
 import logging
 import multiprocessing as mp
 import os
-import queue
-import time
-from dataclasses import dataclass, field
+from collections import deque
+from multiprocessing import connection
+from multiprocessing.connection import Connection
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from bench.config import RunConfig
 from bench.plan import Plan, generative_spec, load_data, plan_run
-from bench.units import Event, Failed, Finished, Job, Started, Unit, run_job
+from bench.units import Event, Failed, Finished, Job, Unit, run_job
 
 log = logging.getLogger(__name__)
 
@@ -103,119 +104,133 @@ class InProcess:
             run_job(self.plan, self.data, self.generative, job, on_event)
 
 
-def _worker_main(spec: WorkerSpec, jobs: "mp.Queue", events: "mp.Queue", name: str) -> None:
-    """A worker process: take jobs until a ``None``, report each unit's events; exit as soon as
-    the driver is gone (killed), so no orphan keeps computing."""
-    driver = mp.parent_process()
-
-    def emit(event) -> None:
-        if driver is not None and not driver.is_alive():
-            os._exit(1)
-        events.put(event)
-
+def _worker_main(spec: WorkerSpec, conn: Connection, name: str) -> None:
+    """A worker process: run the jobs the driver sends over ``conn`` until a ``None``, sending
+    each unit's events back. When the driver is gone (killed) the pipe breaks and it exits."""
     plan, data, generative = worker_state(spec)
     while True:
         try:
-            job = jobs.get(timeout=1.0)
-        except queue.Empty:
-            if driver is not None and not driver.is_alive():
-                return
-            continue
+            job = conn.recv()
+        except EOFError:
+            return
         if job is None:
             return
-        run_job(plan, data, generative, job, emit, worker=name)
+        run_job(plan, data, generative, job, conn.send, worker=name)
+
+
+@dataclass
+class _Worker:
+    process: mp.Process
+    conn: Connection  # the driver's end of this worker's own pipe
+    unit: Unit | None = None  # the unit it runs
+    heard: bool = False  # whether it has sent anything (it got through its set-up)
 
 
 @dataclass
 class LocalProcesses:
     """Runs units in ``jobs`` worker processes on this machine (spawned: safe with CUDA and
-    threads). Each worker loads the data once and runs units until none is left."""
+    threads). Each worker loads the data once and runs the units the driver hands it, one at a
+    time, over a pipe of its own: a worker killed mid-message breaks only its own pipe."""
 
     spec: WorkerSpec
     jobs: int
-    _retries: dict[Unit, int] = field(default_factory=dict)
 
     def run(self, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
         ctx = mp.get_context("spawn")
-        todo, events = ctx.Queue(), ctx.Queue()
-        for job in jobs:
-            todo.put(job)
-        workers: dict[str, mp.Process] = {}
-        running: dict[str, Unit] = {}  # worker -> the unit it runs
+        pending = deque(jobs)
         unfinished = {job.unit for job in jobs}
-        serial, idle_deaths = 0, 0
+        workers: dict[str, _Worker] = {}
+        retries: dict[Unit, int] = {}
+        serial, silent_deaths = 0, 0
 
         def start_worker() -> None:
             nonlocal serial
             serial += 1
             name = f"worker-{serial}"
-            workers[name] = ctx.Process(target=_worker_main, args=(self.spec, todo, events, name),
-                                        name=name)  # not a daemon: it may start its own pool (FEM labels)
-            workers[name].start()
+            driver_end, worker_end = ctx.Pipe()
+            process = ctx.Process(target=_worker_main, args=(self.spec, worker_end, name), name=name)
+            process.start()
+            worker_end.close()  # the worker's end lives in the worker only: its death closes the pipe
+            workers[name] = _Worker(process, driver_end)
 
-        def handle(event: Event) -> None:
-            if isinstance(event, Started):
-                running[event.worker] = event.unit
-            elif isinstance(event, (Finished, Failed)):
+        def hand_out() -> None:
+            for worker in workers.values():
+                if worker.unit is None and pending:
+                    job = pending.popleft()
+                    try:
+                        worker.conn.send(job)
+                    except OSError:  # it died: its sentinel says so, the job waits for another
+                        pending.appendleft(job)
+                        continue
+                    worker.unit = job.unit
+
+        def handle(worker: _Worker, event: Event) -> None:
+            worker.heard = True
+            if isinstance(event, (Finished, Failed)):
                 unfinished.discard(event.unit)
-                for worker in [w for w, u in running.items() if u == event.unit]:
-                    del running[worker]
+                worker.unit = None
             on_event(event)
 
-        def check_workers() -> None:
-            """Retry the unit of a worker that died; replace the worker."""
-            nonlocal idle_deaths
-            dead = {name: p.exitcode for name, p in workers.items() if p.exitcode is not None}
-            if not dead:
-                return
-            while True:  # what a dead worker sent before it died comes first
-                try:
-                    handle(events.get_nowait())
-                except queue.Empty:
-                    break
-            for name, code in dead.items():
-                del workers[name]
-                lost = running.pop(name, None)
-                if lost is None:
-                    idle_deaths += 1
-                    if idle_deaths > MAX_RETRIES:
-                        raise RuntimeError(f"worker processes keep exiting before they run a unit (the last, "
-                                           f"{name}, with code {code}); their error is printed above")
-                elif lost in unfinished:
-                    self._retry(lost, f"worker {name} exited with code {code}", todo, on_event, latest, unfinished)
-                if unfinished:
-                    start_worker()
+        def bury(name: str) -> None:
+            """A worker died: keep what it sent, run its unit again from the last checkpoint."""
+            nonlocal silent_deaths
+            worker = workers.pop(name)
+            try:
+                while worker.conn.poll():
+                    handle(worker, worker.conn.recv())
+            except (EOFError, OSError):
+                pass
+            worker.conn.close()
+            worker.process.join(timeout=5)
+            code = worker.process.exitcode
+            if not worker.heard:
+                silent_deaths += 1
+                if silent_deaths > MAX_RETRIES:
+                    raise RuntimeError(f"worker processes keep exiting before they run a unit (the last, "
+                                       f"{name}, with code {code}); their error is printed above")
+            unit = worker.unit
+            if unit is not None and unit in unfinished:
+                retries[unit] = retries.get(unit, 0) + 1
+                if retries[unit] > MAX_RETRIES:
+                    unfinished.discard(unit)
+                    on_event(Failed(unit, f"its worker {name} died (exit code {code}) {retries[unit]} times",
+                                    "", selection=False))
+                else:
+                    log.warning("%s: worker %s exited with code %s; running it again from its last checkpoint",
+                                unit.key, name, code)
+                    pending.appendleft(Job(unit, latest(unit)))
+            if unfinished and len(workers) < self.jobs:
+                start_worker()
 
         for _ in range(min(self.jobs, len(jobs))):
             start_worker()
-        checked = time.monotonic()
         try:
             while unfinished:
-                try:
-                    handle(events.get(timeout=1.0))
-                except queue.Empty:
-                    pass
-                if time.monotonic() - checked > 1.0:
-                    check_workers()
-                    checked = time.monotonic()
+                hand_out()
+                by_conn = {w.conn: n for n, w in workers.items()}
+                by_sentinel = {w.process.sentinel: n for n, w in workers.items()}
+                dead: set[str] = set()
+                for ready in connection.wait([*by_conn, *by_sentinel], timeout=1.0):
+                    if ready in by_sentinel:
+                        dead.add(by_sentinel[ready])
+                        continue
+                    name = by_conn[ready]
+                    try:
+                        handle(workers[name], ready.recv())
+                    except (EOFError, OSError):  # a half-sent message: the worker died sending it
+                        dead.add(name)
+                for name in dead:
+                    bury(name)
         finally:
-            for _ in workers:
-                todo.put(None)
-            for process in workers.values():
-                process.join(timeout=10)
-                if process.is_alive():
-                    process.kill()
-
-    def _retry(self, unit: Unit, why: str, todo, on_event: OnEvent, latest: LatestCheckpoint,
-               unfinished: set[Unit]) -> None:
-        """Start ``unit`` again from its last checkpoint, or fail it after MAX_RETRIES."""
-        self._retries[unit] = self._retries.get(unit, 0) + 1
-        if self._retries[unit] > MAX_RETRIES:
-            unfinished.discard(unit)
-            on_event(Failed(unit, f"{why}; gave up after {MAX_RETRIES} retries", "", selection=False))
-            return
-        log.warning("%s: %s; running it again from its last checkpoint", unit.key, why)
-        todo.put(Job(unit, latest(unit)))
+            for worker in workers.values():
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+            for worker in workers.values():
+                worker.process.join(timeout=10)
+                if worker.process.is_alive():
+                    worker.process.kill()
 
 
 def available_cores() -> int:

@@ -78,6 +78,13 @@ class RayExecutor:
         spec_ref = ray.put(self.spec)
         retries: dict[Unit, int] = {}
         streams = {task.remote(spec_ref, job): job.unit for job in jobs}
+        try:
+            self._drain(ray, task, spec_ref, streams, retries, on_event, latest)
+        finally:
+            for stream in streams:  # stopped early (an error, Ctrl-C): nothing keeps running on the cluster
+                _cancel(ray, stream)
+
+    def _drain(self, ray, task, spec_ref, streams, retries, on_event: OnEvent, latest: LatestCheckpoint) -> None:
         while streams:
             ready, _ = ray.wait(list(streams), num_returns=1, timeout=1.0)
             for stream in ready:
@@ -93,6 +100,7 @@ class RayExecutor:
                     continue
                 except ray.exceptions.RayError as err:  # the worker, its node or an object was lost
                     del streams[stream]
+                    _cancel(ray, stream)  # should any of it still run, it must not run beside the retry
                     retries[unit] = retries.get(unit, 0) + 1
                     if retries[unit] > MAX_RETRIES:
                         on_event(Failed(unit, f"Ray lost the unit ({type(err).__name__}); gave up after "
@@ -103,3 +111,11 @@ class RayExecutor:
                     streams[task.remote(spec_ref, Job(unit, latest(unit)))] = unit
                     continue
                 on_event(event)
+
+
+def _cancel(ray, stream) -> None:
+    """Cancel a unit's task, if it still runs (a finished or lost one cannot be cancelled)."""
+    try:
+        ray.cancel(stream, force=True)
+    except Exception:  # noqa: BLE001 - nothing left to cancel
+        pass

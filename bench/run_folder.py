@@ -136,8 +136,12 @@ class RunFolder:
         """Close the rows and mark the run complete (with failures, when a unit failed)."""
         self.writer.close()
         self.labeled.save(compressed=True)
-        failed = any(u["status"] == "failed" for u in self.manifest["units"].values())
-        self.manifest.update(status="complete with failures" if failed else "complete", finished=now())
+        states = [u["status"] for u in self.manifest["units"].values()]
+        if any(state not in ("complete", "failed") for state in states):
+            status = "interrupted"  # an executor stopped before every unit ended: a resume goes on
+        else:
+            status = "complete with failures" if "failed" in states else "complete"
+        self.manifest.update(status=status, finished=now())
         self.save_manifest()
 
     def close(self) -> None:

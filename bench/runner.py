@@ -116,14 +116,19 @@ def resume(folder: Path, execution: Execution | None = None, given: dict | None 
                           f"start it again")
     for name, value in (given or {}).items():
         if name == "strategy_options":
-            clash = {k: v for k, v in value.items() if config.strategy_options.get(k) != v}
+            clash = {k: v for k, v in value.items() if config.strategy_options.get(k) != v} or None
         else:
             clash = value if getattr(config, name) != value and name not in RESUMABLE else None
-        if clash:
+        if clash is not None:
             raise ConfigError(f"--resume {folder}: {name.replace('_', '-')} {clash!r} contradicts the run's "
                               f"manifest ({name} = {getattr(config, name)!r}); drop the flag to resume the run "
                               f"as it was started")
-    config = dataclasses.replace(config, out=folder, **{k: v for k, v in (given or {}).items() if k in RESUMABLE})
+    # the device and precisions the run resolved stay as they were ("auto" may resolve otherwise here)
+    ran_on = manifest.get("device", {})
+    pinned = {k: ran_on[m] for k, m in (("device", "device"), ("score_dtype", "score_dtype"),
+                                        ("train_dtype", "train_dtype")) if m in ran_on}
+    config = dataclasses.replace(config, out=folder, **pinned,
+                                 **{k: v for k, v in (given or {}).items() if k in RESUMABLE})
     plan = plan_run(config)
     data = load_data(plan)
     sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
@@ -192,6 +197,12 @@ def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None
     finally:
         bar.close()
         folder.close()
-    sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
-    write_report(read_rounds_csv(folder.out / "rounds.csv"), folder.out, MetricInfo.of(plan.task.metric))
-    folder.finish()
+    try:
+        sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
+        rows = read_rounds_csv(folder.out / "rounds.csv")
+        if rows.empty:
+            log.warning("no unit finished a round: no tables or figure to write")
+        else:
+            write_report(rows, folder.out, MetricInfo.of(plan.task.metric))
+    finally:
+        folder.finish()

@@ -39,11 +39,12 @@ def paired_differences(rounds: pd.DataFrame, baseline: str = "random",
 
 def t_test_p(delta: np.ndarray) -> float:
     """Two-sided p of a one-sample t-test of the paired differences against 0 (NaN for one
-    repeat; 1 when every difference is 0; 0 when they are equal and not 0, no spread at all)."""
+    repeat, and where every difference is the same non-zero value: no spread, no t; 1 when
+    every difference is 0)."""
     if len(delta) < 2:
         return math.nan
     if np.all(delta == delta[0]):
-        return 1.0 if delta[0] == 0 else 0.0
+        return 1.0 if delta[0] == 0 else math.nan
     return float(stats.ttest_1samp(delta, 0.0).pvalue)
 
 
@@ -66,9 +67,11 @@ def wilcoxon_floor(repeats: int) -> float:
 def aubc(rounds: pd.DataFrame) -> pd.DataFrame:
     """Area under each repeat's learning curve (trapezoid over n_labeled) divided by the budget
     span, i.e. the curve's mean value over the budget, in the metric's units; mean and sample
-    std over repeats per strategy. One round gives that round's value."""
+    std over repeats per strategy. One round gives that round's value. Only repeats with every
+    round count (a unit that failed part-way would average over a shorter budget)."""
     rows = []
-    for (strategy, seed, repeat), curve in rounds.groupby(["strategy", "seed", "repeat"], sort=False):
+    full = rounds.groupby(["strategy", "seed", "repeat"])["round"].transform("size") == rounds["round"].nunique()
+    for (strategy, seed, repeat), curve in rounds[full].groupby(["strategy", "seed", "repeat"], sort=False):
         curve = curve.sort_values("n_labeled")
         n, v = curve["n_labeled"].to_numpy(dtype=float), curve["value"].to_numpy(dtype=float)
         area = v[0] if len(v) == 1 or n[-1] == n[0] else ((v[1:] + v[:-1]) / 2 * np.diff(n)).sum() / (n[-1] - n[0])

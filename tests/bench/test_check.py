@@ -71,3 +71,14 @@ def test_a_broken_grid_file_is_refused(tmp_path, capsys):
     (tmp_path / "grid.json").write_text("{not json")
     assert main(["check", "--grid", str(tmp_path / "grid.json")]) == 2
     assert "cannot read the check grid" in capsys.readouterr().err
+
+
+def test_a_value_that_became_nan_is_drift():
+    from bench.check import GridRun, compare
+
+    grid = Grid(Path("grid.json"), [GridRun("blobs", ["random"], {}, 0.0, 5.0)])
+    reference = pd.DataFrame([dict(task="blobs", strategy="random", seed=1, repeat=0, round=1, n_labeled=20,
+                                   metric="accuracy", value=50.0)])
+    now = reference.assign(value=float("nan"))
+    assert len(compare(grid, now, reference, same_machine=False)) == 1
+    assert compare(grid, reference, reference, same_machine=True).empty

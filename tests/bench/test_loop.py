@@ -174,3 +174,25 @@ def test_bfloat16_training_is_recorded_and_reproducible(tmp_path, blobs_task):
     assert json.loads((tmp_path / "bf16" / "manifest.json").read_text())["device"]["train_dtype"] == "bfloat16"
     assert json.loads((tmp_path / "fp32" / "manifest.json").read_text())["device"]["train_dtype"] == "float32"
     assert half["value"].between(0, 100).all() and len(half) == len(exact)
+
+
+class FailsAtOnce(Strategy):
+    name = "fails-at-once"
+    description = "cannot even pick its initial set (tests only)"
+
+    def initial(self, context, k):
+        raise SelectionError("no initial set")
+
+    def select(self, context, k):
+        raise AssertionError("never reached")
+
+
+def test_a_run_in_which_no_unit_finishes_a_round_still_ends(tmp_path, blobs_task):
+    STRATEGIES.add(FailsAtOnce.name, FailsAtOnce)
+    try:
+        out = execute(blobs_config(tmp_path, strategies=["fails-at-once"], repeats=1))
+    finally:
+        STRATEGIES.remove(FailsAtOnce.name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete with failures" and manifest["failures"][0]["rounds_done"] == 0
+    assert not (out / "table.md").exists()

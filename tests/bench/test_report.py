@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -220,3 +221,10 @@ def test_without_random_there_is_no_target_unless_given(tmp_path):
     assert not (tmp_path / "differences.csv").exists()
     write_report(rounds_frame("snn"), tmp_path, ACCURACY, target=94.0)
     assert "| snn | 93.5 ± 1.4 | 160 | n/a |" in (tmp_path / "table.md").read_text()
+
+
+def test_the_t_test_is_undefined_without_spread():
+    from bench.stats import t_test_p
+
+    assert t_test_p(np.array([0.25, 0.25])) != t_test_p(np.array([0.25, 0.25]))  # NaN: no spread, no t
+    assert t_test_p(np.array([0.0, 0.0])) == 1.0

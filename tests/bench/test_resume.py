@@ -161,6 +161,12 @@ def test_resume_refuses_flags_that_contradict_the_manifest(tmp_path, blobs_task,
     assert "--resume" in capsys.readouterr().err
     assert main(["run", "--resume", str(out), "--rounds", "5"]) == 2
     assert "contradicts" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--no-warm-start"]) == 2  # a falsy value contradicts too
+    assert "warm-start False contradicts" in capsys.readouterr().err
+    manifest["device"]["device"] = "cuda"  # the run resolved its device as cuda: a resume keeps it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "--device cuda was asked for" in capsys.readouterr().err
     assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
     assert main(["run", "--task", "blobs"]) == 2
