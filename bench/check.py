@@ -50,13 +50,13 @@ class GridRun:
 
 @dataclass
 class Grid:
-    """The grid file: its runs, threads per unit and worker processes."""
+    """The grid file: its runs, threads per unit and worker processes (its ``description`` is for
+    readers of the file)."""
 
     path: Path
     runs: list[GridRun]
     threads: int = 1
     jobs: int = 2
-    description: str = ""
 
     @classmethod
     def load(cls, path: Path) -> "Grid":
@@ -67,7 +67,7 @@ class Grid:
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"cannot read the check grid {path} ({err}); see results/reference/ci/grid.json "
                               f"for the layout") from None
-        return cls(Path(path), runs, raw.get("threads", 1), raw.get("jobs", 2), raw.get("description", ""))
+        return cls(Path(path), runs, raw.get("threads", 1), raw.get("jobs", 2))
 
     @property
     def reference(self) -> Path:

@@ -46,7 +46,6 @@ class WorkerSpec:
     task_cls: type
     strategy_classes: list[type]
     generative: bytes | None = None
-    quiet_logs: bool = True
 
     @classmethod
     def of(cls, run_id: str, plan: Plan, generative: Any) -> "WorkerSpec":
@@ -71,8 +70,7 @@ def worker_state(spec: WorkerSpec) -> tuple[Plan, Any, Any]:
         from strategies import STRATEGIES
         from tasks import TASKS
 
-        if spec.quiet_logs:
-            logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger().setLevel(logging.WARNING)  # the driver reports progress; workers only warn
         _register(TASKS, spec.config.task, spec.task_cls)
         for strategy in spec.strategy_classes:
             _register(STRATEGIES, strategy.name, strategy)
