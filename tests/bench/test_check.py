@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from bench.check import GRID, Grid, check, machine
 from bench.cli import main
