@@ -34,10 +34,15 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--increment", type=int, help="samples added after each round")
     g.add_argument("--epochs", type=int, help="training epochs per round")
     g.add_argument("--batch-size", type=int, help="mini-batch size")
-    g.add_argument("--lr", type=float, help="Adam learning rate")
-    g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep training F across rounds as the paper did (default), or re-initialise "
-                        "it to the repeat's initial weights every round (--no-warm-start)")
+    g.add_argument("--lr", type=float, help="the optimizer's learning rate")
+    g.add_argument("--optimizer", help="a torch.optim optimizer by name, e.g. sgd, adamw (default: the task's, "
+                                       "Adam for the built-in tasks); another one drops the task's optimizer options")
+    g.add_argument("--optimizer-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an optimizer keyword argument, e.g. momentum=0.5, weight_decay=5e-4; repeatable")
+    g.add_argument("--start", choices=["warm", "reset", "fresh"],
+                   help="how F starts each round after the first: warm (keep training it, as the paper "
+                        "did), reset (the repeat's initial weights) or fresh (a new seeded initialisation, "
+                        "the same for every strategy); default: the task's (warm for the built-in tasks)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="train F on randomly augmented batches (tasks that offer it, e.g. cifar10: "
                         "flip and crop, on the device; default: off)")
@@ -227,7 +232,8 @@ def given_flags(argv: Sequence[str] | None) -> set[str]:
 
 #: RunConfig fields set by each ``run`` flag (for checking a resume against the manifest).
 FLAG_FIELDS = {"strategy": "strategies", "option": "strategy_options", "alpha": "strategy_options",
-               "uncertainty_measure": "strategy_options", "generative_option": "generative_options"}
+               "uncertainty_measure": "strategy_options", "generative_option": "generative_options",
+               "optimizer_option": "optimizer_options"}
 EXECUTION_FLAGS = {"resume", "jobs", "executor", "ray_address", "cpus_per_job", "gpus_per_job", "keep_checkpoints",
                    "out"}
 
@@ -266,7 +272,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         task=args.task, strategies=[s.strip() for s in (args.strategy or "").split(",") if s.strip()],
         rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, repeats=getattr(args, "repeats", 1), seed=args.seed,
-        device=args.device, threads=args.threads, score_dtype=args.score_dtype, warm_start=args.warm_start,
+        device=args.device, threads=args.threads, score_dtype=args.score_dtype, start=args.start,
+        optimizer=args.optimizer, optimizer_options=parse_options(args.optimizer_option, "--optimizer-option"),
         augment=args.augment, train_dtype=args.train_dtype,
         subset=args.subset,
         data_root=args.data_root or default_data_root(), download=args.download,

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from bench.paths import default_data_root
-from tasks.base import Protocol
+from bench.training import make_optimizer, optimizer_name
+from tasks.base import START_MODES, Protocol
 
 
 class ConfigError(ValueError):
@@ -35,7 +36,9 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     score_dtype: str = "auto"  # precision of pool scoring for selection: auto, float32 or bfloat16
-    warm_start: bool = True
+    start: str | None = None  # warm, reset or fresh; None: the task's
+    optimizer: str | None = None  # a torch.optim name; None: the task's (with its options)
+    optimizer_options: dict[str, Any] = field(default_factory=dict)  # added to (or replacing) the task's
     augment: bool | None = None  # None: the task's default
     train_dtype: str = "float32"  # autocast precision of training F: float32, bfloat16 or auto
     subset: int | None = None
@@ -52,20 +55,28 @@ class RunConfig:
     def from_manifest(cls, saved: dict[str, Any]) -> "RunConfig":
         """The configuration a run folder's ``manifest.json`` recorded (its ``config`` entry)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(saved) - names)
+        unknown = sorted(set(saved) - names - {"warm_start"})
         if unknown:
             raise ConfigError(f"the manifest's config has settings this version does not know "
                               f"({', '.join(unknown)}); resume it with the version that started it")
         values = dict(saved)
+        if "warm_start" in values:  # manifests before --start
+            values["start"] = None if values.pop("warm_start") else "reset"
         values["data_root"] = Path(values["data_root"])
         if values.get("out") is not None:
             values["out"] = Path(values["out"])
         return cls(**values)
 
     def protocol(self, defaults: Protocol) -> Protocol:
-        """The task's default protocol with this config's overrides."""
+        """The task's protocol and recipe with this config's overrides. Another optimizer than
+        the task's drops the task's optimizer options; ``optimizer_options`` are added last."""
+        options = dict(defaults.optimizer_options)
+        if self.optimizer is not None and self.optimizer.lower() != optimizer_name(defaults.optimizer).lower():
+            options = {}
+        options.update(self.optimizer_options)
         return defaults.replace(rounds=self.rounds, initial=self.initial, increment=self.increment,
-                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment)
+                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
+                                start=self.start, optimizer=self.optimizer, optimizer_options=options)
 
 
 EXECUTORS = ("local", "ray")
@@ -142,8 +153,16 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(protocol, name)})")
     if protocol.increment < 1 and protocol.rounds > 1:
         raise ConfigError(f"--increment must be at least 1 when --rounds is more than 1 (got {protocol.increment})")
-    if protocol.lr <= 0:
-        raise ConfigError(f"--lr must be positive (got {protocol.lr})")
+    if not (math.isfinite(protocol.lr) and protocol.lr > 0):
+        raise ConfigError(f"--lr must be positive and finite (got {protocol.lr})")
+    if protocol.start not in START_MODES:
+        raise ConfigError(f"unknown start mode {protocol.start!r}; use --start {', '.join(START_MODES)}")
+    try:
+        make_optimizer(protocol.optimizer, [torch.zeros(1, requires_grad=True)], protocol.lr,
+                       protocol.optimizer_options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer {optimizer_name(protocol.optimizer)} with options "
+                          f"{protocol.optimizer_options or '{}'}: {err}; fix --optimizer / --optimizer-option") from None
     budget = protocol.initial + (protocol.rounds - 1) * protocol.increment
     if budget > pool_size:
         raise ConfigError(

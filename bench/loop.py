@@ -13,6 +13,7 @@ on with the same numbers.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -24,10 +25,10 @@ from torch import Tensor
 
 from bench.plan import Plan
 from bench.results import RoundRecord
-from bench.training import inference_batch, predict, train_epochs
+from bench.training import inference_batch, make_optimizer, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
-from tasks.base import Capability, Task, TaskData
+from tasks.base import Capability, Labels, Task, TaskData
 
 
 class StrategyError(RuntimeError):
@@ -53,6 +54,40 @@ def initial_weights(task: Task, seed: int) -> dict[str, Tensor]:
     """The shared initial weights of F in a repeat (a CPU state dict)."""
     torch.manual_seed(seed)
     return copy.deepcopy(task.make_model().state_dict())
+
+
+def fresh_weights(task: Task, seed: int, t: int) -> dict[str, Tensor]:
+    """F's weights for round ``t`` under ``start="fresh"``: a new initialisation from a seed of
+    its own, shared by every strategy of the repeat (a CPU state dict). Torch's random stream
+    is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([seed, t]).generate_state(1)[0]))
+        return task.make_model().state_dict()
+
+
+def selection_context(
+    task: Task, model: torch.nn.Module, pool_x: Tensor, labeled: np.ndarray, train_x: Tensor, train_y: Tensor,
+    rng: np.random.Generator, t: int, score_dtype: torch.dtype = torch.float32, generative: Any = None,
+    label_inputs: Callable[[Tensor], Labels] | None = None,
+) -> SelectionContext:
+    """The :class:`SelectionContext` after round ``t``: the one place that builds it (the loop,
+    the contract tests in :mod:`bench.testing` and the benchmarks all call this). Inference runs
+    in the batch size of ``pool_x``'s device; ``label_inputs`` defaults to the task's labeler
+    when it has one."""
+    if label_inputs is None and Capability.SYNTHETIC_LABELS in task.capabilities:
+        label_inputs = task.label_inputs
+    batch_size = inference_batch(pool_x.device)
+    infer = functools.partial(_infer, model, batch_size)
+    return SelectionContext(
+        task=task, model=model, pool_x=pool_x, labeled=labeled, train_x=train_x, train_y=train_y, rng=rng,
+        round=t, batch_size=batch_size, infer=infer, score_dtype=score_dtype, generative=generative,
+        label_inputs=label_inputs,
+    )
+
+
+def _infer(model: torch.nn.Module, batch_size: int, fn: Callable[[Tensor], Tensor], x: Tensor,
+           dropout: bool = False) -> Tensor:
+    return predict(model, x, batch_size, fn, dropout=dropout)
 
 
 class TrainingSet:
@@ -217,7 +252,7 @@ class UnitState:
         torch.manual_seed(self.seed)
         self.model = task.make_model().to(device)
         self.model.load_state_dict(self.init_state)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=plan.protocol.lr)
+        self.optimizer = self.new_optimizer()
         self.shuffle = torch.Generator().manual_seed(self.seed)
         self.rng = strategy_rng(self.seed, self.name)
         self.timer = Timer()
@@ -227,15 +262,18 @@ class UnitState:
         if Capability.SYNTHETIC_LABELS in task.capabilities:
             self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)
 
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        """The protocol's optimizer over F's parameters, in its initial state."""
+        protocol = self.plan.protocol
+        return make_optimizer(protocol.optimizer, self.model.parameters(), protocol.lr, protocol.optimizer_options)
+
     def context(self, t: int) -> SelectionContext:
-        """The selection context after round ``t`` (the one place it is built)."""
-        data, training, plan = self.data, self.training, self.plan
-        return SelectionContext(
-            task=plan.task, model=self.model, pool_x=data.pool_x, labeled=training.pool_indices,
-            train_x=training.x if len(training) else data.pool_x[:0],
-            train_y=training.y if len(training) else data.pool_y[:0],
-            rng=self.rng, round=t, batch_size=inference_batch(plan.device), score_dtype=plan.score_dtype,
-            generative=self.generative, label_inputs=self.label_inputs,
+        """The selection context after round ``t``."""
+        data, training = self.data, self.training
+        return selection_context(
+            self.plan.task, self.model, data.pool_x, training.pool_indices,
+            training.x if len(training) else data.pool_x[:0], training.y if len(training) else data.pool_y[:0],
+            self.rng, t, self.plan.score_dtype, self.generative, self.label_inputs,
         )
 
     def propose(self, t: int, k: int, initial: bool) -> None:
@@ -257,9 +295,10 @@ class UnitState:
         """Round ``t``: train F on the training set, score it on the test set; the row, the
         training set's sources and its synthesized samples' latent codes."""
         plan, task, protocol, training, timer = self.plan, self.plan.task, self.plan.protocol, self.training, self.timer
-        if t > 1 and not plan.config.warm_start:
-            self.model.load_state_dict(self.init_state)
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=protocol.lr)
+        if t > 1 and protocol.start != "warm":
+            weights = self.init_state if protocol.start == "reset" else fresh_weights(task, self.seed, t)
+            self.model.load_state_dict(weights)
+            self.optimizer = self.new_optimizer()
         timer.timed("train", train_epochs, self.model, self.optimizer, task.loss, training.x, training.y,
                     protocol.epochs, protocol.batch_size, self.shuffle,
                     task.augment if protocol.augment else None, plan.train_dtype)

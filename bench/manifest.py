@@ -67,6 +67,9 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
     """The manifest written when a run starts (``status: running``)."""
     from bench.plan import generative_spec, strategy_settings
     from bench.results import MetricInfo
+    from bench.training import optimizer_name
+    from strategies import STRATEGIES
+    from tasks import TASKS
 
     spec = generative_spec(plan)
     return {
@@ -78,7 +81,11 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         "task": plan.task.name,
         "strategies": {cls.name: strategy_settings(cls, plan.config.strategy_options) for cls in plan.strategies},
         "generative": None if spec is None else {**asdict(spec), "seed": plan.config.seed},
-        "protocol": asdict(plan.protocol),
+        "protocol": {**asdict(plan.protocol), "optimizer": optimizer_name(plan.protocol.optimizer)},  # the recipe run
+        "provided_by": {  # the module and installed distribution of the task and of each strategy
+            "task": TASKS.origin(plan.task.name).as_dict(),
+            "strategies": {cls.name: STRATEGIES.origin(cls.name).as_dict() for cls in plan.strategies},
+        },
         "metric": asdict(MetricInfo.of(plan.task.metric)),  # what a value is, and its direction
         "repeat_seeds": repeat_seeds,
         "data": data_sizes,

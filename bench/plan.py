@@ -81,17 +81,25 @@ def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> 
 
 
 def applicable_strategies(task: Task) -> list[str]:
-    """Names of the registered strategies whose requirements ``task`` meets."""
-    return [name for name in STRATEGIES.names() if not STRATEGIES.get(name).missing(task)]
+    """Names of the registered strategies that do not refuse ``task``."""
+    return [name for name in STRATEGIES.names() if STRATEGIES.get(name).refuses(task) is None]
+
+
+def create_task(name: str) -> Task:
+    """The registered task ``name``, given the harness's cache folder (the one place a run's
+    task is made); an unknown name raises ConfigError listing the known ones."""
+    try:
+        task = TASKS.create(name)
+    except UnknownNameError as err:
+        raise ConfigError(str(err)) from None
+    task.cache_dir = cache_root()
+    return task
 
 
 def plan_run(config: RunConfig) -> Plan:
     """Check a configuration before any work; raise ConfigError naming the problem and fix.
     Applies ``--threads`` to torch, so that everything after runs with it."""
-    try:
-        task = TASKS.create(config.task)
-    except UnknownNameError as err:
-        raise ConfigError(str(err)) from None
+    task = create_task(config.task)
     names = config.strategies
     if names == ["all"]:
         names = applicable_strategies(task)
@@ -105,11 +113,10 @@ def plan_run(config: RunConfig) -> Plan:
             cls = STRATEGIES.get(name)
         except UnknownNameError as err:
             raise ConfigError(str(err)) from None
-        missing = cls.missing(task)
-        if missing:
+        why = cls.refuses(task)
+        if why is not None:
             raise ConfigError(
-                f"strategy {name!r} does not apply to task {task.name!r}: it needs "
-                f"{' and '.join(c.value for c in missing)}, which {task.name} does not provide. "
+                f"strategy {name!r} does not apply to task {task.name!r}: {why}. "
                 f"Strategies that apply to {task.name}: {', '.join(applicable_strategies(task))}"
             )
         strategies.append(cls)

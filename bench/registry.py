@@ -1,15 +1,23 @@
-"""A name -> factory registry filled by a decorator and by installed packages' entry points.
+"""A name -> class registry filled by a decorator and by installed packages' entry points.
 
 Modelled on timm's ``@register_model`` / ``list_models``: adding a strategy or task is one file
-and one decorator; another installed package adds entries through an entry-point group.
+and one decorator; another installed package adds entries through an entry-point group. A class
+has one name, its ``name`` attribute: the decorator needs no argument, and an entry point whose
+name differs from its class's is refused. A plug-in that fails to import is reported once, as a
+warning naming its distribution and the error, and left out; everything else keeps working.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+import functools
+import logging
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, requires, version
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class UnknownNameError(KeyError):
@@ -19,44 +27,109 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered class comes from: its module and the installed distribution that
+    provides it (None when it is not installed, e.g. a class defined in a script or a test)."""
+
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    requires: list[str] = field(default_factory=list)  # the distribution's declared dependencies
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def distribution_origin(module: str, distribution: str | None = None) -> Origin:
+    """The :class:`Origin` of ``module``; its distribution found from the module's top-level
+    package unless given (an entry point knows its own)."""
+    if distribution is None:
+        candidates = _distributions_of_packages().get(module.partition(".")[0], [])
+        distribution = candidates[0] if len(set(candidates)) == 1 else None
+    if distribution is None:
+        return Origin(module)
+    try:
+        return Origin(module, distribution, version(distribution), list(requires(distribution) or []))
+    except PackageNotFoundError:
+        return Origin(module, distribution)
+
+
 class Registry(Generic[T]):
-    """Maps names to factories (usually classes) of one kind: ``strategy`` or ``task``."""
+    """Maps names to classes of one kind (``strategy`` or ``task``); a class's name is its
+    ``name`` attribute."""
 
     def __init__(self, kind: str, entry_point_group: str) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._factories: dict[str, Callable[..., T]] = {}
+        self._distributions: dict[str, str] = {}  # name -> distribution, for entry points
+        self.broken: dict[str, str] = {}  # entry-point name -> why it was left out
         self._entry_points_loaded = False
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: ``@register_strategy("random")`` above a class registers it under ``name``."""
+    def register(self, arg: str | Callable[..., T] | None = None):
+        """Decorator: ``@register_strategy`` above a class registers it under its ``name``.
+        ``@register_strategy("x")`` also works, and checks that the class's name is ``"x"``."""
+        if callable(arg):
+            self.add(name_of(arg, self.kind), arg)
+            return arg
 
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
-            self.add(name, factory)
+            self.add(arg if arg is not None else name_of(factory, self.kind), factory)
             return factory
 
         return decorator
 
     def add(self, name: str, factory: Callable[..., T]) -> None:
-        """Register ``factory`` under ``name``; a name may be registered only once."""
-        if not name or name != name.strip() or "," in name:
+        """Register ``factory`` under ``name``, which must be its ``name``. A name is registered
+        once; the same class defined again (a module reloaded, a notebook cell re-run) replaces it."""
+        if not isinstance(name, str) or not name or name != name.strip() or "," in name:
             raise ValueError(f"invalid {self.kind} name {name!r}: use a non-empty name without commas")
+        own = name_of(factory, self.kind)
+        if own != name:
+            raise ValueError(f"{self.kind} {factory.__qualname__} is named {own!r} (its `name`) but was "
+                             f"registered as {name!r}; a {self.kind} has one name: register it as {own!r}")
         existing = self._factories.get(name)
-        if existing is not None and existing is not factory:
-            raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
+        if existing is not None and existing is not factory and _qualified(existing) != _qualified(factory):
+            raise ValueError(f"{self.kind} {name!r} is already registered by {_qualified(existing)}; "
+                             f"{_qualified(factory)} needs another name")
         self._factories[name] = factory
 
     def remove(self, name: str) -> None:
         """Unregister ``name`` (e.g. a temporary entry in a test)."""
         del self._factories[name]
+        self._distributions.pop(name, None)
+
+    @contextmanager
+    def scoped(self) -> Iterator["Registry[T]"]:
+        """Within the block, registrations are temporary: the registry is restored afterwards."""
+        self._load_entry_points()
+        saved = dict(self._factories), dict(self._distributions)
+        try:
+            yield self
+        finally:
+            self._factories, self._distributions = saved
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.entry_point_group):
-            if ep.name not in self._factories:
-                self.add(ep.name, ep.load())
+            if ep.name in self._factories:
+                continue
+            dist = ep.dist.name if getattr(ep, "dist", None) is not None else None
+            where = f"{dist} {ep.dist.version}" if dist else ep.value
+            try:
+                factory = ep.load()
+                self.add(ep.name, factory)
+            except Exception as err:  # a broken plug-in must not take the others down
+                why = f"{type(err).__name__}: {err}"
+                self.broken[ep.name] = f"from {where} ({ep.value}): {why}"
+                log.warning("left out the %s plug-in %r from %s (entry point %s = %s): %s",
+                            self.kind, ep.name, where, self.entry_point_group, ep.value, why)
+                continue
+            if dist:
+                self._distributions[ep.name] = dist
 
     def names(self) -> list[str]:
         """Registered names, built-ins first in registration order, then plug-ins."""
@@ -64,11 +137,14 @@ class Registry(Generic[T]):
         return list(self._factories)
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered under ``name``; an unknown name raises with the known ones."""
+        """The class registered under ``name``; an unknown name raises with the known ones."""
         self._load_entry_points()
         try:
             return self._factories[name]
         except KeyError:
+            if name in self.broken:
+                raise UnknownNameError(f"the {self.kind} plug-in {name!r} failed to import and was left "
+                                       f"out {self.broken[name]}; fix or uninstall it") from None
             known = ", ".join(self.names()) or "(none)"
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; registered {self.kind}s: {known} "
@@ -79,8 +155,31 @@ class Registry(Generic[T]):
         """Instantiate the entry ``name`` with ``kwargs``."""
         return self.get(name)(**kwargs)
 
+    def origin(self, name: str) -> Origin:
+        """Where the class registered as ``name`` comes from (for the run manifest)."""
+        factory = self.get(name)
+        return distribution_origin(factory.__module__, self._distributions.get(name))
+
     def __contains__(self, name: str) -> bool:
         return name in self.names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions_of_packages() -> dict[str, list[str]]:
+    return packages_distributions()
+
+
+def name_of(factory: Callable[..., Any], kind: str) -> str:
+    """A class's registry name: its ``name`` attribute (which it must have)."""
+    name = getattr(factory, "name", None)
+    if not isinstance(name, str):
+        raise ValueError(f"{kind} {getattr(factory, '__qualname__', factory)!r} has no `name`: set the class "
+                         f"attribute name = \"...\" (its registry name)")
+    return name
+
+
+def _qualified(factory: Callable[..., Any]) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"

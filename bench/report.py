@@ -78,14 +78,18 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
 
 def _check_protocols(paths: list[Path], rounds: pd.DataFrame) -> None:
     """Refuse runs of different protocols: by their manifests (rounds, initial, increment,
-    epochs, warm start), and by the labeled-set size of each round."""
+    epochs, start mode, optimizer), and by the labeled-set size of each round."""
     seen: dict[str, tuple[Path, object]] = {}
     for path in map(Path, paths):
         manifest = _manifest(path)
         if not manifest:
             continue
-        settings = {k: manifest.get("protocol", {}).get(k) for k in PROTOCOL_KEYS}
-        settings["warm_start"] = manifest.get("config", {}).get("warm_start")
+        protocol = manifest.get("protocol", {})
+        settings = {k: protocol.get(k) for k in PROTOCOL_KEYS}
+        # manifests before --start and --optimizer: Adam, and warm unless --no-warm-start
+        warm = manifest.get("config", {}).get("warm_start", True)
+        settings["start"] = protocol.get("start", "warm" if warm else "reset")
+        settings["optimizer"] = (str(protocol.get("optimizer", "adam")).lower(), protocol.get("optimizer_options", {}))
         for key, value in settings.items():
             first = seen.setdefault(key, (path, value))
             if first[1] != value:

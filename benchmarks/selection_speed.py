@@ -18,7 +18,8 @@ import torch
 
 from bench.config import fast_bfloat16, resolve_device
 from bench.paths import default_data_root
-from bench.training import inference_batch, train_epochs
+from bench.loop import selection_context
+from bench.training import train_epochs
 from strategies.base import SelectionContext
 from strategies.coreset import k_center_greedy
 from strategies.uncertainty import uncertainty_scores
@@ -59,10 +60,8 @@ def main() -> None:
     dtypes = [torch.float32] + ([torch.bfloat16] if fast_bfloat16(device) else [])
     for dtype in dtypes:
         def context() -> SelectionContext:
-            return SelectionContext(task=task, model=model, pool_x=data.pool_x, labeled=labeled,
-                                    train_x=data.pool_x[index], train_y=data.pool_y[index],
-                                    rng=np.random.default_rng(0), round=1, batch_size=inference_batch(device),
-                                    score_dtype=dtype)
+            return selection_context(task, model, data.pool_x, labeled, data.pool_x[index], data.pool_y[index],
+                                     np.random.default_rng(0), 1, score_dtype=dtype)
 
         t_probs, probs = best_of(lambda: context().pool_probabilities, args.repeats, device)
         t_scores, _ = best_of(lambda: uncertainty_scores(probs.cpu().numpy(), "entropy"), args.repeats, device)

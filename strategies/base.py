@@ -1,8 +1,10 @@
 """The interface between the harness and a sampling strategy.
 
 Each round the harness hands a strategy a :class:`SelectionContext` (the trained target model,
-the unlabeled pool, the current training set, a seeded RNG) and asks ``select(context, k)``
-for ``k`` pool indices, or for ``k`` new synthesized inputs. Pool labels are never visible here.
+the unlabeled pool, the current training set, a seeded RNG, batched inference) and asks
+``select(context, k)`` for ``k`` pool indices, or for ``k`` new synthesized inputs. Pool labels
+are never visible here. A strategy imports only this module, ``strategies`` (to register) and
+``tasks.base``; everything the harness owns reaches it through the context.
 """
 
 from __future__ import annotations
@@ -16,17 +18,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.training import predict
-from tasks.base import Capability, Labels, Task
+from tasks.base import Labels, Task, describe_capability
+
+#: The harness's batched inference: ``infer(fn, x, dropout=False)`` is ``fn`` over ``x`` [N, ...]
+#: in batches, without gradients, F in eval mode (dropout layers active with ``dropout``),
+#: concatenated [N, ...].
+Infer = Callable[..., Tensor]
 
 
 @dataclass
 class SelectionContext:
-    """What a strategy may look at when it selects; built fresh by the harness every round.
+    """What a strategy may look at when it selects; built fresh by the harness every round
+    (by :func:`bench.loop.selection_context`, the one place that builds it).
 
     ``model`` is F after this round's training; strategies must not change its parameters.
     ``labeled`` holds the pool indices already labeled (in the order they were added);
     ``train_x``/``train_y`` are the whole current training set, synthesized samples included.
+    Score F with :meth:`score` (or the cached :attr:`pool_probabilities`, :attr:`pool_embeddings`)
+    and with :meth:`mc_probabilities` for Monte Carlo dropout: batched, in ``score_dtype``.
     """
 
     task: Task
@@ -37,7 +46,8 @@ class SelectionContext:
     train_y: Tensor  # [n_train, ...] on device
     rng: np.random.Generator  # seeded per (repeat, strategy)
     round: int  # t of the round just trained (1-based)
-    batch_size: int  # for batched inference
+    batch_size: int  # of the harness's batched inference, for strategies that batch their own work
+    infer: Infer  # the harness's batched inference (see :data:`Infer`); use :meth:`score`
     score_dtype: torch.dtype = torch.float32  # precision of pool_probabilities and embed
     generative: Any = None  # the task's trained generative model, when the strategy needs one
     label_inputs: Callable[[Tensor], Labels] | None = None  # the task's labeler (timed as label_s)
@@ -53,19 +63,37 @@ class SelectionContext:
         mask[self.labeled] = False
         return np.flatnonzero(mask)
 
-    def _score(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """``fn`` over ``x`` in batches, F in eval mode, computed in ``score_dtype``; float32 out."""
+    def score(self, fn: Callable[[Tensor], Tensor], x: Tensor | None = None, dropout: bool = False) -> Tensor:
+        """``fn(batch)`` over ``x`` (default: the pool) in batches, without gradients, F in eval
+        mode (its dropout layers active with ``dropout``), computed in ``score_dtype``; float32
+        [N, ...] on the device."""
+        x = self.pool_x if x is None else x
         with torch.autocast(self.device.type, dtype=self.score_dtype, enabled=self.score_dtype != torch.float32):
-            return predict(self.model, x, self.batch_size, lambda b: fn(b).float())
+            return self.infer(lambda b: fn(b).float(), x, dropout=dropout)
 
     @cached_property
     def pool_probabilities(self) -> Tensor:
         """Softmax of F over the whole pool, float32 [N, C] on device (computed once per round)."""
-        return self._score(lambda b: torch.softmax(self.model(b).float(), dim=1), self.pool_x)
+        return self.score(lambda b: torch.softmax(self.model(b).float(), dim=1))
+
+    def mc_probabilities(self, passes: int, x: Tensor | None = None) -> Tensor:
+        """Softmax of F over ``x`` (default: the pool) in ``passes`` stochastic forward passes
+        with dropout active (Monte Carlo dropout), float32 [passes, N, C] on device. The dropout
+        masks come from a seed drawn from ``rng``: reproducible, and the run's other random
+        streams are left as they were. Needs a task with :attr:`Capability.DROPOUT`."""
+        seed = int(self.rng.integers(2**63))
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+
+            def passes_of(batch: Tensor) -> Tensor:  # [B, passes, C]
+                return torch.stack([torch.softmax(self.model(batch).float(), dim=1) for _ in range(passes)], 1)
+
+            return self.score(passes_of, x, dropout=True).transpose(0, 1)
 
     def embed(self, x: Tensor) -> Tensor:
         """F's penultimate features of ``x``, float32 [len(x), d] on device."""
-        return self._score(lambda b: self.model.embed(b).flatten(1), x)
+        return self.score(lambda b: self.model.embed(b).flatten(1), x)
 
     @cached_property
     def pool_embeddings(self) -> Tensor:
@@ -105,7 +133,7 @@ class Selection:
 
 class Strategy(ABC):
     """A sampling strategy. Subclass it, set ``name``/``description``/``requires``, implement
-    :meth:`select`, and decorate the class with ``@register_strategy("name")``.
+    :meth:`select`, and decorate the class with ``@register_strategy``.
 
     Constructor keyword arguments are the strategy's options (e.g. ``alpha``); the harness passes
     the ones the user set that the constructor accepts.
@@ -113,7 +141,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
-    requires: ClassVar[frozenset[Capability]] = frozenset()
+    requires: ClassVar[frozenset[str]] = frozenset()  # capabilities (see tasks.base.Capability)
 
     @abstractmethod
     def select(self, context: SelectionContext, k: int) -> Selection:
@@ -136,6 +164,11 @@ class Strategy(ABC):
             raise NotImplementedError(f"strategy {self.name!r} saved state but cannot load it")
 
     @classmethod
-    def missing(cls, task: Task) -> list[Capability]:
-        """The capabilities this strategy needs that ``task`` lacks (empty when it applies)."""
-        return [c for c in Capability if c in cls.requires and c not in task.capabilities]
+    def refuses(cls, task: Task) -> str | None:
+        """Why this strategy cannot run on ``task``, or None when it can. By default: the
+        capabilities in ``requires`` that the task lacks; override it (calling this first) to
+        refuse a task for reasons of the strategy's own. The harness refuses the pair with exit 2."""
+        missing = sorted(set(cls.requires) - set(task.capabilities))
+        if not missing:
+            return None
+        return f"it needs {' and '.join(map(describe_capability, missing))}, which {task.name} does not provide"

@@ -81,7 +81,7 @@ def k_center_greedy(embeddings: Tensor, labeled_idx, k: int) -> list[int]:
     return picks
 
 
-@register_strategy("coreset")
+@register_strategy
 class CoreSet(Strategy):
     name = "coreset"
     description = "greedy k-center on F's penultimate embeddings (Sener & Savarese, 2017)"

@@ -6,7 +6,7 @@ from strategies import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
 
 
-@register_strategy("random")
+@register_strategy
 class RandomSampling(Strategy):
     name = "random"
     description = "uniformly random unlabeled pool samples (the paper's Rand baseline)"

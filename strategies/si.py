@@ -26,7 +26,7 @@ class SynthesisError(SelectionError):
     """The labeler rejected too many synthesized candidates to fill a round."""
 
 
-@register_strategy("si")
+@register_strategy
 class SamplingByInterpolation(Strategy):
     name = "si"
     description = "latent step towards higher loss, then synthesize G(z') and label it online (paper Alg. 2)"

@@ -53,7 +53,7 @@ class PoolCodes:
         return picks
 
 
-@register_strategy("snn")
+@register_strategy
 class SamplingByNearestNeighbour(Strategy):
     name = "snn"
     description = "latent step towards higher loss, then the nearest real pool sample (paper Alg. 1)"

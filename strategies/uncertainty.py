@@ -31,7 +31,7 @@ def uncertainty_scores(probs: np.ndarray, measure: str = "entropy") -> np.ndarra
     return np.asarray(MEASURES[measure](probs), dtype=np.float64).reshape(len(probs))
 
 
-@register_strategy("uncertainty")
+@register_strategy
 class UncertaintySampling(Strategy):
     name = "uncertainty"
     description = "the most uncertain pool samples under F's softmax (modAL: entropy, margin or least-confidence)"

@@ -1,30 +1,50 @@
 """The interface between the harness and a task: data, target model F, loss, metric, defaults.
 
-A task never knows a strategy; it declares the :class:`Capability` set it provides, and each
-strategy declares the capabilities it requires, so the harness can refuse a pair before any work.
+A task never knows a strategy; it declares the capabilities it provides (plain strings: the
+built-in ones are constants of :class:`Capability`, a plug-in may add its own), and each strategy
+declares the capabilities it requires, so the harness can refuse a pair before any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 
-class Capability(str, enum.Enum):
-    """Something a strategy may need and a task may provide; the value reads in error messages."""
+class Capability:
+    """The built-in capabilities: something a strategy may need and a task may provide. A
+    capability is a plain string, so a plug-in may declare its own (and describe it with
+    :func:`describe_capability` for error messages)."""
 
-    PROBABILITIES = "class probabilities from the target model"
-    EMBEDDINGS = "embeddings from the target model (F.embed)"
-    GENERATIVE = "a generative model (encoder E and generator G)"
-    SYNTHETIC_LABELS = "a labeler for synthetic inputs"
+    PROBABILITIES = "probabilities"
+    EMBEDDINGS = "embeddings"
+    GENERATIVE = "generative"
+    SYNTHETIC_LABELS = "synthetic-labels"
+    DROPOUT = "dropout"
+
+
+_DESCRIPTIONS = {
+    Capability.PROBABILITIES: "class probabilities from the target model",
+    Capability.EMBEDDINGS: "embeddings from the target model (F.embed)",
+    Capability.GENERATIVE: "a generative model (encoder E and generator G)",
+    Capability.SYNTHETIC_LABELS: "a labeler for synthetic inputs",
+    Capability.DROPOUT: "dropout layers in the target model (for Monte Carlo dropout passes)",
+}
+
+
+def describe_capability(name: str, description: str | None = None) -> str:
+    """What capability ``name`` means, as error messages say it; with ``description``, set it
+    first (a plug-in describing its own capability). An undescribed capability reads as its name."""
+    if description is not None:
+        _DESCRIPTIONS[name] = description
+    return _DESCRIPTIONS.get(name, f"the capability {name!r}")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -42,17 +62,34 @@ class Metric:
     display_scale: float = 1.0  # tables and figures show value * display_scale
 
 
+#: How F starts each round after the first: keep training it (the paper), reload the repeat's
+#: initial weights, or build a new net from a seed of its own (the same for every strategy).
+START_MODES = ("warm", "reset", "fresh")
+
+#: An optimizer: the name of a ``torch.optim`` class (any case, e.g. ``"sgd"``) or a factory
+#: ``(parameters, lr, **options) -> Optimizer``.
+OptimizerSpec = str | Callable[..., Any]
+
+
 @dataclass(frozen=True)
 class Protocol:
-    """Defaults of the progressive protocol for a task; every CLI flag can override them."""
+    """A task's progressive protocol and training recipe; every CLI flag can override them.
+
+    The recipe is the optimizer (``torch.optim`` name or factory, its learning rate ``lr`` and
+    other keyword arguments ``optimizer_options``), ``batch_size``, ``epochs`` per round and the
+    ``start`` mode (:data:`START_MODES`). A new optimizer is built whenever F is (re)initialised.
+    """
 
     initial: int  # labeled samples at round 1
     increment: int  # samples added after each round
     rounds: int  # T
     epochs: int  # training epochs per round
     batch_size: int
-    lr: float  # Adam learning rate
+    lr: float  # the optimizer's learning rate
     augment: bool = False  # train on randomly augmented batches (tasks with ``augmentation`` only)
+    optimizer: OptimizerSpec = "adam"
+    optimizer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"momentum": 0.5}
+    start: str = "warm"  # one of START_MODES
 
     def replace(self, **overrides) -> "Protocol":
         """A copy with the non-None ``overrides`` applied."""
@@ -161,12 +198,15 @@ class Task(ABC):
     description: ClassVar[str]
     metric: ClassVar[Metric]
     protocol: ClassVar[Protocol]
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDINGS})
+    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.EMBEDDINGS})
     generative: ClassVar[GenerativeSpec | AlphaGANSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
     augmentation: ClassVar[str | None] = None  # what :meth:`augment` does, for tasks that offer it
     target_label: ClassVar[str] = "label"  # what a target is, in figures
     target_scale: ClassVar[float] = 1.0  # target * target_scale is in the units of target_label
     pool_size: int | None = None  # the full pool's size when known before loading (sizes are checked early)
+    #: A folder where the task may keep what is costly to rebuild (labels, decoded data), set by
+    #: the harness (its cache folder, ``BENCH_CACHE``) before :meth:`load`; None: cache nothing.
+    cache_dir: Path | None = None
 
     @abstractmethod
     def load(self, data_root: Path, download: bool = True) -> TaskData:

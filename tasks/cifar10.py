@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from bench.paths import cache_root
 from tasks import register_task
 from tasks.base import AlphaGANSpec, Capability, Metric, Protocol, Task, TaskData, unit_images
 from tasks.cifar10_data import read_cifar10
@@ -70,7 +69,7 @@ def flip_and_crop(x: Tensor, generator: torch.Generator, padding: int = CROP_PAD
     return padded[index_b, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-@register_task("cifar10")
+@register_task
 class CIFAR10Task(Task):
     name = "cifar10"
     description = "CIFAR-10 (50k pool, 10k test), VGG-16 with BN (Table S8), alpha-GAN latent space, accuracy (%)"
@@ -82,7 +81,7 @@ class CIFAR10Task(Task):
     pool_size = 50_000
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:
-        arrays = read_cifar10(data_root, download, cache_root() / "decoded")
+        arrays = read_cifar10(data_root, download, self.cache_dir and self.cache_dir / "decoded")
         as_tensors = (torch.from_numpy(a) for a in (arrays.train_x, arrays.train_y, arrays.test_x, arrays.test_y))
         return TaskData(*as_tensors, source=arrays.source)
 

@@ -53,7 +53,7 @@ class Cifar10Arrays:
     source: str  # e.g. "official: /data/cifar-10-batches-py"
 
 
-def read_cifar10(data_root: Path, download: bool, cache_dir: Path) -> Cifar10Arrays:
+def read_cifar10(data_root: Path, download: bool, cache_dir: Path | None) -> Cifar10Arrays:
     """The first CIFAR-10 copy found under ``data_root`` (see the module docstring)."""
     root = Path(data_root)
     folder = _image_folder(root)
@@ -92,11 +92,12 @@ def read_official(root: Path, download: bool) -> Cifar10Arrays:
     return Cifar10Arrays(train_x, train_y, test_x, test_y, source=f"official: {root / OFFICIAL_FOLDER}")
 
 
-def read_image_folder(source: Path, cache_dir: Path) -> Cifar10Arrays:
-    """An ImageFolder copy (a zip file or a folder), decoded once and cached by its digest."""
-    cached = Path(cache_dir) / f"cifar10-{_digest(source)}.npz"
+def read_image_folder(source: Path, cache_dir: Path | None) -> Cifar10Arrays:
+    """An ImageFolder copy (a zip file or a folder), decoded once and cached by its digest in
+    ``cache_dir`` (None: decoded every time)."""
+    cached = None if cache_dir is None else Path(cache_dir) / f"cifar10-{_digest(source)}.npz"
     label = f"{'zip' if source.is_file() else 'folder'}: {source}"
-    if cached.exists():
+    if cached is not None and cached.exists():
         try:
             with np.load(cached) as saved:
                 return Cifar10Arrays(*(saved[k] for k in ("train_x", "train_y", "test_x", "test_y")), source=label)
@@ -106,6 +107,8 @@ def read_image_folder(source: Path, cache_dir: Path) -> Cifar10Arrays:
     arrays = {}
     for split in ("train", "test"):
         arrays[f"{split}_x"], arrays[f"{split}_y"] = _decode_split(source, split, files)
+    if cached is None:
+        return Cifar10Arrays(**arrays, source=label)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(cached.stem + ".tmp.npz")
     np.savez(tmp, **arrays)

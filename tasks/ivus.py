@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from bench.paths import cache_root
 from labelers.fem import FEMLabeler
 from tasks import register_task
 from tasks.base import Capability, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
@@ -72,13 +71,13 @@ class StressNet(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def labeler() -> FEMLabeler:
-    """The task's FEM labeler, with its on-disk cache under the bench cache folder."""
+def labeler(cache_dir: Path | None) -> FEMLabeler:
+    """The task's FEM labeler, with its on-disk cache under ``cache_dir`` (None: no cache)."""
     return FEMLabeler("mooney-rivlin", pressure_kpa=PRESSURE_KPA, pixel_mm=PIXEL_MM,
-                      cache=cache_root() / "labels" / "fem.sqlite")
+                      cache=cache_dir and cache_dir / "labels" / "fem.sqlite")
 
 
-@register_task("ivus")
+@register_task
 class IVUSTask(Task):
     name = "ivus"
     description = "synthetic IVUS wall masks -> FEM stress maps (990 pool, 210 test), Table S6 net, MSE"
@@ -97,7 +96,7 @@ class IVUSTask(Task):
         """Generate the cohort, label it (cached), and split it: the first ``pool_size`` masks form
         the pool, the rest the test set. Masks the solver rejects are left out (and logged)."""
         masks = make_cohort(self.cohort_size, seed=COHORT_SEED).masks
-        result = labeler().label_batch(masks, workers=self.workers, progress=True)
+        result = labeler(self.cache_dir).label_batch(masks, workers=self.workers, progress=True)
         if result.errors:
             log.warning("ivus: %d of %d cohort masks could not be labeled and are left out: %s",
                         len(result.errors), len(masks), next(iter(result.errors.values())))
@@ -125,7 +124,7 @@ class IVUSTask(Task):
         """Threshold generated images [B, 1, 64, 64] at 0.5 into wall masks, clean them and label
         them with the FEM solver (cached); masks it rejects come back with ``ok`` False."""
         masks = (x.detach() > 0.5).squeeze(1).cpu().numpy()
-        result = labeler().label_batch(masks, workers=self.workers, progress=False)
+        result = labeler(self.cache_dir).label_batch(masks, workers=self.workers, progress=False)
         clipped = int((result.stress > STRESS_SCALE_KPA).sum())
         if clipped:
             log.info("ivus: %d pixels of synthesized stress maps exceed %.0f kPa and are clipped to 1",

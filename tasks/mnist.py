@@ -63,7 +63,7 @@ def read_mnist(data_root: Path, download: bool) -> TaskData:
     return TaskData(as_images(train_x), train_y.long(), as_images(test_x), test_y.long())
 
 
-@register_task("mnist")
+@register_task
 class MNISTTask(Task):
     name = "mnist"
     description = "MNIST digits (60k pool, 10k test), LeNet (Table S7), accuracy (%)"

@@ -9,7 +9,7 @@ import numpy as np
 
 from strategies import STRATEGIES
 from tests.strategies.test_contract import make_context
-from tests.conftest import Blobs
+from bench.testing import Blobs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

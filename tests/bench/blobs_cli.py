@@ -11,7 +11,7 @@ from bench import cli
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS
-from tests.conftest import Blobs
+from bench.testing import Blobs
 
 
 class SlowRandom(RandomSampling):

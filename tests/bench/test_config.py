@@ -48,12 +48,11 @@ def test_auto_scoring_precision_is_bfloat16_only_where_native(monkeypatch):
 
 
 def test_bfloat16_scoring_ranks_like_float32():
-    from tests.strategies.test_contract import make_context
-    from tests.conftest import Blobs
+    from bench.testing import trained_context
 
-    ctx = make_context(Blobs())
+    ctx = trained_context()
     exact = ctx.pool_probabilities
-    ctx_bf16 = make_context(Blobs())
+    ctx_bf16 = trained_context()
     ctx_bf16.score_dtype = torch.bfloat16
     approx = ctx_bf16.pool_probabilities
     assert approx.dtype == torch.float32

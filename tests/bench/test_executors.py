@@ -16,7 +16,7 @@ from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS
 from tests.bench.test_resume import same_results
-from tests.conftest import Blobs
+from bench.testing import Blobs
 
 
 @pytest.fixture
@@ -137,6 +137,8 @@ def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_los
 
 class BlobsWithoutDataInWorkers(Blobs):
     """Blobs whose data a worker process cannot load (e.g. a node without the data root)."""
+
+    name = "blobs-no-worker-data"
 
     def load(self, data_root, download=True):
         if mp.parent_process() is not None:

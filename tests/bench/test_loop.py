@@ -7,13 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from bench.config import RunConfig, resolve_device
-from bench.loop import initial_indices, repeat_seed
+from bench.config import ConfigError, RunConfig, resolve_device
+from bench.loop import fresh_weights, initial_indices, initial_weights, repeat_seed
+from bench.plan import plan_run
 from bench.results import ROUND_COLUMNS, load_labeled
 from bench.runner import execute
+from bench.testing import Blobs
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionError, Strategy
+from tasks import TASKS
+from tasks.base import Protocol
 
 
 def blobs_config(tmp_path, name="run", **overrides) -> RunConfig:
@@ -131,11 +136,87 @@ def test_a_strategy_that_cannot_fill_a_round_is_stopped_and_the_run_goes_on(tmp_
     assert failure["error"] == "SelectionError: every candidate was rejected"
 
 
-def test_no_warm_start_retrains_from_the_initial_weights(tmp_path, blobs_task):
-    warm = pd.read_csv(execute(blobs_config(tmp_path, "warm", repeats=1)) / "rounds.csv")
-    cold = pd.read_csv(execute(blobs_config(tmp_path, "cold", repeats=1, warm_start=False)) / "rounds.csv")
-    assert warm["value"].iloc[0] == cold["value"].iloc[0]  # round 1 is the same either way
-    assert json.loads((tmp_path / "cold" / "manifest.json").read_text())["config"]["warm_start"] is False
+def starts_of_training(monkeypatch) -> list[tuple[str, dict, torch.optim.Optimizer]]:
+    """Records (strategy, F's weights, optimizer) at the start of every round's training."""
+    import bench.loop
+
+    seen, train = [], bench.loop.train_epochs
+
+    def spy(model, optimizer, *args, **kwargs):
+        seen.append(({k: v.clone() for k, v in model.state_dict().items()}, optimizer))
+        return train(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(bench.loop, "train_epochs", spy)
+    return seen
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("start", ["warm", "reset", "fresh"])
+def test_start_modes(tmp_path, blobs_task, monkeypatch, start):
+    seen = starts_of_training(monkeypatch)
+    out = execute(blobs_config(tmp_path, start, repeats=1, strategies=["random", "uncertainty"], start=start))
+    (r1, _), (r2, _), (r3, _), (u1, _), (u2, _), _ = seen  # random's 3 rounds, then uncertainty's
+    initial = initial_weights(blobs_task, repeat_seed(7, 0))
+    assert same_weights(r1, initial) and same_weights(u1, initial)  # round 1: the repeat's shared weights
+    if start == "warm":
+        assert not same_weights(r2, initial)
+    elif start == "reset":
+        assert same_weights(r2, initial) and same_weights(r3, initial)
+    else:
+        assert same_weights(r2, fresh_weights(blobs_task, repeat_seed(7, 0), 2)) and same_weights(u2, r2)
+        assert not same_weights(r2, initial) and not same_weights(r3, r2)
+    assert json.loads((out / "manifest.json").read_text())["protocol"]["start"] == start
+
+
+class SGDBlobs(Blobs):
+    """Blobs with another recipe: SGD with momentum, a fresh net every round."""
+
+    name = "sgd-blobs"
+    protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=0.05,
+                        optimizer="sgd", optimizer_options={"momentum": 0.5}, start="fresh")
+
+
+@pytest.fixture
+def sgd_blobs():
+    with TASKS.scoped():
+        TASKS.add(SGDBlobs.name, SGDBlobs)
+        yield SGDBlobs()
+
+
+def test_a_task_declares_its_training_recipe_and_flags_override_it(tmp_path, sgd_blobs, monkeypatch):
+    seen = starts_of_training(monkeypatch)
+    out = execute(blobs_config(tmp_path, "sgd", task="sgd-blobs", repeats=1))
+    optimizers = [optimizer for _, optimizer in seen]
+    assert all(type(o) is torch.optim.SGD and o.defaults["momentum"] == 0.5 and o.defaults["lr"] == 0.05
+               for o in optimizers)
+    assert len({id(o) for o in optimizers}) == 3  # a fresh net gets a fresh optimizer every round
+    protocol = json.loads((out / "manifest.json").read_text())["protocol"]
+    assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == ("sgd", {"momentum": 0.5}, "fresh")
+
+    seen.clear()
+    execute(blobs_config(tmp_path, "sgd-more", task="sgd-blobs", repeats=1, optimizer_options={"momentum": 0.9,
+                                                                                           "nesterov": True}))
+    assert seen[0][1].defaults["momentum"] == 0.9 and seen[0][1].defaults["nesterov"] is True
+    seen.clear()
+    out = execute(blobs_config(tmp_path, "adam", task="sgd-blobs", repeats=1, optimizer="AdamW", start="warm"))
+    assert type(seen[0][1]) is torch.optim.AdamW and len({id(o) for _, o in seen}) == 1  # momentum dropped
+    protocol = json.loads((out / "manifest.json").read_text())["protocol"]
+    assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == ("AdamW", {}, "warm")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"optimizer": "adamm"}, "unknown optimizer 'adamm'; torch.optim has .*adam"),
+    ({"optimizer_options": {"momentun": 0.5}}, "momentun"),
+    ({"optimizer": "sgd", "optimizer_options": {"momentum": -1}}, "momentum"),
+    ({"start": "cold"}, "unknown start mode 'cold'"),
+    ({"lr": float("nan")}, "--lr must be positive and finite"),
+])
+def test_a_bad_recipe_is_refused_before_any_work(tmp_path, blobs_task, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_run(blobs_config(tmp_path, **overrides))
 
 
 def test_outputs_and_manifest(tmp_path, blobs_task):

@@ -14,30 +14,56 @@ from strategies import STRATEGIES, list_strategies
 from tasks import TASKS, list_tasks
 
 
-def test_decorator_registers_under_the_given_name():
+def widget(name: str) -> type:
+    return type("Widget", (), {"name": name, "__module__": f"widgets.{name.replace('-', '_')}"})
+
+
+def test_the_bare_decorator_registers_a_class_under_its_own_name():
     registry = Registry("widget", entry_point_group="latent_bench.test_widgets")
 
-    @registry.register("spanner")
+    @registry.register
     class Spanner:
-        pass
+        name = "spanner"
 
     assert registry.names() == ["spanner"]
     assert registry.get("spanner") is Spanner
     assert isinstance(registry.create("spanner"), Spanner)
 
 
-def test_a_name_cannot_be_registered_twice_by_different_factories():
+def test_a_name_given_to_the_decorator_must_be_the_class_name():
     registry = Registry("widget", entry_point_group="latent_bench.test_widgets")
-    registry.add("a", dict)
-    registry.add("a", dict)  # the same factory again is harmless (re-imports)
-    with pytest.raises(ValueError, match="already registered"):
-        registry.add("a", list)
+    registry.register("spanner")(widget("spanner"))
+    with pytest.raises(ValueError, match="named 'wrench' .* registered as 'spanner'"):
+        registry.register("spanner")(widget("wrench"))
+    with pytest.raises(ValueError, match="has no `name`"):
+        registry.register(type("Nameless", (), {}))
+
+
+def test_a_name_cannot_be_registered_twice_by_different_classes():
+    registry = Registry("widget", entry_point_group="latent_bench.test_widgets")
+    first = widget("a")
+    registry.add("a", first)
+    registry.add("a", first)  # the same class again is harmless (re-imports)
+    again = widget("a")  # the same definition run again (a reloaded module, a notebook cell) replaces it
+    registry.add("a", again)
+    assert registry.get("a") is again
+    other = type("Other", (), {"name": "a", "__module__": "elsewhere"})
+    with pytest.raises(ValueError, match="already registered by widgets.a.Widget"):
+        registry.add("a", other)
 
 
 @pytest.mark.parametrize("bad", ["", " x", "a,b"])
 def test_invalid_names_are_refused(bad):
     with pytest.raises(ValueError, match="invalid widget name"):
-        Registry("widget", "latent_bench.test_widgets").add(bad, dict)
+        Registry("widget", "latent_bench.test_widgets").add(bad, widget(bad))
+
+
+def test_scoped_registrations_are_undone():
+    registry = Registry("widget", entry_point_group="latent_bench.test_widgets")
+    with registry.scoped():
+        registry.add("a", widget("a"))
+        assert "a" in registry
+    assert "a" not in registry
 
 
 def test_unknown_name_lists_the_registered_ones():
@@ -74,12 +100,20 @@ class FirstK(Strategy):
 @pytest.fixture
 def plugin_path(tmp_path: Path) -> Path:
     """A folder that looks like an installed package declaring a strategy entry point."""
-    (tmp_path / "bench_plugin.py").write_text(PLUGIN)
-    dist = tmp_path / "bench_plugin-0.1.dist-info"
+    return fake_distribution(tmp_path, "bench_plugin", PLUGIN, "first-k = bench_plugin:FirstK")
+
+
+def fake_distribution(folder: Path, module: str, source: str, entry_point: str, group: str = "latent_bench.strategies",
+                      requires: str = "numpy>=1.0") -> Path:
+    """``folder`` holding ``module``.py and the metadata of an installed distribution of it."""
+    (folder / f"{module}.py").write_text(source)
+    dist = folder / f"{module}-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[latent_bench.strategies]\nfirst-k = bench_plugin:FirstK\n")
-    return tmp_path
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n"
+                                   f"Requires-Dist: {requires}\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n{entry_point}\n")
+    (dist / "top_level.txt").write_text(f"{module}\n")
+    return folder
 
 
 def test_entry_points_of_installed_packages_are_discovered(plugin_path, monkeypatch):
@@ -87,6 +121,33 @@ def test_entry_points_of_installed_packages_are_discovered(plugin_path, monkeypa
     registry = Registry("strategy", entry_point_group="latent_bench.strategies")
     assert "first-k" in registry.names()
     assert registry.get("first-k").__name__ == "FirstK"
+    origin = registry.origin("first-k")
+    assert (origin.module, origin.distribution, origin.version, origin.requires) == \
+        ("bench_plugin", "bench-plugin", "0.1", ["numpy>=1.0"])
+
+
+def test_an_entry_point_named_unlike_its_class_is_refused(tmp_path, monkeypatch, caplog):
+    monkeypatch.syspath_prepend(str(fake_distribution(tmp_path, "lowest_plugin", PLUGIN, "lowest = lowest_plugin:FirstK")))
+    registry = Registry("strategy", entry_point_group="latent_bench.strategies")
+    assert "lowest" not in registry.names() and "first-k" not in registry.names()
+    assert "named 'first-k'" in caplog.text and "registered as 'lowest'" in caplog.text
+    with pytest.raises(UnknownNameError, match="plug-in 'lowest' failed to import .*lowest-plugin 0.1"):
+        registry.get("lowest")
+
+
+def test_a_plugin_that_fails_to_import_is_left_out_with_one_warning(tmp_path):
+    folder = fake_distribution(tmp_path, "broken_plugin", "import not_a_module_anywhere\n",
+                               "broken = broken_plugin:Broken")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "random" in result.stdout and "mnist" in result.stdout
+    assert result.stderr.count("left out the strategy plug-in 'broken' from broken-plugin 0.1") == 1
+    assert "No module named 'not_a_module_anywhere'" in result.stderr
+    assert "failed to import" in result.stdout and "broken" in result.stdout
+    run = subprocess.run([sys.executable, "-m", "bench", "run", "--task", "mnist", "--strategy", "broken"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2 and "plug-in 'broken' failed to import" in run.stderr
 
 
 def test_plugin_strategy_shows_in_bench_list(plugin_path):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from bench.loop import selection_context
 from strategies.base import SelectionContext
 from strategies.si import SamplingByInterpolation, SynthesisError
 from tasks.base import Capability, Labels, Metric, Protocol, Task
@@ -62,12 +63,10 @@ class Solver(Task):
 def context(task, strategy_latents=None, train_y=None, seed=0) -> SelectionContext:
     model = task.make_model()
     n = 0 if strategy_latents is None else len(strategy_latents)
-    return SelectionContext(
-        task=task, model=model, pool_x=torch.zeros(0, 2), labeled=np.empty(0, np.int64),
-        train_x=torch.zeros(n, 2) if strategy_latents is None else strategy_latents,
-        train_y=torch.zeros(n, 1) if train_y is None else train_y,
-        rng=np.random.default_rng(seed), round=1, batch_size=64, generative=Plane(),
-        label_inputs=task.label_inputs,
+    return selection_context(
+        task, model, torch.zeros(0, 2), np.empty(0, np.int64),
+        torch.zeros(n, 2) if strategy_latents is None else strategy_latents,
+        torch.zeros(n, 1) if train_y is None else train_y, np.random.default_rng(seed), 1, generative=Plane(),
     )
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from bench.loop import selection_context
 from strategies.base import SelectionContext
 from strategies.snn import PoolCodes, SamplingByNearestNeighbour
 from tasks.base import Capability, Metric, Protocol, Task
@@ -59,11 +60,8 @@ def index_of(x: float, y: float) -> int:
 
 def grid_context(labeled: list[int], seed: int = 0) -> SelectionContext:
     labeled = np.asarray(labeled, dtype=np.int64)
-    return SelectionContext(
-        task=Grid(), model=PushRight(), pool_x=POOL, labeled=labeled, train_x=POOL[labeled],
-        train_y=torch.ones(len(labeled), dtype=torch.long), rng=np.random.default_rng(seed), round=1,
-        batch_size=64, generative=Identity(),
-    )
+    return selection_context(Grid(), PushRight(), POOL, labeled, POOL[labeled], torch.ones(len(labeled), dtype=torch.long),
+                             np.random.default_rng(seed), 1, generative=Identity())
 
 
 def test_takes_the_pool_sample_nearest_to_the_stepped_point():

@@ -10,8 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from bench.config import ConfigError, RunConfig
 from bench.plan import plan_run
 from strategies.uncertainty import UncertaintySampling, uncertainty_scores
-from tests.strategies.test_contract import make_context
-from tests.conftest import Blobs
+from bench.testing import trained_context
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def test_unknown_measure_and_bad_shape_are_refused():
 
 
 def test_selects_the_top_k_unlabeled_by_score_ties_to_lower_index():
-    ctx = make_context(Blobs())
+    ctx = trained_context()
     picks = UncertaintySampling("margin").select(ctx, 15).indices
     unlabeled = ctx.unlabeled
     scores = uncertainty_scores(ctx.pool_probabilities[unlabeled].numpy(), "margin")
