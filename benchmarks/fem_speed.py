@@ -1,8 +1,9 @@
 """Speed of the FEM stress labeler on 64x64 vessel-wall masks.
 
-Run from the repository root: ``python benchmarks/fem_speed.py [--masks 20] [--workers 2]``.
-Prints the time per mask of the linear and the Mooney-Rivlin labeler (16 kPa), in this process
-(``label``, one core) and with ``label_batch`` over worker processes (wall-clock time / masks).
+Run from the repository root: ``python benchmarks/fem_speed.py [--masks 20] [--workers 2]
+[--backend fast]``. Prints the time per mask of the linear and the Mooney-Rivlin labeler (16 kPa),
+in this process (``label``, one core) and with ``label_batch`` over worker processes (wall-clock
+time / masks); ``--backend skfem`` times the scikit-fem reference instead.
 Targets on one core: linear <= 0.05 s, Mooney-Rivlin <= 0.5 s per mask of 1-2k wall pixels.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labelers.fem import FEMLabeler  # noqa: E402
+from labelers.fem import BACKENDS, FEMLabeler  # noqa: E402
 
 
 def vessel_masks(count: int, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -56,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--masks", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", choices=BACKENDS, default="fast")
     args = parser.parse_args()
 
     masks = vessel_masks(args.masks)
@@ -63,7 +65,7 @@ def main() -> None:
     print(f"{len(masks)} masks of 64x64, {pixels.min()}-{pixels.max()} wall pixels "
           f"(mean {pixels.mean():.0f})")
     for material in ("linear", "mooney-rivlin"):
-        labeler = FEMLabeler(material)
+        labeler = FEMLabeler(material, backend=args.backend)
         times = time_single(labeler, masks)
         print(f"{material:>14}  one process:  mean {times.mean():.3f} s  median {np.median(times):.3f} s  "
               f"max {times.max():.3f} s per mask")

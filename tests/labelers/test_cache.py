@@ -37,13 +37,13 @@ def cache(tmp_path) -> LabelCache:
 def solves(monkeypatch) -> list[int]:
     """Counts calls of the FEM solve in this process (label_batch with workers=1)."""
     calls = []
-    solve = fem._solve_wall
+    solve = fem._label_one
 
     def counting(*args, **kwargs):
         calls.append(1)
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(fem, "_solve_wall", counting)
+    monkeypatch.setattr(fem, "_label_one", counting)
     return calls
 
 
@@ -205,3 +205,21 @@ def test_label_batch_reuses_labels_from_label(tmp_path, solves):
     single = labeler.label(ring())
     batch = labeler.label_batch(np.stack([ring(), ring(9)]), workers=1, progress=False)
     assert len(solves) == 2 and np.array_equal(batch.stress[0], single)
+
+
+def test_the_default_settings_keep_the_keys_of_existing_caches():
+    """The settings of the default labeler, as labels were cached before backends existed."""
+    assert FEMLabeler().settings() == {
+        "material": "mooney-rivlin", "pressure_kpa": 16.0, "pixel_mm": 0.1, "c1_kpa": 0.138,
+        "d1_kpa": 3.833, "d2": 18.803, "bulk_ratio": 1000.0, "smoothing_sigma_px": 1.0,
+        "newton_rtol": 1e-8, "max_newton_iter": 20, "initial_load_steps": 1, "max_step_cuts": 6,
+        "fem_version": "1.0",
+    }
+
+
+def test_backends_do_not_share_cache_entries(tmp_path, solves):
+    path = tmp_path / "labels.sqlite"
+    FEMLabeler("linear", cache=path).label(ring())
+    FEMLabeler("linear", cache=path, backend="skfem").label(ring())
+    FEMLabeler("linear", cache=path, backend="skfem").label(ring())
+    assert len(solves) == 2 and len(LabelCache(path)) == 2
