@@ -8,7 +8,7 @@ import pytest
 from bench.cli import main
 from strategies import STRATEGIES
 from strategies.base import Strategy
-from tasks.base import Capability
+from tasks.base import Capability, describe_capability
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -52,7 +52,7 @@ def test_strategy_that_does_not_apply_is_refused_with_what_it_needs(capsys, tmp_
                            "--out", str(tmp_path / "o"))
     assert code == 2
     assert "does not apply to task 'mnist'" in err
-    assert Capability.SYNTHETIC_LABELS.value in err
+    assert describe_capability(Capability.SYNTHETIC_LABELS) in err
     applicable = err.split("Strategies that apply to mnist: ")[1]
     assert "random" in applicable and "coreset" in applicable and "needs-labeler" not in applicable
 

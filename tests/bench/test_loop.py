@@ -228,6 +228,12 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
     assert manifest["started"] <= manifest["finished"]
     assert manifest["repeat_seeds"] == [repeat_seed(7, 0), repeat_seed(7, 1)]
     assert manifest["protocol"]["initial"] == 20
+    assert (manifest["protocol"]["optimizer"], manifest["protocol"]["start"]) == ("adam", "warm")
+    provided = manifest["provided_by"]
+    assert provided["strategies"]["random"]["module"] == "strategies.random"
+    assert provided["strategies"]["random"]["distribution"] == "latent-bench"
+    assert provided["strategies"]["random"]["version"]
+    assert provided["task"]["module"] == "bench.testing"
     assert manifest["device"]["device"] == str(resolve_device("auto"))
     assert manifest["versions"]["torch"]
     assert "commit" in (manifest["git"] or {"commit": None})

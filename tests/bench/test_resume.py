@@ -151,7 +151,7 @@ def test_checkpoints_hold_plain_state_and_are_kept_when_asked(tmp_path, blobs_ta
 
 def test_resume_refuses_flags_that_contradict_the_manifest(tmp_path, blobs_task, capsys):
     out = tmp_path / "run"
-    execute(RunConfig(task="blobs", strategies=["random"], rounds=3, out=out, quiet=True))
+    execute(RunConfig(task="blobs", strategies=["random"], rounds=3, seed=3, out=out, quiet=True))
     assert main(["run", "--resume", str(out)]) == 2
     assert "already complete; nothing to do" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
@@ -161,8 +161,10 @@ def test_resume_refuses_flags_that_contradict_the_manifest(tmp_path, blobs_task,
     assert "--resume" in capsys.readouterr().err
     assert main(["run", "--resume", str(out), "--rounds", "5"]) == 2
     assert "contradicts" in capsys.readouterr().err
-    assert main(["run", "--resume", str(out), "--no-warm-start"]) == 2  # a falsy value contradicts too
-    assert "warm-start False contradicts" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--seed", "0"]) == 2  # a falsy value contradicts too
+    assert "seed 0 contradicts" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--start", "fresh"]) == 2
+    assert "start 'fresh' contradicts" in capsys.readouterr().err
     manifest["device"]["device"] = "cuda"  # the run resolved its device as cuda: a resume keeps it
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert main(["run", "--resume", str(out)]) == 2

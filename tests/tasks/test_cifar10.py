@@ -14,6 +14,7 @@ from PIL import Image
 
 import tasks.cifar10_data as cifar10_data
 from bench.cli import main
+from bench.paths import cache_root
 from tasks.base import DataNotFoundError
 from tasks.cifar10 import CIFAR10Task, VGG16BN, flip_and_crop
 from tasks.cifar10_data import CLASSES, CorruptDataError, read_cifar10
@@ -138,7 +139,9 @@ def test_a_broken_official_release_is_not_silently_replaced(tmp_path, small_per_
 
 
 def test_reads_the_shared_jpeg_copy(cifar_root):
-    data = CIFAR10Task().load(cifar_root, download=False)
+    task = CIFAR10Task()
+    task.cache_dir = cache_root()  # as the harness gives it (the decoded arrays are cached there)
+    data = task.load(cifar_root, download=False)
     assert data.pool_x.shape == (50000, 3, 32, 32) and data.test_x.shape == (10000, 3, 32, 32)
     assert data.pool_x.dtype == torch.uint8
     assert torch.bincount(data.pool_y).tolist() == [5000] * 10

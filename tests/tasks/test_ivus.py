@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ from torch import nn
 
 import labelers.fem as fem
 from bench.cli import main
+from bench.paths import cache_root
 from tasks import TASKS
 from tasks.ivus import STRESS_SCALE_KPA, IVUSTask, StressNet, scale_stress
 
@@ -37,9 +37,19 @@ def test_stress_is_scaled_by_the_fixed_scale_and_clipped():
                                [0.0, 30.0 / STRESS_SCALE_KPA, 1.0, 1.0])
 
 
+class SmallIVUS(IVUSTask):
+    """The IVUS task on a small cohort, caching its labels where the harness would."""
+
+    name = "ivus-small"
+
+    def __init__(self) -> None:
+        super().__init__(**SMALL)
+        self.cache_dir = cache_root()
+
+
 @pytest.fixture(scope="module")
 def small_data():
-    return IVUSTask(**SMALL).load()
+    return SmallIVUS().load()
 
 
 def test_small_cohort_is_split_into_pool_and_test(small_data):
@@ -54,7 +64,7 @@ def test_labels_are_cached_so_a_second_load_solves_nothing(small_data, monkeypat
     solves = []
     original = fem._label_one
     monkeypatch.setattr(fem, "_label_one", lambda *a: solves.append(1) or original(*a))
-    again = IVUSTask(**SMALL).load()
+    again = SmallIVUS().load()
     assert solves == []
     assert torch.equal(again.pool_y, small_data.pool_y)
 
@@ -72,7 +82,7 @@ def test_metric_is_mse_of_normalised_maps_with_rmse_in_kpa():
 def test_synthesized_images_are_thresholded_cleaned_and_labeled(small_data):
     good = small_data.pool_x[:2] * 0.8 + 0.05  # soft images of two valid walls
     blank = torch.zeros(1, 1, 64, 64)
-    labels = IVUSTask(**SMALL).label_inputs(torch.cat([good, blank]))
+    labels = SmallIVUS().label_inputs(torch.cat([good, blank]))
     assert labels.ok.tolist() == [True, True, False]
     assert "empty" in labels.errors[2]
     assert torch.equal(labels.inputs[:2], small_data.pool_x[:2])
@@ -81,7 +91,7 @@ def test_synthesized_images_are_thresholded_cleaned_and_labeled(small_data):
 
 @pytest.mark.slow
 def test_random_si_and_snn_run_end_to_end_on_a_small_cohort(tmp_path, small_data):
-    TASKS.add("ivus-small", functools.partial(IVUSTask, **SMALL))
+    TASKS.add("ivus-small", SmallIVUS)
     try:
         args = ["run", "--task", "ivus-small", "--strategy", "random,si,snn", "--initial", "10",
                 "--increment", "10", "--rounds", "3", "--epochs", "3", "--quiet", "--out", str(tmp_path / "run")]
