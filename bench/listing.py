@@ -31,7 +31,7 @@ def listing() -> str:
                          f"--generative-option KEY=VALUE): {settings}")
     lines += ["", "strategies:"]
     lines += [f"  {name:<{width}}  {cls.description}" for name, cls in strategies.items()]
-    lines += ["", "which strategy applies to which task (x = applies, - = needs what the task lacks):"]
+    lines += ["", "which strategy applies to which task (x = applies, - = refused: it needs what the task lacks):"]
     lines.append(f"  {'':<{width}}  " + "  ".join(f"{t:^{max(len(t), 3)}}" for t in tasks))
     for name, cls in strategies.items():
         cells = ["-" if cls.refuses(task) else "x" for task in tasks.values()]

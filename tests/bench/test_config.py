@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,11 @@ def test_cuda_runs_are_reproducible_unless_asked_otherwise(monkeypatch):
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.benchmark = before[1]
+
+
+def test_a_manifest_from_before_start_modes_resumes_with_the_same_start():
+    saved = asdict(RunConfig(task="mnist", strategies=["random"]))
+    for old, start in ((True, None), (False, "reset")):
+        legacy = {k: v for k, v in saved.items() if k not in ("start", "optimizer", "optimizer_options")}
+        legacy["warm_start"] = old
+        assert RunConfig.from_manifest(json.loads(json.dumps(legacy, default=str))).start == start
