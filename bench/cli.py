@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +19,14 @@ from bench.config import ConfigError, Execution, RunConfig
 from bench.paths import default_data_root
 
 EXIT_USAGE = 2
+
+
+def finite_float(text: str) -> float:
+    """A float flag's value: NaN and infinities are refused (exit 2)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number (got {text})")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -34,7 +45,7 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--increment", type=int, help="samples added after each round")
     g.add_argument("--epochs", type=int, help="training epochs per round")
     g.add_argument("--batch-size", type=int, help="mini-batch size")
-    g.add_argument("--lr", type=float, help="the optimizer's learning rate")
+    g.add_argument("--lr", type=finite_float, help="the optimizer's learning rate")
     g.add_argument("--optimizer", help="a torch.optim optimizer by name, e.g. sgd, adamw (default: the task's, "
                                        "Adam for the built-in tasks); another one drops the task's optimizer options")
     g.add_argument("--optimizer-option", action="append", default=[], metavar="KEY=VALUE",
@@ -73,7 +84,7 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
 def add_strategy_args(parser: argparse.ArgumentParser) -> None:
     """Strategy options: common ones as flags, any other as ``--option [STRATEGY.]KEY=VALUE``."""
     g = parser.add_argument_group("strategy options")
-    g.add_argument("--alpha", type=float, help="snn, si: latent step size along the normalised gradient")
+    g.add_argument("--alpha", type=finite_float, help="snn, si: latent step size along the normalised gradient")
     g.add_argument("--latent-dim", type=int, help="latent dimension of the task's generative model")
     g.add_argument("--generative-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the task's generative model, e.g. epochs=2 (a short schedule), "
@@ -110,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'pip install "latent-bench[ray]")')
     g.add_argument("--ray-address", help="the Ray cluster to join (auto: the one `ray start` made this machine "
                                          "part of); default: start a local one")
-    g.add_argument("--cpus-per-job", type=float, help="Ray: CPUs per unit (default: its --threads)")
-    g.add_argument("--gpus-per-job", type=float,
+    g.add_argument("--cpus-per-job", type=finite_float, help="Ray: CPUs per unit (default: its --threads)")
+    g.add_argument("--gpus-per-job", type=finite_float,
                    help="Ray: GPUs per unit, fractions share one, e.g. 0.25 (default: 1 on --device cuda, else 0)")
     g.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes")
@@ -121,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild table.csv, table.md and curves.png from rounds.csv")
     report.add_argument("runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task)")
     report.add_argument("--out", type=Path, help="where to write (default: the single run folder)")
-    report.add_argument("--target", type=float,
+    report.add_argument("--target", type=finite_float,
                         help="the metric value whose labels-to-reach each strategy needs, in the units the tables "
                              "show (default: random's final mean)")
     report.add_argument("--paper", action="store_true", help="print the paper's Table 1 rows beside the measured ones")
@@ -136,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_figure_args(traj)
     traj.add_argument("--paths", type=positive_int, default=6, help="trajectories drawn")
     traj.add_argument("--steps", type=positive_int, default=8, help="steps per trajectory")
-    traj.add_argument("--alpha", type=float, default=0.5, help="latent step size")
+    traj.add_argument("--alpha", type=finite_float, default=0.5, help="latent step size")
     traj.add_argument("--initial", type=positive_int, default=500, help="labeled samples F is trained on")
 
     check = sub.add_parser("check", help="the regression check on small subsets (CI): run the committed grid "
@@ -212,6 +223,8 @@ def parse_options(items: list[str], flag: str = "--option") -> dict[str, object]
                 break
             except ValueError:
                 pass
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{flag} {item!r}: not a finite number; give a finite value")
         options[key] = value
     return options
 
@@ -284,11 +297,33 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from bench.report import ReportError
-    from tasks.base import DataNotFoundError
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so a run ends as honestly as on Ctrl-C."""
 
+
+def _terminate(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _main(args, argv)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """The command in ``args``; bad input exits 2, Ctrl-C and SIGTERM 130."""
+    from bench.report import ReportError
+    from tasks.base import DataError
+
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s")
     try:
@@ -330,7 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.task is None:
                 raise ConfigError("--task is required")
             print(perf(run_config(args)))
-    except (ConfigError, DataNotFoundError, ReportError) as err:
+    except (ConfigError, DataError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as err:
+        print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0

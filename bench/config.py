@@ -19,6 +19,24 @@ class ConfigError(ValueError):
     """A run that cannot work as configured; the message names the problem and the fix."""
 
 
+#: Upper bounds of integer settings: beyond them a value is a typo, not a plan (a billion torch
+#: threads or repeats would exhaust the machine before any message could say why).
+LIMITS = {"rounds": 10_000, "epochs": 100_000, "batch_size": 2**24, "repeats": 10_000, "threads": 1024,
+          "latent_dim": 4096, "seed": 2**63 - 1, "jobs": 1024}
+
+
+def check_limit(name: str, value: int | None) -> None:
+    """Refuse ``value`` of setting ``name`` above :data:`LIMITS` (None passes)."""
+    if value is not None and value > LIMITS[name]:
+        raise ConfigError(f"--{name.replace('_', '-')} {value} is out of range: at most {LIMITS[name]}")
+
+
+def check_finite(flag: str, value: Any) -> None:
+    """Refuse a float that is NaN or infinite (a typo or an overflow, never a setting)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag} {value}: not a finite number; give a finite value")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run; ``None`` protocol fields take the task's defaults."""
@@ -96,6 +114,7 @@ class Execution:
     def check(self) -> None:
         if self.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1 (got {self.jobs})")
+        check_limit("jobs", self.jobs)
         if self.executor not in EXECUTORS:
             raise ConfigError(f"unknown --executor {self.executor!r}; use {' or '.join(EXECUTORS)}")
         if self.executor != "ray":
@@ -151,6 +170,10 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
     for name in ("rounds", "initial", "epochs", "batch_size"):
         if getattr(protocol, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(protocol, name)})")
+    for name in ("rounds", "epochs", "batch_size"):
+        check_limit(name, getattr(protocol, name))
+    for key, value in protocol.optimizer_options.items():
+        check_finite(f"--optimizer-option {key}=", value)
     if protocol.increment < 1 and protocol.rounds > 1:
         raise ConfigError(f"--increment must be at least 1 when --rounds is more than 1 (got {protocol.increment})")
     if not (math.isfinite(protocol.lr) and protocol.lr > 0):

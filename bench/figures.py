@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.training import train_epochs
+from bench.training import make_optimizer, train_epochs
 from strategies.latent import encode_in_batches, harder_points
 from strategies.snn import PoolCodes
 from tasks.base import Task, TaskData, unit_images
@@ -118,7 +118,8 @@ def trajectory_figure(
     model = task.make_model()
     labeled = rng.choice(len(data.pool_x), size=initial, replace=False)
     index = torch.as_tensor(labeled)
-    optimizer = torch.optim.Adam(model.parameters(), lr=task.protocol.lr)
+    recipe = task.protocol
+    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.optimizer_options)
     train_epochs(model, optimizer, task.loss, data.pool_x[index], data.pool_y[index], epochs,
                  task.protocol.batch_size, torch.Generator().manual_seed(seed))
     paths = trajectories(task, data, vae, model, labeled[:n_paths], steps, alpha, rng)

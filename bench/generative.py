@@ -142,9 +142,14 @@ def load_or_train_at(
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(saved["state_dict"])
-            log.info("loaded the cached generative model %s (final reconstruction loss %.4g)", path, saved["final_loss"])
-            return model.to(pool_x.device).eval().requires_grad_(False)
+            problem = integrity_problem(saved)
+            if problem is None:
+                model.load_state_dict(saved["state_dict"])
+                log.info("loaded the cached generative model %s (final reconstruction loss %.4g)", path,
+                         saved["final_loss"])
+                return model.to(pool_x.device).eval().requires_grad_(False)
+            log.warning("cached generative model %s fails its integrity check (%s); retraining and replacing it",
+                        path, problem)
         except Exception as err:  # corrupt or stale file: retrain and replace it
             log.warning("cached generative model %s is unreadable (%s); retraining", path, err)
     start = time.perf_counter()
@@ -156,16 +161,43 @@ def load_or_train_at(
     else:
         model, final = train_vae(pool_x, spec, seed, progress)
     log.info("trained %s in %.0f s: final reconstruction loss %.4g", path.name, time.perf_counter() - start, final)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "final_loss": final,
-                "spec": dataclasses.asdict(spec), "seed": seed, **extra}, tmp)
-    tmp.replace(path)
-    if isinstance(spec, AlphaGANSpec):
-        path.with_suffix(".json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "seed": seed,
-                                                         "losses_per_epoch": extra["history"]}, indent=1))
-        sample_grid(model, pool_x, path.with_suffix(".png"), seed)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": state, "checksum": weights_digest(state), "final_loss": final,
+                    "spec": dataclasses.asdict(spec), "seed": seed, **extra}, tmp)
+        tmp.replace(path)
+        if isinstance(spec, AlphaGANSpec):
+            path.with_suffix(".json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "seed": seed,
+                                                             "losses_per_epoch": extra["history"]}, indent=1))
+            sample_grid(model, pool_x, path.with_suffix(".png"), seed)
+    except OSError as err:  # a read-only or full cache: the run goes on with the model in memory
+        log.warning("could not cache the trained generative model in %s (%s); going on without caching it",
+                    path.parent, err.strerror or err)
     return model
+
+
+def weights_digest(state_dict: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes (the cache's integrity check)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name} {value.dtype} {tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def integrity_problem(saved: dict) -> str | None:
+    """Why a cached model must not be used (a checksum that does not match its weights, or
+    weights that are not finite), or None. Files from before checksums are checked for finiteness."""
+    state = saved["state_dict"]
+    if "checksum" in saved and saved["checksum"] != weights_digest(state):
+        return "its weights do not match their checksum"
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        return f"non-finite weights in {', '.join(bad[:3])}"
+    return None
 
 
 def to_bytes(model: nn.Module) -> bytes:

@@ -35,6 +35,11 @@ class StrategyError(RuntimeError):
     """A strategy broke its contract (wrong count, duplicate or already-labeled indices)."""
 
 
+class TrainingDiverged(RuntimeError):
+    """F's weights are no longer finite after a round's training (e.g. a learning rate far too
+    large); the unit stops rather than report chance-level numbers as results."""
+
+
 def repeat_seed(seed: int, repeat: int) -> int:
     """The seed of repeat ``repeat`` of a run seeded ``seed`` (a 31-bit integer)."""
     return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0] >> 1)
@@ -302,6 +307,9 @@ class UnitState:
         timer.timed("train", train_epochs, self.model, self.optimizer, task.loss, training.x, training.y,
                     protocol.epochs, protocol.batch_size, self.shuffle,
                     task.augment if protocol.augment else None, plan.train_dtype)
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDiverged(f"training diverged in round {t}: F's weights are not finite (optimizer "
+                                   f"{protocol.optimizer}, lr {protocol.lr:g}); lower --lr")
         outputs = timer.timed("eval", predict, self.model, self.data.test_x)
         scores = timer.timed("eval", task.scores, outputs, self.data.test_y)
         seconds = timer.take()

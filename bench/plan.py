@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from typing import Any
 
 import torch
 
-from bench.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
+from bench.config import (ConfigError, RunConfig, check_finite, check_limit, check_protocol, resolve_device,
+                          resolve_score_dtype)
 from bench.alphagan import LAYOUTS
 from bench.generative import cache_path, load_or_train_at
 from bench.paths import cache_root
@@ -21,7 +23,10 @@ from bench.registry import UnknownNameError
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
-from tasks.base import AlphaGANSpec, Capability, GenerativeSpec, Protocol, Task, TaskData
+from tasks.base import AlphaGANSpec, Capability, DataError, GenerativeSpec, Protocol, Task, TaskData
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,7 +71,10 @@ def strategy_settings(cls: type[Strategy], options: dict[str, Any]) -> dict[str,
 def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> None:
     """Refuse options no chosen strategy accepts, and values a strategy's constructor rejects."""
     for key in options:
-        scope, _, name = key.rpartition(".")
+        scope, dot, name = key.rpartition(".")
+        if not name or (dot and not scope):
+            raise ConfigError(f"option {key!r}: write KEY=VALUE (every chosen strategy that accepts it) or "
+                              f"STRATEGY.KEY=VALUE (one strategy)")
         owners = [c for c in strategies if (not scope or c.name == scope) and name in inspect.signature(c).parameters]
         if not owners:
             known = sorted({f"{c.name}.{p}" for c in strategies for p in inspect.signature(c).parameters})
@@ -85,6 +93,18 @@ def applicable_strategies(task: Task) -> list[str]:
     return [name for name in STRATEGIES.names() if STRATEGIES.get(name).refuses(task) is None]
 
 
+def check_cache_folder(root: Path) -> None:
+    """Refuse a cache folder that cannot be created; warn when it is read-only (cached models
+    and labels are then read, and nothing new is kept)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"the cache folder {root} cannot be created ({err.strerror or err}); point BENCH_CACHE "
+                          f"at a folder you can write to") from None
+    if not os.access(root, os.W_OK):
+        log.warning("the cache folder %s is read-only: what is cached there is used, nothing new is kept", root)
+
+
 def create_task(name: str) -> Task:
     """The registered task ``name``, given the harness's cache folder (the one place a run's
     task is made); an unknown name raises ConfigError listing the known ones."""
@@ -100,6 +120,10 @@ def plan_run(config: RunConfig) -> Plan:
     """Check a configuration before any work; raise ConfigError naming the problem and fix.
     Applies ``--threads`` to torch, so that everything after runs with it."""
     task = create_task(config.task)
+    task.progress = not config.quiet
+    if config.threads is not None:
+        task.workers = config.threads  # the task's own processes (e.g. FEM labeling) stay within --threads
+    check_cache_folder(cache_root())
     names = config.strategies
     if names == ["all"]:
         names = applicable_strategies(task)
@@ -122,6 +146,12 @@ def plan_run(config: RunConfig) -> Plan:
         strategies.append(cls)
     if config.latent_dim is not None and config.latent_dim < 1:
         raise ConfigError(f"--latent-dim must be at least 1 (got {config.latent_dim})")
+    for name in ("latent_dim", "repeats", "threads", "seed"):
+        check_limit(name, getattr(config, name))
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {config.threads})")
+    for key, value in {**config.strategy_options, **config.generative_options}.items():
+        check_finite(f"option {key}=", value)
     if config.repeats < 1:
         raise ConfigError(f"--repeats must be at least 1 (got {config.repeats})")
     if config.subset is not None and config.subset < 1:
@@ -214,4 +244,23 @@ def load_data(plan: Plan) -> TaskData:
                               f"({len(data.pool_x)} samples); lower it")
         data = data.subset(subset, torch.Generator().manual_seed(plan.config.seed))
     check_protocol(plan.protocol, len(data.pool_x), f"the {plan.task.name} pool")
+    check_labels(plan.task, data)
     return data.to(plan.device)
+
+
+def check_labels(task: Task, data: TaskData) -> None:
+    """A classifier's targets are int64 class indices its model can output; refuse others
+    before any training (they would fail deep inside a loss with a bare IndexError)."""
+    if Capability.PROBABILITIES not in task.capabilities:
+        return
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        classes = task.make_model().eval()(data.pool_x[:1]).shape[1]
+    where = f" ({data.source})" if data.source else ""
+    for part, labels in (("pool", data.pool_y), ("test", data.test_y)):
+        if labels.dtype != torch.int64:
+            raise DataError(f"the {task.name} data{where}: {part} labels are {labels.dtype}, not int64 class indices")
+        bad = (labels < 0) | (labels >= classes)
+        if bad.any():
+            at = int(bad.nonzero()[0])
+            raise DataError(f"the {task.name} data{where}: {part} sample {at} has label {int(labels[at])}, but the "
+                            f"model has {classes} classes (0-{classes - 1}); fix or remove that sample")

@@ -146,8 +146,9 @@ class Registry(Generic[T]):
                 raise UnknownNameError(f"the {self.kind} plug-in {name!r} failed to import and was left "
                                        f"out {self.broken[name]}; fix or uninstall it") from None
             known = ", ".join(self.names()) or "(none)"
+            plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; registered {self.kind}s: {known} "
+                f"unknown {self.kind} {name!r}; registered {plural}: {known} "
                 f"(run `python -m bench list`)"
             ) from None
 

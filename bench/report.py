@@ -58,8 +58,13 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
             raise ReportError(f"{csv_path} lacks the columns {', '.join(missing)}: is it a rounds.csv?")
         if frame.empty:
             raise ReportError(f"{csv_path} has no rows yet: no round of the run has finished")
-        if not pd.api.types.is_numeric_dtype(frame["value"]) or not pd.api.types.is_numeric_dtype(frame["n_labeled"]):
-            raise ReportError(f"{csv_path} has values or sizes that are not numbers: is it a rounds.csv?")
+        for column in ("value", "n_labeled", "round", "repeat", "seed"):
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            bad = numbers.isna() & frame[column].notna()
+            if bad.any():
+                line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
+                raise ReportError(f"{csv_path} line {line}: {column} {frame[column][bad].iloc[0]!r} is not a number; "
+                                  f"fix or remove that row")
         frames.append(frame)
     rounds = pd.concat(frames, ignore_index=True)
     for column in ("task", "metric"):
@@ -71,8 +76,8 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
     duplicated = rounds.duplicated(["strategy", "seed", "repeat", "round"])
     if duplicated.any():
         row = rounds[duplicated].iloc[0]
-        raise ReportError(f"duplicate rows for strategy {row.strategy!r}, seed {row.seed}, repeat {row.repeat}, "
-                          f"round {row['round']}: the inputs overlap (pass each run once)")
+        raise ReportError(f"duplicate rows for strategy {row['strategy']!r}, seed {row['seed']}, repeat "
+                          f"{row['repeat']}, round {row['round']}: the inputs overlap (pass each run once)")
     return rounds
 
 
@@ -119,11 +124,12 @@ def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
 
 
 def unfinished(folder: Path) -> str | None:
-    """For a run folder whose manifest says it has not finished (``running`` or ``interrupted``):
+    """For a run folder whose manifest says it has not finished (``running``, ``interrupted`` or
+    ``failed``):
     how many of its units and rounds are missing, and how to go on. None for a finished run."""
     folder = Path(folder)
     manifest = _manifest(folder)
-    if not manifest or manifest.get("status") not in ("running", "interrupted") or "units" not in manifest:
+    if not manifest or manifest.get("status") not in ("running", "interrupted", "failed") or "units" not in manifest:
         return None
     csv_path = folder / "rounds.csv"
     rows = read_rounds_csv(csv_path) if csv_path.exists() and csv_path.stat().st_size else pd.DataFrame()

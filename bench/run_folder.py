@@ -2,8 +2,10 @@
 
 Units report events (:mod:`bench.units`); :class:`RunFolder` turns them into files as they
 arrive. The manifest lists every unit with its status (``pending``, ``running``, ``complete``,
-``failed``) and rounds done; the run's ``status`` is ``running``, ``interrupted`` (a resume found
-it stopped), ``complete`` or ``complete with failures``. Each unit saves a checkpoint after every
+``failed``) and rounds done; the run's ``status`` is ``running``, ``interrupted`` (stopped by
+Ctrl-C or SIGTERM, or found stopped by a resume), ``failed`` (the driver itself failed; the
+manifest's ``error`` says why), ``complete`` or ``complete with failures``. A run owns its folder:
+:class:`FolderLock` keeps a second run (or resume) out while it is alive. Each unit saves a checkpoint after every
 round (``checkpoints/<strategy>-r<repeat>.pt``), removed when it finishes unless kept.
 
 A unit that starts again from a checkpoint recomputes rounds whose rows were already written
@@ -15,11 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
+import traceback
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: folders are not locked
+    fcntl = None
+
 from bench.checkpoint import write_atomic
+from bench.config import ConfigError
 from bench.manifest import now
 from bench.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
 from bench.units import Checkpointed, Event, Failed, Finished, RoundFinished, Started, Unit
@@ -27,6 +38,37 @@ from bench.units import Checkpointed, Event, Failed, Finished, RoundFinished, St
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
+
+
+class FolderLock:
+    """This process's exclusive claim on a run folder: an ``flock`` on ``<out>/.lock`` (which
+    names the holder), held until :meth:`release` or the process ends, however it ends. A
+    second claim while it is held raises ConfigError. (Without ``fcntl``, nothing is locked.)"""
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out) / LOCK
+        try:
+            self._file = open(self.path, "a+")
+        except OSError as err:
+            raise ConfigError(f"cannot write to {out} ({err.strerror or err}); choose a folder you can write to") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._file.seek(0)
+                holder = self._file.read().strip() or "another process"
+                self._file.close()
+                raise ConfigError(f"{out} is in use by another run ({holder}); wait for it to end, or choose "
+                                  f"another folder") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        """Give the folder up (the lock file stays, empty of meaning, for the next claim)."""
+        self._file.close()
 
 
 class RunFolder:
@@ -132,15 +174,28 @@ class RunFolder:
             if folder.exists() and not any(folder.iterdir()):
                 shutil.rmtree(folder)
 
-    def finish(self) -> None:
-        """Close the rows and mark the run complete (with failures, when a unit failed)."""
+    def finish(self, error: BaseException | None = None) -> None:
+        """Close the rows and mark the run: ``failed`` (with ``error``) when the driver failed,
+        ``interrupted`` when stopped by Ctrl-C or SIGTERM or when a unit never ended (a resume
+        goes on), else ``complete`` (with failures, when a unit failed)."""
         self.writer.close()
         self.labeled.save(compressed=True)
         states = [u["status"] for u in self.manifest["units"].values()]
-        if any(state not in ("complete", "failed") for state in states):
-            status = "interrupted"  # an executor stopped before every unit ended: a resume goes on
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):  # stopped from outside, not broken: resumable
+            status = "interrupted"
+            by = str(error) or ("Ctrl-C" if isinstance(error, KeyboardInterrupt) else "exit")
+            self.manifest.setdefault("interruptions", []).append({"at": now(), "by": by})
+        elif error is not None:
+            status = "failed"
+            self.manifest["error"] = {"error": f"{type(error).__name__}: {error}",
+                                      "traceback": traceback.format_exception(error)[-3:]}
+        elif any(state not in ("complete", "failed") for state in states):
+            status = "interrupted"
         else:
             status = "complete with failures" if "failed" in states else "complete"
+        for unit in self.manifest["units"].values():
+            if unit["status"] == "running":
+                unit["status"] = "interrupted"
         self.manifest.update(status=status, finished=now())
         self.save_manifest()
 

@@ -20,15 +20,16 @@ from bench.manifest import command_line, now, start_manifest
 from bench.plan import Plan, generative_model, load_data, plan_run
 from bench.report import write_report
 from bench.results import MetricInfo, read_rounds_csv, sort_rows
-from bench.run_folder import RunFolder
+from bench.run_folder import LOCK, FolderLock, RunFolder
 from bench.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
 log = logging.getLogger(__name__)
 
 
-def prepare_out(out: Path | None, task: str) -> Path:
-    """Create the output folder (default: a new one under ``results/runs/``) and check it is
-    writable and holds no earlier run."""
+def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
+    """Create and claim the output folder (default: a new one under ``results/runs/``): it must
+    be writable, and empty or new (an earlier run is continued with --resume, anything else is
+    not overwritten). The claim keeps a second run out until this one ends."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("results") / "runs" / f"{task}-{stamp}"
@@ -37,18 +38,23 @@ def prepare_out(out: Path | None, task: str) -> Path:
             out = out.with_name(f"{task}-{stamp}-{suffix}")
             suffix += 1
     out = Path(out)
-    if (out / "rounds.csv").exists() or (out / "manifest.json").exists():
-        raise ConfigError(f"--out {out} already holds a run; choose a new folder, or continue it with "
-                          f"python -m bench run --resume {out}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as err:
         raise ConfigError(f"cannot write to --out {out} ({err.strerror or err}); "
                           f"choose a folder you can write to") from None
-    return out
+    lock = FolderLock(out)
+    if (out / "rounds.csv").exists() or (out / "manifest.json").exists():
+        lock.release()
+        raise ConfigError(f"--out {out} already holds a run; choose a new folder, or continue it with "
+                          f"python -m bench run --resume {out}")
+    if any(p.name != LOCK for p in out.iterdir()):
+        lock.release()
+        raise ConfigError(f"--out {out} is not empty and holds no run (nothing there is overwritten); "
+                          f"choose a new or empty folder")
+    return out, lock
 
 
 def with_threads(config: RunConfig, execution: Execution) -> RunConfig:
@@ -74,18 +80,22 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
     execution = execution or Execution()
     execution.check()
     plan = plan_run(with_threads(config, execution))
-    out = prepare_out(config.out, plan.task.name)
+    out, lock = prepare_out(config.out, plan.task.name)
     try:
-        data = load_data(plan)
-    except BaseException:
-        if not any(out.iterdir()):
-            out.rmdir()
-        raise
-    seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
-    sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
-    manifest = start_manifest(plan, seeds, sizes)
-    folder = RunFolder.create(out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints)
-    run_units(plan, data, folder, execution)
+        try:
+            data = load_data(plan)
+        except BaseException:  # nothing was written: leave no folder behind
+            (out / LOCK).unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+            raise
+        seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
+        sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
+        manifest = start_manifest(plan, seeds, sizes)
+        folder = RunFolder.create(out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints)
+        run_units(plan, data, folder, execution)
+    finally:
+        lock.release()
     return out
 
 
@@ -101,9 +111,17 @@ def resume(folder: Path, execution: Execution | None = None, given: dict | None 
     execution = execution or Execution()
     execution.check()
     folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
+    if not (folder / "manifest.json").is_file():
         raise ConfigError(f"--resume {folder}: no manifest.json there; pass the folder of a run")
+    lock = FolderLock(folder)
+    try:
+        return _resume(folder, lock, execution, given)
+    finally:
+        lock.release()
+
+
+def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | None) -> Path:
+    manifest_path = folder / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
         config = RunConfig.from_manifest(manifest["config"])
@@ -160,7 +178,21 @@ def executor_for(plan: Plan, data, generative, execution: Execution):
 
 
 def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None:
-    """Run the folder's unfinished units with ``execution``, then write the tables and figure."""
+    """Run the folder's unfinished units with ``execution``, then write the tables and figure.
+    However it ends (done, an error, Ctrl-C or SIGTERM), the manifest says how."""
+    error = None
+    try:
+        _run_units(plan, data, folder, execution)
+    except BaseException as err:
+        error = err
+        if isinstance(err, KeyboardInterrupt):
+            log.warning("interrupted; go on with: python -m bench run --resume %s", folder.out)
+        raise
+    finally:
+        folder.finish(error)
+
+
+def _run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None:
     config, protocol = plan.config, plan.protocol
     generative, generative_file = generative_model(plan, data)
     manifest = folder.manifest
@@ -197,12 +229,9 @@ def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None
     finally:
         bar.close()
         folder.close()
-    try:
-        sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
-        rows = read_rounds_csv(folder.out / "rounds.csv")
-        if rows.empty:
-            log.warning("no unit finished a round: no tables or figure to write")
-        else:
-            write_report(rows, folder.out, MetricInfo.of(plan.task.metric))
-    finally:
-        folder.finish()
+    sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
+    rows = read_rounds_csv(folder.out / "rounds.csv")
+    if rows.empty:
+        log.warning("no unit finished a round: no tables or figure to write")
+    else:
+        write_report(rows, folder.out, MetricInfo.of(plan.task.metric))

@@ -47,7 +47,12 @@ def describe_capability(name: str, description: str | None = None) -> str:
     return _DESCRIPTIONS.get(name, f"the capability {name!r}")
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataError(ValueError):
+    """A task's data cannot be used as they are (e.g. a label out of range); the message names
+    the file and the fix."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
     """A task's data is missing; the message says where the task looked and how to provide it."""
 
 
@@ -207,6 +212,11 @@ class Task(ABC):
     #: A folder where the task may keep what is costly to rebuild (labels, decoded data), set by
     #: the harness (its cache folder, ``BENCH_CACHE``) before :meth:`load`; None: cache nothing.
     cache_dir: Path | None = None
+    #: CPU processes the task may start beside torch (e.g. a labeler's worker pool), set by the
+    #: harness from ``--threads``; None: as many as the machine has cores.
+    workers: int | None = None
+    #: Whether the task may show progress bars (the harness sets False for ``--quiet``).
+    progress: bool = True
 
     @abstractmethod
     def load(self, data_root: Path, download: bool = True) -> TaskData:

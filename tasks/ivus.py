@@ -96,7 +96,7 @@ class IVUSTask(Task):
         """Generate the cohort, label it (cached), and split it: the first ``pool_size`` masks form
         the pool, the rest the test set. Masks the solver rejects are left out (and logged)."""
         masks = make_cohort(self.cohort_size, seed=COHORT_SEED).masks
-        result = labeler(self.cache_dir).label_batch(masks, workers=self.workers, progress=True)
+        result = labeler(self.cache_dir).label_batch(masks, workers=self.workers, progress=self.progress)
         if result.errors:
             log.warning("ivus: %d of %d cohort masks could not be labeled and are left out: %s",
                         len(result.errors), len(masks), next(iter(result.errors.values())))

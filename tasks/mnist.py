@@ -14,7 +14,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from tasks import register_task
-from tasks.base import Capability, DataNotFoundError, GenerativeSpec, Metric, Protocol, Task, TaskData
+from tasks.base import Capability, DataError, DataNotFoundError, GenerativeSpec, Metric, Protocol, Task, TaskData
 
 RAW_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -59,6 +59,11 @@ def read_mnist(data_root: Path, download: bool) -> TaskData:
             f"folder that holds MNIST/raw."
         ) from err
     (train_x, train_y), (test_x, test_y) = ((p.data, p.targets) for p in parts)
+    for labels, name in ((train_y, "train-labels-idx1-ubyte"), (test_y, "t10k-labels-idx1-ubyte")):
+        if len(labels) and int(labels.max()) > 9:
+            at = int(labels.argmax())
+            raise DataError(f"{raw / name} holds label {int(labels[at])} at index {at}: MNIST labels are 0-9. "
+                            f"The file is damaged: replace it with the official one")
     as_images = lambda x: x.unsqueeze(1).float().div_(255.0)  # noqa: E731
     return TaskData(as_images(train_x), train_y.long(), as_images(test_x), test_y.long())
 

@@ -79,7 +79,7 @@ def test_round_trips_through_the_cache_with_losses_and_samples(images, tmp_path,
     ("colour=1", "has no such setting"),
     ("layout=wide", "use one of pooled, unpooled"),
     ("epochs=0", "must be positive"),
-    ("lr=nan", "must be positive and finite"),
+    ("lr=nan", "not a finite number"),
     ("epochs=two", "expected int"),
 ])
 def test_bad_generative_options_are_refused_before_any_work(capsys, tmp_path, option, message):

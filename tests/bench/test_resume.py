@@ -129,7 +129,7 @@ def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_
     assert list((out / "checkpoints").glob("*.pt"))  # the crashed unit left its checkpoint
     assert main(["report", str(out)]) == 0  # the torn row is not read as data
     assert "2 of 4 units unfinished, 6 rounds missing" in capsys.readouterr().err
-    assert "unfinished run (running)" in (out / "table.md").read_text()
+    assert "unfinished run (interrupted)" in (out / "table.md").read_text()
     resume(out)
     same_results(tmp_path / "reference", out)
     assert (out / "rounds.csv").read_text().startswith(rows)  # rows already written are kept as they were
