@@ -369,6 +369,6 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
-        print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
+        print(f"interrupted ({str(err) or 'Ctrl-C'})", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

@@ -25,6 +25,10 @@ LIMITS = {"rounds": 10_000, "epochs": 100_000, "batch_size": 2**24, "repeats": 1
           "latent_dim": 4096, "seed": 2**63 - 1, "jobs": 1024}
 
 
+#: The largest learning rate accepted: beyond it every optimizer here diverges at once.
+MAX_LR = 100.0
+
+
 def check_limit(name: str, value: int | None) -> None:
     """Refuse ``value`` of setting ``name`` above :data:`LIMITS` (None passes)."""
     if value is not None and value > LIMITS[name]:
@@ -176,8 +180,8 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
         check_finite(f"--optimizer-option {key}=", value)
     if protocol.increment < 1 and protocol.rounds > 1:
         raise ConfigError(f"--increment must be at least 1 when --rounds is more than 1 (got {protocol.increment})")
-    if not (math.isfinite(protocol.lr) and protocol.lr > 0):
-        raise ConfigError(f"--lr must be positive and finite (got {protocol.lr})")
+    if not (math.isfinite(protocol.lr) and 0 < protocol.lr <= MAX_LR):
+        raise ConfigError(f"--lr must be positive, finite and at most {MAX_LR:g} (got {protocol.lr})")
     if protocol.start not in START_MODES:
         raise ConfigError(f"unknown start mode {protocol.start!r}; use --start {', '.join(START_MODES)}")
     try:

@@ -212,7 +212,7 @@ def test_a_task_declares_its_training_recipe_and_flags_override_it(tmp_path, sgd
     ({"optimizer_options": {"momentun": 0.5}}, "momentun"),
     ({"optimizer": "sgd", "optimizer_options": {"momentum": -1}}, "momentum"),
     ({"start": "cold"}, "unknown start mode 'cold'"),
-    ({"lr": float("nan")}, "--lr must be positive and finite"),
+    ({"lr": float("nan")}, "--lr must be positive, finite"),
 ])
 def test_a_bad_recipe_is_refused_before_any_work(tmp_path, blobs_task, overrides, message):
     with pytest.raises(ConfigError, match=message):
