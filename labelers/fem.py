@@ -74,12 +74,14 @@ the model and its Newton solver in :mod:`labelers.model`, the scikit-fem referen
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from labelers.batch import BatchLabeler, BatchLabels
+from labelers.batch import MAX_PIXELS, BatchLabeler, BatchLabels
 from labelers.cache import LabelCache
 from labelers.masks import clean_mask, segment_mask
 from labelers.material import MooneyRivlin
@@ -95,9 +97,62 @@ MATERIALS = ("mooney-rivlin", "linear")
 BACKENDS = ("fast", "skfem")
 
 
+#: The range of each numeric option of FEMParams: (integer?, lowest, lowest allowed?, highest,
+#: highest allowed?). Every value must also be finite.
+_RANGES: dict[str, tuple[bool, float, bool, float, bool]] = {
+    "pressure_kpa": (False, 0.0, False, math.inf, False),
+    "pixel_mm": (False, 0.0, False, math.inf, False),
+    "c1_kpa": (False, 0.0, True, math.inf, False),
+    "d1_kpa": (False, 0.0, True, math.inf, False),
+    "d2": (False, 0.0, True, math.inf, False),
+    "bulk_ratio": (False, 0.0, False, math.inf, False),
+    "smoothing_sigma_px": (False, 0.0, True, math.inf, False),
+    "newton_rtol": (False, 0.0, False, 1.0, False),
+    "max_newton_iter": (True, 1, True, math.inf, False),
+    "initial_load_steps": (True, 1, True, math.inf, False),
+    "max_step_cuts": (True, 0, True, math.inf, False),
+}
+
+
+def _range_text(integer: bool, low: float, low_in: bool, high: float, high_in: bool) -> str:
+    kind = "an integer" if integer else "a finite number"
+    if high == math.inf:
+        return f"{kind} {'>=' if low_in else '>'} {low}"
+    return f"{kind} in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def _checked(name: str, value: object) -> int | float:
+    """``value`` of the option ``name`` if it is in its range (a numpy scalar becomes a Python
+    number; a Python int stays one, so settings, and cache keys, are as given); ValueError if not."""
+    integer, low, low_in, high, high_in = _RANGES[name]
+    allowed = _range_text(integer, low, low_in, high, high_in)
+    wrong_type = isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Integral if integer else numbers.Real
+    )
+    if wrong_type:
+        raise ValueError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, np.generic):
+        value = value.item()
+    number = float(value)
+    in_range = (
+        math.isfinite(number)
+        and (number >= low if low_in else number > low)
+        and (number <= high if high_in else number < high)
+    )
+    if not in_range:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class FEMParams:
-    """Everything that changes a label (units: kPa, mm, pixels); see the module docstring."""
+    """Everything that changes a label (units: kPa, mm, pixels); see the module docstring.
+
+    Every option is checked when constructed (ValueError naming the option, the value and the
+    allowed range): pressure, pixel size and bulk ratio positive; c1, D1, D2 and the smoothing
+    sigma at least 0, with a positive shear modulus ``2 (c1 + D1 D2)``; ``newton_rtol`` in (0, 1);
+    ``max_newton_iter`` and ``initial_load_steps`` integers >= 1, ``max_step_cuts`` an integer >= 0.
+    """
 
     material: str = "mooney-rivlin"
     pressure_kpa: float = 16.0
@@ -111,6 +166,17 @@ class FEMParams:
     max_newton_iter: int = 20
     initial_load_steps: int = 1
     max_step_cuts: int = 6
+
+    def __post_init__(self) -> None:
+        if self.material not in MATERIALS:
+            raise ValueError(f"material must be one of {MATERIALS}, got {self.material!r}")
+        for name in _RANGES:
+            object.__setattr__(self, name, _checked(name, getattr(self, name)))
+        if not self.c1_kpa + self.d1_kpa * self.d2 > 0:
+            raise ValueError(
+                "the shear modulus 2 (c1_kpa + d1_kpa * d2) must be positive, got c1_kpa="
+                f"{self.c1_kpa!r}, d1_kpa={self.d1_kpa!r}, d2={self.d2!r}"
+            )
 
     def material_model(self) -> MooneyRivlin:
         return MooneyRivlin(self.c1_kpa, self.d1_kpa, self.d2, self.bulk_ratio)
@@ -175,22 +241,29 @@ class FEMLabeler(BatchLabeler):
         pixel_mm: float = 0.1,
         cache: LabelCache | str | os.PathLike | None = None,
         backend: str = "fast",
+        max_pixels: int | None = MAX_PIXELS,
         **solver_options: float,
     ) -> None:
         """``material``: "mooney-rivlin" or "linear"; ``cache``: a LabelCache or the path of its
-        SQLite file; ``backend``: one of :data:`BACKENDS` (see the module docstring);
-        ``solver_options``: any of :data:`SOLVER_OPTIONS` (see :class:`FEMParams`)."""
+        SQLite file (an unusable file is moved aside, used read-only or left out, with a
+        :class:`~labelers.cache.LabelCacheWarning`); ``backend``: one of :data:`BACKENDS` (see the
+        module docstring); ``max_pixels``: masks of more pixels (height x width) are refused with
+        a LabelError (None: no limit; the default, 256 x 256, is 16 times an IVUS mask; not part
+        of the settings); ``solver_options``: any of :data:`SOLVER_OPTIONS` (see
+        :class:`FEMParams`). Every option is checked here: ValueError naming the option, the value
+        and the allowed range; TypeError for an unknown option."""
         if material not in MATERIALS:
             raise ValueError(f"material must be one of {MATERIALS}, got {material!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not (pressure_kpa > 0 and pixel_mm > 0):
-            raise ValueError(f"pressure_kpa and pixel_mm must be positive, got {pressure_kpa}, {pixel_mm}")
         unknown = sorted(set(solver_options) - set(SOLVER_OPTIONS))
         if unknown:
             raise TypeError(f"unknown solver options {unknown}; known: {', '.join(SOLVER_OPTIONS)}")
-        super().__init__(cache)
-        self.params = FEMParams(material, float(pressure_kpa), float(pixel_mm), **solver_options)
+        pressure_kpa = float(_checked("pressure_kpa", pressure_kpa))
+        pixel_mm = float(_checked("pixel_mm", pixel_mm))
+        params = FEMParams(material, pressure_kpa, pixel_mm, **solver_options)
+        super().__init__(cache, max_pixels)
+        self.params = params
         self.backend = backend
 
     def __repr__(self) -> str:

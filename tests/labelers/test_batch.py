@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from labelers import LabelError
+from labelers import batch as batch_module
 from labelers.batch import BatchLabeler
 
 #: Masks solved in this process by DistanceLabeler, in order.
@@ -110,3 +112,86 @@ def test_inputs_are_validated():
         DistanceLabeler().label_batch(disk(5))
     with pytest.raises(LabelError, match="2-D"):
         DistanceLabeler().label(batch())
+
+
+def test_nan_string_and_object_masks_are_refused(tmp_path, solved):
+    labeler = DistanceLabeler(cache=tmp_path / "labels.sqlite")
+    good = disk(5).astype(np.float32)
+    labeler.label(good)
+    nan, inf = good.copy(), good.copy()
+    nan[8, 8] = np.nan  # inside the disk: nonzero like the wall pixel it replaces
+    inf[0, 0] = -np.inf
+    result = labeler.label_batch(np.stack([good, nan, inf, good * 0.5]), workers=1, progress=False)
+    assert result.ok.tolist() == [True, False, False, True]  # finite values: nonzero = in
+    assert "1 NaN or infinite" in result.errors[1] and "1 NaN or infinite" in result.errors[2]
+    assert (result.labels[1:3] == 0).all() and len(solved) == 1  # not served from the cache either
+    assert len(labeler.cache) == 1  # and not cached
+    with pytest.raises(LabelError, match="NaN or infinite"):
+        labeler.label(nan)
+    strings = np.where(disk(5), "wall", "").astype(str)
+    objects = disk(5).astype(object)
+    for masks in (strings, objects, disk(5) + 0j):
+        with pytest.raises(ValueError, match="must hold bool, integer or float values.*got dtype"):
+            labeler.label_batch(masks[None], workers=1, progress=False)
+        with pytest.raises(LabelError, match="must hold bool, integer or float values"):
+            labeler.label(masks)
+    assert len(solved) == 1
+
+
+def test_oversized_masks_are_refused(solved):
+    big = disk(140, size=300)
+    with pytest.raises(LabelError, match=r"300x300 = 90000 pixels is over .*max_pixels=65536"):
+        DistanceLabeler().label(big)
+    result = DistanceLabeler().label_batch(np.stack([big, big]), workers=1, progress=False)
+    assert not result.ok.any() and "max_pixels=65536" in result.errors[1] and not solved
+    small = DistanceLabeler()
+    small.max_pixels = 100
+    with pytest.raises(LabelError, match="max_pixels=100"):
+        small.label(disk(5))
+    unlimited = DistanceLabeler()
+    unlimited.max_pixels = None
+    assert unlimited.label_batch(big[None], workers=1, progress=False).ok.all()
+    for bad in (0, -5, 2.5, True, "1000"):
+        with pytest.raises(ValueError, match="max_pixels must be an integer >= 1 or None"):
+            BatchLabeler(max_pixels=bad)
+
+
+class CountingPool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor that records its max_workers and the processes it started."""
+
+    created: list[int] = []
+    started: list[int] = []
+
+    def __init__(self, max_workers=None, **kwargs):
+        CountingPool.created.append(max_workers)
+        super().__init__(max_workers=max_workers, **kwargs)
+
+    def shutdown(self, *args, **kwargs):
+        CountingPool.started.append(len(self._processes or {}))
+        super().shutdown(*args, **kwargs)
+
+
+def test_workers_bound_the_worker_processes(monkeypatch):
+    monkeypatch.setattr(batch_module, "ProcessPoolExecutor", CountingPool)
+    monkeypatch.setattr(batch_module, "_available_cores", lambda: 3)
+    CountingPool.created, CountingPool.started = [], []
+    masks = np.stack([disk(r) for r in np.linspace(2, 7, 12)])
+    expected = DistanceLabeler().label_batch(masks, workers=1, progress=False).labels
+    assert CountingPool.created == []  # workers=1: no worker process
+    for workers, bound in ((2, 2), (None, 3)):
+        result = DistanceLabeler().label_batch(masks, workers=workers, progress=False)
+        assert np.array_equal(result.labels, expected)
+        assert CountingPool.created[-1] == bound and 1 <= CountingPool.started[-1] <= bound
+    assert multiprocessing.active_children() == []
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1 or None"):
+            DistanceLabeler().label_batch(masks, workers=bad, progress=False)
+
+
+def test_progress_false_shows_no_bar(capfd):
+    masks = np.stack([disk(r) for r in (3, 4, 5, 6)])
+    for workers in (1, 2):
+        DistanceLabeler().label_batch(masks, workers=workers, progress=False)
+        assert capfd.readouterr() == ("", "")
+    DistanceLabeler().label_batch(masks, workers=1, progress=True)
+    assert "distance labels" in capfd.readouterr().err  # what a bar looks like

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import pickle
+import shutil
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from labelers import LabelError
 from labelers import fem
-from labelers.cache import LabelCache
+from labelers.cache import LabelCache, LabelCacheWarning
 from labelers.fem import FEMLabeler
 
 SETTINGS = {"material": "linear", "pressure_kpa": 16.0, "fem_version": "1.0"}
@@ -223,3 +229,197 @@ def test_backends_do_not_share_cache_entries(tmp_path, solves):
     FEMLabeler("linear", cache=path, backend="skfem").label(ring())
     FEMLabeler("linear", cache=path, backend="skfem").label(ring())
     assert len(solves) == 2 and len(LabelCache(path)) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# A cache file that cannot be used as it is: corrupt, read-only, or no file at all
+# --------------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small_masks() -> np.ndarray:
+    """Three different small rings: labeled in ~0.01 s each."""
+    return np.stack([ring(4, 10, size=32), ring(5, 12, size=32), ring(6, 12, size=32)])
+
+
+def cached_labels(path) -> np.ndarray:
+    """Label small_masks() into the cache at ``path`` (closed afterwards, like a finished run)."""
+    labeler = FEMLabeler("linear", cache=path)
+    stress = labeler.label_batch(small_masks(), workers=1, progress=False).stress
+    labeler.cache.close()
+    return stress
+
+
+def truncate(path) -> None:
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size // 2)
+
+
+def garbage(path) -> None:
+    """Overwrite the file with random bytes and leave a stale -wal and -shm beside it."""
+    rng = np.random.default_rng(0)
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        (path.parent / name).write_bytes(rng.bytes(8192))
+
+
+@pytest.mark.parametrize("damage", [truncate, garbage], ids=["truncated", "garbage"])
+def test_corrupt_file_is_moved_aside_and_rebuilt(tmp_path, solves, damage):
+    path = tmp_path / "labels" / "fem.sqlite"
+    expected = cached_labels(path)
+    assert len(solves) == 3
+    damage(path)
+    with pytest.warns(LabelCacheWarning) as caught:
+        labeler = FEMLabeler("linear", cache=path)
+        result = labeler.label_batch(small_masks(), workers=1, progress=False)
+    assert result.ok.all() and np.array_equal(result.stress, expected)
+    assert len(solves) == 6  # recomputed
+    assert len(caught) == 1
+    moved = [name for name in os.listdir(path.parent) if name.startswith("fem.sqlite.corrupt-")]
+    base = min(moved, key=len)  # the moved file; the others are its side files
+    assert sorted(moved) == sorted([base, f"{base}-shm", f"{base}-wal"])
+    assert str(path.parent / base) in str(caught[0].message)
+    # The new file holds the labels again.
+    assert labeler.cache.mode == "rw" and len(labeler.cache) == 3
+    again = FEMLabeler("linear", cache=path).label_batch(small_masks(), workers=1, progress=False)
+    assert np.array_equal(again.stress, expected)
+    assert len(solves) == 6
+
+
+def test_corruption_found_by_a_query_is_moved_aside(tmp_path, solves):
+    path = tmp_path / "fem.sqlite"
+    expected = cached_labels(path)
+    data = bytearray(path.read_bytes())
+    data[4096:] = np.random.default_rng(0).bytes(len(data) - 4096)  # the schema page survives
+    path.write_bytes(bytes(data))
+    cache = LabelCache(path)
+    assert cache.mode == "rw"  # it opens...
+    with pytest.warns(LabelCacheWarning, match="is corrupt .*moved it aside to .*fem.sqlite.corrupt-"):
+        result = FEMLabeler("linear", cache=cache).label_batch(small_masks(), workers=1, progress=False)
+    assert np.array_equal(result.stress, expected) and len(solves) == 6  # ...but its labels are lost
+    assert cache.mode == "rw" and len(cache) == 3
+
+
+def _hold_open(path, go, ready) -> None:
+    """Another process that shares the cache file while it is moved aside."""
+    cache = LabelCache(path)
+    assert len(cache.get_many([f"a{i}" for i in range(5)])) == 5
+    ready.set()
+    go.wait(60)
+    cache.get_many([f"a{i}" for i in range(5)])  # on the moved file: hits or misses, no error
+    cache.put("late", stress_map(9))
+    cache.close()
+
+
+def test_moving_aside_does_not_break_another_process(tmp_path):
+    path = tmp_path / "fem.sqlite"
+    with LabelCache(path) as cache:
+        cache.put_many({f"a{i}": stress_map(i) for i in range(5)})
+    context = multiprocessing.get_context("spawn")
+    go, ready = context.Event(), context.Event()
+    other = context.Process(target=_hold_open, args=(path, go, ready))
+    other.start()
+    try:
+        assert ready.wait(60)
+        truncate(path)
+        with pytest.warns(LabelCacheWarning, match="moved it aside"):
+            new = LabelCache(path)
+        new.put_many({f"b{i}": stress_map(i) for i in range(5)})  # kept in the new -wal for now
+        go.set()
+        other.join(60)
+    finally:
+        go.set()
+        other.join(60)
+    assert other.exitcode == 0
+    # The other process went on (on the moved file, or on the new one once it found the moved one
+    # corrupt), and closing its connection left the new file whole.
+    assert len(LabelCache(path).get_many([f"b{i}" for i in range(5)])) == 5
+    assert len(new.get_many([f"b{i}" for i in range(5)])) == 5
+    new.close()
+
+
+def _without_file_permissions_override() -> list[str]:
+    """A command prefix that runs a command under file permissions: root ignores them, so it
+    drops the capabilities to do so (setpriv); empty for any other user."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, and no setpriv to drop the capability to override file permissions")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+_READ_ONLY_SCRIPT = """
+import json, sys, warnings
+import numpy as np
+from labelers import fem
+from labelers.fem import FEMLabeler
+
+solves = []
+solve = fem._label_one
+fem._label_one = lambda *args: solves.append(1) or solve(*args)
+masks = np.load(sys.argv[2])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    labeler = FEMLabeler("linear", cache=sys.argv[1])
+    first = labeler.label_batch(masks, workers=1, progress=False)
+    second = labeler.label_batch(masks, workers=1, progress=False)
+np.save(sys.argv[3], first.stress)
+print(json.dumps({
+    "solves": len(solves), "mode": labeler.cache.mode, "entries": len(labeler.cache),
+    "same": bool(np.array_equal(first.stress, second.stress)) and bool(first.ok.all()),
+    "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+}))
+"""
+
+
+@pytest.mark.parametrize("read_only", ["folder", "file"])
+def test_read_only_cache_is_used_read_only(tmp_path, read_only):
+    prefix = _without_file_permissions_override()
+    folder = tmp_path / "cache"
+    path = folder / "fem.sqlite"
+    cached = cached_labels(path)[:2]
+    masks = small_masks()
+    masks[2] = ring(3, 9, size=32)  # not cached
+    np.save(tmp_path / "masks.npy", masks)
+    before, listing = path.read_bytes(), sorted(os.listdir(folder))
+    (folder if read_only == "folder" else path).chmod(0o555 if read_only == "folder" else 0o444)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", _READ_ONLY_SCRIPT, str(path), str(tmp_path / "masks.npy"),
+             str(tmp_path / "stress.npy")],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    finally:
+        folder.chmod(0o755)
+        path.chmod(0o644)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    which = "its folder" if read_only == "folder" else "the file"
+    assert report["warnings"] == [
+        f"LabelCacheWarning: label cache {path} is used read-only ({which} is read-only): its labels "
+        "are used, new labels are not saved"
+    ]
+    assert report["mode"] == "ro" and report["same"]
+    assert report["solves"] == 2  # only the new mask, in both batches: it could not be saved
+    assert report["entries"] == 3
+    stress = np.load(tmp_path / "stress.npy")
+    assert np.array_equal(stress[:2], cached)
+    assert np.array_equal(stress[2], FEMLabeler("linear").label(masks[2]))
+    assert path.read_bytes() == before  # no write
+    if read_only == "folder":
+        assert sorted(os.listdir(folder)) == listing
+
+
+def test_unusable_path_works_without_a_cache(tmp_path, solves):
+    (tmp_path / "folder.sqlite").mkdir()
+    (tmp_path / "a_file").write_text("")
+    for path in (tmp_path / "folder.sqlite", tmp_path / "a_file" / "labels" / "fem.sqlite"):
+        with pytest.warns(LabelCacheWarning, match="is not used"):
+            labeler = FEMLabeler("linear", cache=path)
+        assert labeler.cache.mode == "off"
+        result = labeler.label_batch(small_masks(), workers=1, progress=False)
+        assert result.ok.all() and len(labeler.cache) == 0 and labeler.cache.get("x") is None
+        labeler.cache.put("x", stress_map())
+    assert len(solves) == 6

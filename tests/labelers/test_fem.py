@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -428,3 +429,56 @@ def test_label_batch_works_with_the_spawn_start_method():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize(
+    "option, value, allowed",
+    [
+        ("initial_load_steps", 0, "an integer >= 1"),
+        ("initial_load_steps", 2.0, "an integer >= 1"),
+        ("max_newton_iter", 0, "an integer >= 1"),
+        ("max_newton_iter", True, "an integer >= 1"),
+        ("max_newton_iter", "20", "an integer >= 1"),
+        ("max_step_cuts", -1, "an integer >= 0"),
+        ("smoothing_sigma_px", -0.5, "a finite number >= 0.0"),
+        ("smoothing_sigma_px", float("nan"), "a finite number >= 0.0"),
+        ("newton_rtol", 0.0, r"a finite number in \(0.0, 1.0\)"),
+        ("newton_rtol", 1.5, r"a finite number in \(0.0, 1.0\)"),
+        ("newton_rtol", float("inf"), r"a finite number in \(0.0, 1.0\)"),
+        ("bulk_ratio", 0.0, "a finite number > 0.0"),
+        ("c1_kpa", -0.1, "a finite number >= 0.0"),
+        ("d1_kpa", float("nan"), "a finite number >= 0.0"),
+        ("d2", -1.0, "a finite number >= 0.0"),
+        ("d2", None, "a finite number >= 0.0"),
+        ("pressure_kpa", float("inf"), "a finite number > 0.0"),
+        ("pressure_kpa", -16.0, "a finite number > 0.0"),
+        ("pixel_mm", 0, "a finite number > 0.0"),
+    ],
+)
+def test_bad_solver_options_are_refused(option, value, allowed):
+    with pytest.raises(ValueError, match=rf"^{option} must be {allowed}, got {re.escape(repr(value))}"):
+        FEMLabeler("mooney-rivlin", **{option: value})
+
+
+def test_solver_options_are_checked_together_and_kept_as_given():
+    with pytest.raises(ValueError, match=r"shear modulus 2 \(c1_kpa \+ d1_kpa \* d2\) must be positive"):
+        FEMLabeler(c1_kpa=0.0, d2=0.0)
+    with pytest.raises(ValueError, match="initial_load_steps must be an integer >= 1"):
+        fem.FEMParams(initial_load_steps=0)
+    # Valid values keep the settings, and so the cache keys, they always had.
+    default = FEMLabeler().settings()
+    assert FEMLabeler(max_newton_iter=np.int64(20), smoothing_sigma_px=np.float64(1.0)).settings() == default
+    assert FEMLabeler(bulk_ratio=2000).settings() == {**default, "bulk_ratio": 2000}
+    assert FEMLabeler(pressure_kpa=16, max_pixels=None).settings() == default
+
+
+def test_oversized_masks_are_refused_before_any_work(monkeypatch):
+    monkeypatch.setattr(fem, "_label_one", None)  # never called
+    big = annulus(100, 200, size=512)[0]
+    with pytest.raises(LabelError, match=r"512x512 = 262144 pixels is over .* limit of max_pixels=65536"):
+        FEMLabeler().label(big)
+    result = FEMLabeler(max_pixels=100_000).label_batch(big[None], workers=1, progress=False)
+    assert not result.ok[0] and "max_pixels=100000" in result.errors[0]
+    assert FEMLabeler(max_pixels=None).max_pixels is None
+    with pytest.raises(ValueError, match="max_pixels"):
+        FEMLabeler(max_pixels=0)
