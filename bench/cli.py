@@ -326,6 +326,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s")
+    logging.captureWarnings(True)  # e.g. a label cache moved aside or read-only: one line, no source dump
     try:
         if args.command == "list":
             from bench.listing import listing
