@@ -115,9 +115,11 @@ class Registry(Generic[T]):
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.entry_point_group):
-            if ep.name in self._factories:
-                continue
             dist = ep.dist.name if getattr(ep, "dist", None) is not None else None
+            if ep.name in self._factories:  # its module was imported (and registered) first
+                if dist and self._factories[ep.name].__module__ == ep.module:
+                    self._distributions[ep.name] = dist
+                continue
             where = f"{dist} {ep.dist.version}" if dist else ep.value
             try:
                 factory = ep.load()
