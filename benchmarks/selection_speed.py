@@ -5,7 +5,11 @@ from 60,000 x 500 embeddings; uncertainty scoring of the pool <= 3 s, on a 2-cor
 
 LeNet is trained on 500 random samples for 10 epochs (round 1 of the default protocol); then the
 harness's own selection path (SelectionContext) is timed in float32 and, where the device
-computes it natively, in bfloat16 (what ``--score-dtype auto`` picks there).
+computes it natively, in bfloat16 (what ``--score-dtype auto`` picks there). Core-set's greedy
+k-center is timed as it runs (``path="auto"``: the projection bound where it prunes, else the
+plain update; how many picks took each path is printed) and with the plain update alone.
+Synthetic pools of 60k and 1M samples, every pool-based strategy: ``benchmarks/selection_scale.py``;
+core-set on embeddings where the bound cannot prune: ``benchmarks/coreset_paths.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from bench.paths import default_data_root
 from bench.loop import selection_context
 from bench.training import train_epochs
 from strategies.base import SelectionContext
-from strategies.coreset import k_center_greedy
+from strategies.coreset import KCenterStats, k_center_greedy
 from strategies.uncertainty import uncertainty_scores
 from tasks.mnist import MNISTTask
 
@@ -66,13 +70,23 @@ def main() -> None:
         t_probs, probs = best_of(lambda: context().pool_probabilities, args.repeats, device)
         t_scores, _ = best_of(lambda: uncertainty_scores(probs.cpu().numpy(), "entropy"), args.repeats, device)
         t_embed, embeddings = best_of(lambda: context().pool_embeddings, args.repeats, device)
-        t_greedy, picks = best_of(lambda: k_center_greedy(embeddings, labeled, 500), args.repeats, device)
+        stats = KCenterStats()
+
+        def greedy() -> list[int]:
+            stats.__init__()
+            return k_center_greedy(embeddings, labeled, 500, stats=stats)
+
+        t_greedy, picks = best_of(greedy, args.repeats, device)
+        t_plain, plain_picks = best_of(lambda: k_center_greedy(embeddings, labeled, 500, "plain"), args.repeats,
+                                       device)
         assert len(set(picks)) == 500
         name = str(dtype).removeprefix("torch.")
         print(f"[{name}] uncertainty: pool softmax {t_probs:.2f} s + entropy {t_scores:.3f} s = "
               f"{t_probs + t_scores:.2f} s (target <= 3 s)")
         print(f"[{name}] coreset: pool embeddings {tuple(embeddings.shape)} {t_embed:.2f} s; greedy k-center, "
-              f"500 picks from 500 centres {t_greedy:.2f} s (target <= 2 s); whole selection "
+              f"500 picks from 500 centres {t_greedy:.2f} s (target <= 2 s; {stats.plain_picks} plain, "
+              f"{stats.bound_picks} bound picks); plain update alone {t_plain:.2f} s"
+              f"{'' if plain_picks == picks else ' (picks differ: a near-tie)'}; whole selection "
               f"{t_embed + t_greedy:.2f} s")
 
 
