@@ -171,3 +171,9 @@ def test_an_unknown_path_is_refused():
 def test_asking_for_more_points_than_remain_is_an_error():
     with pytest.raises(ValueError, match="only 2 are unlabeled"):
         k_center_greedy(torch.zeros(4, 2), [0, 1], 3)
+
+
+@pytest.mark.parametrize("path", ["auto", "plain", "bound"])
+def test_a_single_unlabeled_sample_is_picked_even_from_degenerate_embeddings(path):
+    for x in (torch.randn(3000, 200), torch.zeros(3000, 200)):  # zeros: no principal axis at all
+        assert k_center_greedy(x, list(range(2999)), 1, path=path) == [2999]
