@@ -4,9 +4,10 @@ Units report events (:mod:`bench.units`); :class:`RunFolder` turns them into fil
 arrive. The manifest lists every unit with its status (``pending``, ``running``, ``complete``,
 ``failed``) and rounds done; the run's ``status`` is ``running``, ``interrupted`` (stopped by
 Ctrl-C or SIGTERM, or found stopped by a resume), ``failed`` (the driver itself failed; the
-manifest's ``error`` says why), ``complete`` or ``complete with failures``. A run owns its folder:
-:class:`FolderLock` keeps a second run (or resume) out while it is alive. Each unit saves a checkpoint after every
-round (``checkpoints/<strategy>-r<repeat>.pt``), removed when it finishes unless kept.
+manifest's ``error`` says why), ``complete`` or ``complete with failures``. A run owns its
+folder: :class:`FolderLock` keeps a second run (or resume) out while it is alive. Each unit saves
+a checkpoint after every round (``checkpoints/<strategy>-r<repeat>.pt``), removed when it
+finishes unless kept.
 
 A unit that starts again from a checkpoint recomputes rounds whose rows were already written
 (the driver was killed between a row and the next checkpoint); those rows are kept and the

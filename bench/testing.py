@@ -34,7 +34,7 @@ from bench.checkpoint import from_bytes, to_bytes
 from bench.config import RunConfig, check_protocol
 from bench.loop import UnitState
 from bench.paths import cache_root, default_data_root
-from bench.plan import Plan, create_task, generative_model, load_data, plan_run
+from bench.plan import Plan, check_labels, create_task, generative_model, load_data, plan_run
 from strategies.base import Selection, SelectionContext
 from tasks import TASKS
 from tasks.base import Capability, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
@@ -277,12 +277,7 @@ def loads_tensors_with_matching_targets(task: str | Task) -> None:
         "inputs must be float32 tensors or uint8 images [N, C, H, W]"
     assert len(data.pool_x) > len(data.test_x) > 0, "the pool must be larger than the (non-empty) test set"
     assert data.pool_x.shape[1:] == data.test_x.shape[1:], "pool and test samples are shaped differently"
-    if Capability.PROBABILITIES in made.capabilities:
-        torch.manual_seed(0)
-        classes = made.make_model().eval()(data.pool_x[:2]).shape[1]
-        for part in (data.pool_y, data.test_y):
-            assert part.dtype == torch.int64 and int(part.min()) >= 0 and int(part.max()) < classes, \
-                f"class targets must be int64 in 0..{classes - 1}"
+    check_labels(made, data)  # the harness's own check at load (raises DataError naming the sample)
 
 
 def model_loss_scores_and_embeddings_fit(task: str | Task) -> None:
