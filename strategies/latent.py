@@ -20,6 +20,16 @@ def encode_in_batches(encode: Callable[[Tensor], Tensor], x: Tensor, batch: int 
     return torch.cat([encode(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
+@torch.no_grad()
+def gaussian_fit(codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean [latent] and covariance [latent, latent] (float64, maximum likelihood) of latent codes
+    [N, latent]: the Gaussian fit of an aggregate posterior, e.g. the pool's codes under E."""
+    codes = codes.double()
+    mean = codes.mean(0)
+    centred = codes - mean
+    return mean, centred.T @ centred / len(codes)
+
+
 def loss_gradients(
     model: nn.Module, generate: Callable[[Tensor], Tensor],
     loss: Callable[[Tensor, Tensor], Tensor], p: Tensor, y: Tensor,
