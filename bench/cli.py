@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=positive_int, default=1, help="repeats (paired across strategies)")
     run.add_argument("--out", type=Path, help="output folder (default: a new one under results/runs/)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
+                     help="skip the per-round diagnostics of the picks (pick_loss, pool_loss, pick_balance, "
+                          "pick_novelty in rounds.csv); they change no metric value")
     add_strategy_args(run)
     g = run.add_argument_group("execution (at the same --threads per unit, none of these changes a result)")
     g.add_argument("--resume", type=Path, metavar="DIR",
@@ -293,7 +296,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
         strategy_options=options, latent_dim=args.latent_dim,
         generative_options=parse_options(args.generative_option, "--generative-option"),
-        nondeterministic=args.nondeterministic,
+        nondeterministic=args.nondeterministic, diagnostics=getattr(args, "diagnostics", True),
     )
 
 

@@ -72,6 +72,7 @@ class RunConfig:
     latent_dim: int | None = None  # overrides the task's generative model's latent dimension
     generative_options: dict[str, Any] = field(default_factory=dict)  # other fields of its spec
     nondeterministic: bool = False  # on CUDA: allow nondeterministic kernels (faster, results vary)
+    diagnostics: bool = True  # measure each selection's picks (bench.diagnostics); changes no metric value
 
     @classmethod
     def from_manifest(cls, saved: dict[str, Any]) -> "RunConfig":
@@ -82,6 +83,7 @@ class RunConfig:
             raise ConfigError(f"the manifest's config has settings this version does not know "
                               f"({', '.join(unknown)}); resume it with the version that started it")
         values = dict(saved)
+        values.setdefault("diagnostics", False)  # runs started before diagnostics have no columns for them
         if "warm_start" in values:  # manifests before --start
             values["start"] = None if values.pop("warm_start") else "reset"
         values["data_root"] = Path(values["data_root"])

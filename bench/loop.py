@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench.diagnostics import Diagnostics, diagnose
 from bench.plan import Plan
 from bench.results import RoundRecord
 from bench.training import inference_batch, make_optimizer, predict, train_epochs
@@ -186,7 +187,8 @@ class TrainingSet:
 class Timer:
     """Accumulates seconds per phase (train, eval, select, label)."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("train", "eval", "select", "label"), 0.0))
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("train", "eval", "select", "label", "diagnose"), 0.0))
 
     def timed(self, phase: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         start = time.perf_counter()
@@ -263,6 +265,7 @@ class UnitState:
         self.timer = Timer()
         self.training = TrainingSet(data, LookupLabeler(data.pool_y))
         self.n_rejected = 0  # candidates refused while building the latest additions
+        self.diagnostics = Diagnostics()  # of the latest additions (bench.diagnostics); NaN when not measured
         self.label_inputs = None
         if Capability.SYNTHETIC_LABELS in task.capabilities:
             self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)
@@ -293,8 +296,24 @@ class UnitState:
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
         self.training.check(selection, k, f"strategy {self.name!r} (round {t})")
+        self.diagnostics = Diagnostics()
+        if not initial and self.plan.config.diagnostics:
+            self.diagnostics = timer.timed("diagnose", self.diagnose, selection)
         timer.timed("label", self.training.add, selection)
         self.n_rejected = selection.n_rejected
+
+    def diagnose(self, selection: Selection) -> Diagnostics:
+        """How hard, balanced and novel ``selection`` is under F now, before it joins the
+        training set (pool picks with their labels, synthesized ones with their targets)."""
+        data, training = self.data, self.training
+        if selection.indices is not None:
+            rows = torch.as_tensor(selection.indices, device=data.pool_x.device)
+            picks_x, picks_y = data.pool_x[rows], data.pool_y[rows]
+        else:
+            picks_x, picks_y = selection.inputs, selection.targets
+        train_x = training.x if len(training) else data.pool_x[:0]
+        return diagnose(self.plan.task, self.model, data.pool_x, data.pool_y, training.pool_indices, train_x,
+                        picks_x, picks_y, self.seed)
 
     def train_and_evaluate(self, t: int) -> tuple[RoundRecord, np.ndarray, np.ndarray | None]:
         """Round ``t``: train F on the training set, score it on the test set; the row, the
@@ -318,8 +337,8 @@ class UnitState:
             task=task.name, strategy=self.name, repeat=self.repeat, seed=self.seed, round=t,
             n_labeled=len(training), metric=task.metric.name, value=value,
             train_s=seconds["train"], select_s=seconds["select"], label_s=seconds["label"],
-            eval_s=seconds["eval"], n_synthetic=training.n_synthetic,
-            n_rejected=self.n_rejected, extra=scores,
+            eval_s=seconds["eval"], diagnose_s=seconds["diagnose"], n_synthetic=training.n_synthetic,
+            n_rejected=self.n_rejected, diagnostics=self.diagnostics.row(), extra=scores,
         )
         latents = torch.cat(training.latents).numpy() if training.latents else None
         return record, np.concatenate(training.sources), latents
@@ -340,6 +359,7 @@ class UnitState:
             "strategy": self.strategy.state_dict(),
             "pending_seconds": dict(self.timer.seconds),
             "n_rejected": self.n_rejected,
+            "diagnostics": self.diagnostics.row(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -354,6 +374,7 @@ class UnitState:
                                        for k, v in state["strategy"].items()})
         self.timer.seconds = dict(state["pending_seconds"])
         self.n_rejected = int(state["n_rejected"])
+        self.diagnostics = Diagnostics(**state.get("diagnostics", {}))  # checkpoints before diagnostics: none
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)

@@ -16,11 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from bench.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
+
 ROUND_COLUMNS = [
     "task", "strategy", "repeat", "seed", "round", "n_labeled", "metric", "value",
     "train_s", "select_s", "label_s",
 ]
-EXTRA_COLUMNS = ["eval_s", "n_synthetic", "n_rejected"]
+EXTRA_COLUMNS = ["eval_s", "diagnose_s", "n_synthetic", "n_rejected", *DIAGNOSTIC_COLUMNS]
+#: Columns a run started before they existed lacks; its resumed rows leave them out.
+LATER_COLUMNS = {"diagnose_s", *DIAGNOSTIC_COLUMNS}
 
 
 @dataclass
@@ -29,7 +33,9 @@ class RoundRecord:
 
     ``select_s`` and ``label_s`` are the seconds spent choosing and labeling the samples that
     joined the training set for this round (for round 1: the initial set); ``train_s`` and
-    ``eval_s`` the seconds spent training F this round and scoring it on the test set.
+    ``eval_s`` the seconds spent training F this round and scoring it on the test set, and
+    ``diagnose_s`` those spent measuring the additions' ``diagnostics`` (:mod:`bench.diagnostics`:
+    how hard, balanced and novel they were under F when chosen; empty in round 1).
     ``n_rejected`` counts candidates the strategy refused and replaced while building this
     round's additions (SI: synthesized masks the labeler rejected; SNN: steps that left the data
     manifold).
@@ -47,12 +53,15 @@ class RoundRecord:
     select_s: float
     label_s: float
     eval_s: float
+    diagnose_s: float = 0.0
     n_synthetic: int = 0
     n_rejected: int = 0
+    diagnostics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         row = asdict(self)
+        row.update(row.pop("diagnostics"))
         row.update(row.pop("extra"))
         return row
 
@@ -84,6 +93,9 @@ class RoundsWriter:
         self.path = Path(path)
         self.columns = ROUND_COLUMNS + EXTRA_COLUMNS + list(extra_metrics)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:  # a resumed run keeps the columns it started with
+            with open(self.path, newline="") as f:
+                self.columns = next(csv.reader(f))
         self._file = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
         if new:
@@ -92,8 +104,10 @@ class RoundsWriter:
 
     def write(self, record: RoundRecord) -> None:
         row = record.row()
-        for key in ("train_s", "select_s", "label_s", "eval_s"):
+        for key in ("train_s", "select_s", "label_s", "eval_s", "diagnose_s"):
             row[key] = round(row[key], 4)
+        for key in LATER_COLUMNS - set(self.columns):
+            del row[key]
         self._writer.writerow(row)
         self._file.flush()
         os.fsync(self._file.fileno())

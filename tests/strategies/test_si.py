@@ -115,3 +115,46 @@ def test_si_is_refused_on_tasks_without_a_labeler_for_synthetic_inputs():
 
     with pytest.raises(ConfigError, match="'si' does not apply to task 'mnist'.*labeler for synthetic inputs.*snn"):
         plan_run(RunConfig(task="mnist", strategies=["si"]))
+
+
+def pool_context(task, pool_x, seed=0) -> SelectionContext:
+    return selection_context(task, task.make_model(), pool_x, np.empty(0, np.int64), torch.zeros(0, 2),
+                             torch.zeros(0, 1), np.random.default_rng(seed), 1, generative=Plane())
+
+
+def test_aggregate_prior_draws_from_a_gaussian_fitted_to_the_pool_codes():
+    task = Solver(refuse_above=np.inf)
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.tensor([[2.0, 0.0], [1.0, 0.5]])
+    pool = torch.randn(4000, 2, generator=generator) @ mixing.T + torch.tensor([3.0, -1.0])
+    z = SamplingByInterpolation(prior="aggregate").initial(pool_context(task, pool), 4000).latents.double()
+    torch.testing.assert_close(z.mean(0), pool.double().mean(0), atol=0.1, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), torch.cov(pool.double().T), atol=0.15, rtol=0)
+
+
+def test_standard_prior_is_the_paper_draw():
+    task = Solver(refuse_above=np.inf)
+    z = SamplingByInterpolation().initial(pool_context(task, torch.zeros(10, 2)), 50).latents
+    expected = torch.as_tensor(np.random.default_rng(0).standard_normal((50, 2)), dtype=torch.float32)
+    torch.testing.assert_close(z, expected, atol=0, rtol=0)
+
+
+def test_pool_start_takes_the_shared_initial_set_then_steps_from_its_codes():
+    task = Solver(refuse_above=np.inf)
+    si = SamplingByInterpolation(start="pool")
+    assert si.initial(pool_context(task, torch.zeros(10, 2)), 5) is None  # the harness's initial set
+    train_x = torch.tensor([[0.1, 0.2], [0.3, -0.4], [-0.5, 0.6]])
+    ctx = context(task, strategy_latents=train_x, train_y=train_x[:, :1] + 2 * train_x[:, 1:])
+    selection = si.select(ctx, 4)
+    torch.testing.assert_close(si.latents[:3], train_x)  # E(x) of the real set, in training-set order
+    distances = (selection.latents[:, None] - train_x[None]).norm(dim=2)  # [4 new, 3 real]
+    assert ((distances - si.alpha).abs().amin(1) < 1e-5).all()  # each is one step of alpha from a real code
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({"start": "posterior"}, "start must be one of"), ({"prior": "uniform"}, "prior must be one of"),
+    ({"start": "pool", "prior": "aggregate"}, "no effect with start='pool'"),
+])
+def test_bad_start_or_prior_is_refused(options, problem):
+    with pytest.raises(ValueError, match=problem):
+        SamplingByInterpolation(**options)
