@@ -9,12 +9,14 @@ The metric's name, direction and display scale come from the runs' manifests (or
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from bench.hardness import DESCRIPTION, has_diagnostics, hardness_table, markdown_hardness, plot_hardness
 from bench.paper import CITATION, TABLE_1
 from bench.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
 from bench.stats import aubc, label_savings, paired_differences, wilcoxon_floor
@@ -66,6 +68,7 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
                 raise ReportError(f"{csv_path} line {line}: {column} {frame[column][bad].iloc[0]!r} is not a number; "
                                   f"fix or remove that row")
         frames.append(frame)
+    label_variants(frames, [_manifest(path) for path in map(Path, paths)])
     rounds = pd.concat(frames, ignore_index=True)
     for column in ("task", "metric"):
         values = rounds[column].unique()
@@ -79,6 +82,58 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
         raise ReportError(f"duplicate rows for strategy {row['strategy']!r}, seed {row['seed']}, repeat "
                           f"{row['repeat']}, round {row['round']}: the inputs overlap (pass each run once)")
     return rounds
+
+
+def label_variants(frames: list[pd.DataFrame], manifests: list[dict | None]) -> None:
+    """Tell apart runs of one strategy with other settings, in place: where a strategy's options
+    (or, for one that uses it, its generative model's settings) differ between inputs, each
+    input's rows are labeled with the settings it changed from the defaults, e.g.
+    ``si (start=pool)`` or ``si (latent_dim=8)``; the defaults' rows keep the plain name."""
+    settings: dict[str, list[tuple[int, dict]]] = {}
+    for i, (frame, manifest) in enumerate(zip(frames, manifests)):
+        if manifest:
+            for name in frame["strategy"].unique():
+                settings.setdefault(name, []).append((i, _settings(manifest, name)))
+    for name, entries in settings.items():
+        defaults = _defaults(name, manifests[entries[0][0]].get("task"))
+        filled = [(i, {**defaults, **values}) for i, values in entries]
+        keys = sorted({k for _, values in filled for k in values})
+        varied = [k for k in keys if len({json.dumps(values.get(k), sort_keys=True) for _, values in filled}) > 1]
+        for i, values in filled:
+            changed = [f"{k}={values.get(k)}" for k in varied if k not in defaults or values.get(k) != defaults[k]]
+            if changed:
+                frame = frames[i]
+                frame.loc[frame["strategy"] == name, "strategy"] = f"{name} ({', '.join(changed)})"
+
+
+def _settings(manifest: dict, strategy: str) -> dict:
+    """A strategy's options in a run, with its generative model's settings if it uses one."""
+    values = dict((manifest.get("strategies") or {}).get(strategy) or {})
+    generative = manifest.get("generative")
+    if generative and _uses_generative(strategy):
+        values.update({k: v for k, v in generative.items() if k not in ("seed", "file", "quality")})
+    return values
+
+
+def _defaults(strategy: str, task: str | None) -> dict:
+    """A strategy's default options and its task's default generative settings (installed ones only)."""
+    from strategies import STRATEGIES
+    from tasks import TASKS
+
+    if strategy not in STRATEGIES:
+        return {}
+    signature = inspect.signature(STRATEGIES.get(strategy).__init__)
+    defaults = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    if _uses_generative(strategy) and task in TASKS and TASKS.get(task).generative is not None:
+        defaults.update(dataclasses.asdict(TASKS.get(task).generative))
+    return defaults
+
+
+def _uses_generative(strategy: str) -> bool:
+    from strategies import STRATEGIES
+    from tasks.base import Capability
+
+    return strategy in STRATEGIES and Capability.GENERATIVE in STRATEGIES.get(strategy).requires
 
 
 def _check_protocols(paths: list[Path], rounds: pd.DataFrame) -> None:
@@ -257,8 +312,10 @@ def write_report(rounds: pd.DataFrame, out: Path, metric: MetricInfo, notes: lis
     """Write into ``out``: ``table.csv`` (mean ± std per strategy and round), ``differences.csv``
     (paired differences to random with p-values), ``summary.csv`` (AUBC, labels to target),
     ``table.md`` (all three, ``notes`` first, the paper's rows with ``paper``) and ``curves.png``
-    / ``curves.svg`` (Figure 3 and the paired difference to random). ``target`` is in the units of
-    ``rounds.csv`` values. Every table names its metric and direction."""
+    / ``curves.svg`` (Figure 3 and the paired difference to random); when the runs measured their
+    picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.hardness`, also in
+    ``table.md``). ``target`` is in the units of ``rounds.csv`` values. Every table names its
+    metric and direction."""
     from bench.curves import plot_curves
 
     out = Path(out)
@@ -282,7 +339,12 @@ def write_report(rounds: pd.DataFrame, out: Path, metric: MetricInfo, notes: lis
         summary = summary.merge(savings, on="strategy", how="left")
     summary.assign(target=chosen if chosen is not None else math.nan, **described).to_csv(out / "summary.csv", index=False)
     text += "\n" + markdown_summary(summary, metric, chosen, target is not None)
-    (out / "table.md").write_text(text)
     paths = plot_curves(rounds, diffs, out / "curves", metric, BASELINE)
+    if has_diagnostics(rounds):
+        hardness = hardness_table(rounds)
+        hardness.assign(description=DESCRIPTION).to_csv(out / "hardness.csv", index=False)
+        text += "\n" + markdown_hardness(hardness)
+        paths += [out / "hardness.csv", *plot_hardness(hardness, out / "hardness", task)]
+    (out / "table.md").write_text(text)
     written = [out / "table.csv", out / "differences.csv", out / "summary.csv", out / "table.md", *paths]
     return [path for path in written if path.exists()]

@@ -17,6 +17,7 @@ import torch
 
 from bench.cli import main
 from bench.config import RunConfig
+from bench.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
 from bench.results import load_labeled
 from bench.runner import execute, resume
 from strategies import STRATEGIES
@@ -40,8 +41,8 @@ def same_results(a: Path, b: Path) -> None:
     keys = ["strategy", "repeat", "round"]
     ra = pd.read_csv(a / "rounds.csv").sort_values(keys).reset_index(drop=True)
     rb = pd.read_csv(b / "rounds.csv").sort_values(keys).reset_index(drop=True)
-    pd.testing.assert_frame_equal(ra[keys + ["n_labeled", "value", "n_synthetic"]],
-                                  rb[keys + ["n_labeled", "value", "n_synthetic"]], check_exact=True)
+    columns = keys + ["n_labeled", "value", "n_synthetic", *DIAGNOSTIC_COLUMNS]
+    pd.testing.assert_frame_equal(ra[columns], rb[columns], check_exact=True)
     la, lb = load_labeled(a / "labeled.npz"), load_labeled(b / "labeled.npz")
     assert sorted(la) == sorted(lb)
     for key in la:
