@@ -34,7 +34,7 @@ from bench.training import predict
 from tasks.base import Capability, Task
 
 #: Pool samples whose loss and embeddings stand for the unlabeled pool (all of it when smaller).
-POOL_SAMPLE = 4096
+POOL_SAMPLE = 2048
 #: The columns this module adds to ``rounds.csv``, in order.
 COLUMNS = ("pick_loss", "pool_loss", "pick_balance", "pick_novelty")
 _TAG = 0x6469_6167  # "diag": separates the pool sample's seed from every other use of a repeat's seed
@@ -61,9 +61,11 @@ def pool_sample(seed: int, pool_size: int) -> np.ndarray:
 
 
 def diagnose(task: Task, model: nn.Module, pool_x: Tensor, pool_y: Tensor, labeled: np.ndarray,
-             train_x: Tensor, picks_x: Tensor, picks_y: Tensor, seed: int) -> Diagnostics:
+             train_x: Tensor, picks_x: Tensor, picks_y: Tensor, seed: int,
+             score_dtype: torch.dtype = torch.float32) -> Diagnostics:
     """The diagnostics of picks ``picks_x``/``picks_y`` [k, ...] under F (``model``), before they
-    join the training set ``train_x`` [n, ...]; ``labeled`` are the pool indices already labeled."""
+    join the training set ``train_x`` [n, ...]; ``labeled`` are the pool indices already labeled.
+    Losses are computed in float32, embeddings in ``score_dtype`` (as strategies score the pool)."""
     sample = pool_sample(seed, len(pool_x))
     unlabeled = sample[~np.isin(sample, labeled)]
     rows = torch.as_tensor(unlabeled, device=pool_x.device)
@@ -76,10 +78,9 @@ def diagnose(task: Task, model: nn.Module, pool_x: Tensor, pool_y: Tensor, label
     if Capability.PROBABILITIES in task.capabilities and picks_y.dtype == torch.int64 and picks_y.dim() == 1:
         values["pick_balance"] = class_balance(picks_y, pick_outputs.shape[1])
     if Capability.EMBEDDINGS in task.capabilities and len(train_x) and len(rows):
-        embed = model.embed
-        seen = predict(model, train_x, fn=embed)
-        values["pick_novelty"] = (nearest_distance(predict(model, picks_x, fn=embed), seen).mean()
-                                  / nearest_distance(predict(model, pool_inputs, fn=embed), seen).mean()).item()
+        with torch.autocast(pool_x.device.type, dtype=score_dtype, enabled=score_dtype != torch.float32):
+            seen, picked, drawn = (predict(model, x, fn=model.embed).float() for x in (train_x, picks_x, pool_inputs))
+        values["pick_novelty"] = (nearest_distance(picked, seen).mean() / nearest_distance(drawn, seen).mean()).item()
     return Diagnostics(**values)
 
 
@@ -92,7 +93,7 @@ def class_balance(labels: Tensor, classes: int) -> float:
 
 def nearest_distance(queries: Tensor, references: Tensor, block: int = 1024) -> Tensor:
     """Euclidean distance (float64 [Q]) from each row of ``queries`` [Q, d] to its nearest row of
-    ``references`` [R, d], ``block`` queries at a time."""
-    references = references.flatten(1).double()
-    return torch.cat([torch.cdist(queries[i : i + block].flatten(1).double(), references).amin(1)
-                      for i in range(0, len(queries), block)])
+    ``references`` [R, d], computed in float32, ``block`` queries at a time."""
+    references = references.flatten(1).float()
+    return torch.cat([torch.cdist(queries[i : i + block].flatten(1).float(), references).amin(1)
+                      for i in range(0, len(queries), block)]).double()

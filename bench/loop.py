@@ -313,7 +313,7 @@ class UnitState:
             picks_x, picks_y = selection.inputs, selection.targets
         train_x = training.x if len(training) else data.pool_x[:0]
         return diagnose(self.plan.task, self.model, data.pool_x, data.pool_y, training.pool_indices, train_x,
-                        picks_x, picks_y, self.seed)
+                        picks_x, picks_y, self.seed, self.plan.score_dtype)
 
     def train_and_evaluate(self, t: int) -> tuple[RoundRecord, np.ndarray, np.ndarray | None]:
         """Round ``t``: train F on the training set, score it on the test set; the row, the
