@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | list | report | show | trajectories | perf``.
+"""Command line: ``python -m bench run | list | report | show | trajectories | check | latent | perf``.
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -158,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--update", action="store_true", help="rewrite the reference with this run's values")
     check.add_argument("--grid", type=Path, help="the grid file (default: results/reference/ci/grid.json)")
     check.add_argument("--data-root", type=Path, default=None, help="data folder (as for run)")
+
+    latent = sub.add_parser("latent", help="the quality of the task's generative model: reconstruction, its codes "
+                                           "against the N(0, I) prior, realism of prior samples G(z)")
+    latent.add_argument("--task", required=True, help="task name (see `python -m bench list`)")
+    latent.add_argument("--latent-dim", type=int, help="latent dimension of the generative model (as for run)")
+    latent.add_argument("--generative-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the generative model (as for run); repeatable")
+    latent.add_argument("--seed", type=int, default=0, help="the model's seed (as for run), also of every draw")
+    latent.add_argument("--subset", type=positive_int, help="use N random pool samples and at most N test samples")
+    latent.add_argument("--threads", type=positive_int, help="CPU threads for torch and the task's workers")
+    latent.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    latent.add_argument("--data-root", type=Path, default=None, help="data folder (as for run)")
+    latent.add_argument("--no-download", dest="download", action="store_false", help="never download data")
 
     perf = sub.add_parser("perf", help="measure training throughput and wall time per round")
     add_protocol_args(perf)
@@ -363,6 +376,14 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             from bench.check import GRID, check
 
             return check(args.grid or GRID, args.update, args.data_root)
+        elif args.command == "latent":
+            from bench.latent_quality import report as latent_report
+
+            print(latent_report(RunConfig(
+                task=args.task, strategies=[], seed=args.seed, subset=args.subset, latent_dim=args.latent_dim,
+                generative_options=parse_options(args.generative_option, "--generative-option"),
+                threads=args.threads, device=args.device, data_root=args.data_root or default_data_root(),
+                download=args.download)))
         elif args.command == "perf":
             from bench.perf import perf
 

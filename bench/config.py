@@ -11,8 +11,7 @@ from typing import Any
 import torch
 
 from bench.paths import default_data_root
-from bench.training import make_optimizer, optimizer_name
-from tasks.base import START_MODES, Protocol
+from tasks.base import START_MODES, Protocol, make_optimizer, optimizer_name
 
 
 class ConfigError(ValueError):

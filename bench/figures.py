@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.training import make_optimizer, train_epochs
+from bench.training import train_epochs
 from strategies.latent import encode_in_batches, harder_points
 from strategies.snn import PoolCodes
-from tasks.base import Task, TaskData, unit_images
+from tasks.base import Task, TaskData, make_optimizer, unit_images
 
 
 def _pyplot():

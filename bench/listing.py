@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from bench.plan import create_task
-from bench.training import optimizer_name
+from tasks.base import optimizer_name
 from strategies import STRATEGIES
 from tasks import TASKS
 

@@ -26,10 +26,10 @@ from torch import Tensor
 from bench.diagnostics import Diagnostics, diagnose
 from bench.plan import Plan
 from bench.results import RoundRecord
-from bench.training import inference_batch, make_optimizer, predict, train_epochs
+from bench.training import inference_batch, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
-from tasks.base import Capability, Labels, Task, TaskData
+from tasks.base import Capability, Labels, Task, TaskData, make_optimizer
 
 
 class StrategyError(RuntimeError):

@@ -67,7 +67,7 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
     """The manifest written when a run starts (``status: running``)."""
     from bench.plan import generative_spec, strategy_settings
     from bench.results import MetricInfo
-    from bench.training import optimizer_name
+    from tasks.base import optimizer_name
     from strategies import STRATEGIES
     from tasks import TASKS
 

@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 
 from bench.config import ConfigError, Execution, RunConfig
 from bench.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
+from bench.latent_quality import cached_quality
 from bench.loop import repeat_seed
 from bench.manifest import command_line, now, start_manifest
-from bench.plan import Plan, generative_model, load_data, plan_run
+from bench.plan import Plan, generative_model, generative_spec, load_data, plan_run
 from bench.report import write_report
 from bench.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run_folder import LOCK, FolderLock, RunFolder
@@ -199,6 +200,8 @@ def _run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> Non
     manifest["execution"] = {k: v for k, v in dataclasses.asdict(execution).items() if v is not None}
     if generative_file is not None:
         manifest["generative"]["file"] = str(generative_file)
+        quality = cached_quality(generative_file, generative, generative_spec(plan), plan.task, data, config.seed)
+        manifest["generative"]["quality"] = quality.as_dict()
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
         if samples.exists():
             shutil.copyfile(samples, folder.out / "generative-samples.png")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from tasks.base import OptimizerSpec
 
 #: Batch size of inference (test-set scoring, pool probabilities and embeddings) on a CPU. Small
 #: batches keep activations in cache: LeNet scores MNIST 1.6x faster on a CPU in batches of 256
@@ -20,29 +19,6 @@ GPU_INFERENCE_BATCH = 2048
 def inference_batch(device: torch.device) -> int:
     """The inference batch size for ``device``."""
     return GPU_INFERENCE_BATCH if device.type == "cuda" else INFERENCE_BATCH
-
-
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The ``torch.optim`` class called ``name`` in any case (``"sgd"`` -> ``torch.optim.SGD``);
-    an unknown name raises ValueError listing the known ones."""
-    known = {k.lower(): v for k, v in vars(torch.optim).items()
-             if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
-    try:
-        return known[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; torch.optim has {', '.join(sorted(known))}") from None
-
-
-def make_optimizer(spec: OptimizerSpec, parameters, lr: float, options: dict[str, Any]) -> torch.optim.Optimizer:
-    """An optimizer over ``parameters``: ``spec`` is a ``torch.optim`` name or a factory
-    ``(parameters, lr=..., **options)``, as a task's protocol declares it."""
-    factory = optimizer_class(spec) if isinstance(spec, str) else spec
-    return factory(parameters, lr=lr, **options)
-
-
-def optimizer_name(spec: OptimizerSpec) -> str:
-    """How the manifest records an optimizer: its torch.optim name, or a factory's import path."""
-    return spec if isinstance(spec, str) else f"{spec.__module__}:{spec.__qualname__}"
 
 
 def train_epochs(

@@ -76,6 +76,29 @@ START_MODES = ("warm", "reset", "fresh")
 OptimizerSpec = str | Callable[..., Any]
 
 
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The ``torch.optim`` class called ``name`` in any case (``"sgd"`` -> ``torch.optim.SGD``);
+    an unknown name raises ValueError listing the known ones."""
+    known = {k.lower(): v for k, v in vars(torch.optim).items()
+             if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
+    try:
+        return known[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; torch.optim has {', '.join(sorted(known))}") from None
+
+
+def make_optimizer(spec: OptimizerSpec, parameters, lr: float, options: dict[str, Any]) -> torch.optim.Optimizer:
+    """An optimizer over ``parameters``: ``spec`` is a ``torch.optim`` name or a factory
+    ``(parameters, lr=..., **options)``, as a task's protocol declares it."""
+    factory = optimizer_class(spec) if isinstance(spec, str) else spec
+    return factory(parameters, lr=lr, **options)
+
+
+def optimizer_name(spec: OptimizerSpec) -> str:
+    """How the manifest records an optimizer: its torch.optim name, or a factory's import path."""
+    return spec if isinstance(spec, str) else f"{spec.__module__}:{spec.__qualname__}"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A task's progressive protocol and training recipe; every CLI flag can override them.
@@ -158,6 +181,34 @@ class Labels:
     targets: Tensor  # [B, ...]
     ok: np.ndarray  # bool [B]
     errors: dict[int, str]
+
+
+@dataclass
+class RealismSets:
+    """The inputs a task's realism measures look at, each [n, ...] on the data's device: real pool
+    samples, real held-out test samples (how far real data of the same source lie: the floor),
+    the generative model's reconstructions G(E(x)) of those pool samples, and its prior samples
+    G(z), z ~ N(0, I) (what the latent strategies start from)."""
+
+    pool: Tensor
+    test: Tensor
+    reconstructions: Tensor
+    prior: Tensor
+
+    def named(self) -> dict[str, Tensor]:
+        """The sets by field name (the set keys of :attr:`Realism.values`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class Realism:
+    """A task's measures of how real inputs look: ``values[measure][set]`` for the sets of
+    :class:`RealismSets` (a measure may leave a set out), ``about[measure]`` what a measure is
+    (units, how it is taken), and ``notes`` on how they were made (e.g. the reference model)."""
+
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    about: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -247,3 +298,16 @@ class Task(ABC):
     def label_inputs(self, x: Tensor) -> Labels:
         """Label synthesized inputs [B, ...] (tasks with Capability.SYNTHETIC_LABELS only)."""
         raise NotImplementedError(f"task {self.name!r} has no labeler for synthetic inputs")
+
+    def realism(self, sets: RealismSets, data: TaskData, seed: int) -> Realism:
+        """How real generated inputs look by this task's measures, beside real ones: the third part
+        of a generative model's latent-quality report. ``data`` is the task's data as loaded
+        (labels included, e.g. to train a reference model); ``seed`` seeds any draw (the caller
+        isolates torch's global RNG). Default: the Frechet distance of each set to the pool
+        samples in the features of a reference F trained on the labeled pool
+        (:func:`tasks.realism.frechet_realism`); nothing for a task without embeddings."""
+        if Capability.EMBEDDINGS not in self.capabilities:
+            return Realism(notes=[f"task {self.name!r} offers no embeddings and measures no realism of its own"])
+        from tasks.realism import frechet_realism  # it builds on this module
+
+        return frechet_realism(self, sets, data, seed)

@@ -21,16 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as nnf
+from scipy import ndimage
 from torch import Tensor, nn
 
 from labelers.fem import FEMLabeler
 from tasks import register_task
-from tasks.base import Capability, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
+from tasks.base import (Capability, GenerativeSpec, Labels, Metric, Protocol, Realism, RealismSets, Task,
+                        TaskData)
 from tasks.ivus_cohort import COHORT_SIZE, PIXEL_MM, POOL_SIZE, make_cohort
 
 COHORT_SEED = 0
 STRESS_SCALE_KPA = 300.0  # above every stress of the cohort (its maximum is 215 kPa)
 PRESSURE_KPA = 16.0  # lumen pressure, about 120 mmHg (paper Appendix A.2)
+STRESS_MASKS = 200  # masks per set the realism report labels (a quarter of a smaller set)
+#: The realism measures: per-mask shape statistics (means over a set) and the FEM labels of a part.
+SHAPE = {
+    "plaque burden": "wall area / (wall + lumen) area",
+    "lumen roughness": "lumen border pixels / sqrt(lumen pixels); higher is more ragged",
+    "wall pixels": "wall area in pixels (64x64 masks)",
+}
+PEAK, TRIED, LABELED = "peak stress (kPa)", "FEM masks tried", "FEM masks labeled"
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +79,19 @@ class StressNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Normalised stress maps [B, 1, 64, 64] of masks [B, 1, 64, 64] in {0, 1}."""
         return self.decoder(self.encoder(x))
+
+
+def wall_shape(masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-mask plaque burden, lumen roughness and wall pixels (:data:`SHAPE`) of binary masks [N, H, W]."""
+    burden, rough, wall = [], [], []
+    for mask in masks.astype(bool):
+        filled = ndimage.binary_fill_holes(mask)
+        lumen = filled & ~mask
+        border = lumen & ~ndimage.binary_erosion(lumen)
+        burden.append(mask.sum() / max(filled.sum(), 1))
+        rough.append(border.sum() / max(np.sqrt(lumen.sum()), 1.0))
+        wall.append(mask.sum())
+    return dict(zip(SHAPE, map(np.array, (burden, rough, wall))))
 
 
 def labeler(cache_dir: Path | None) -> FEMLabeler:
@@ -132,3 +155,24 @@ class IVUSTask(Task):
         inputs = torch.from_numpy(result.masks.astype(np.float32)).unsqueeze(1).to(x.device)
         targets = torch.from_numpy(scale_stress(result.stress)).unsqueeze(1).to(x.device)
         return Labels(inputs, targets, result.ok, result.errors)
+
+    def realism(self, sets: RealismSets, data: TaskData, seed: int) -> Realism:
+        """Why synthesized masks differ from real ones: the mean shape statistics of every set
+        thresholded at 0.5 (as SI thresholds G(z)), and the mean peak stress of the first
+        :data:`STRESS_MASKS` masks of each (a quarter of a smaller set) labeled by the FEM solver."""
+        values: dict[str, dict[str, float]] = {}
+        for name, x in sets.named().items():
+            for measure, per_mask in wall_shape((x.detach() > 0.5).squeeze(1).cpu().numpy()).items():
+                values.setdefault(measure, {})[name] = float(per_mask.mean())
+            tried = min(STRESS_MASKS, max(1, len(x) // 4))
+            labels = self.label_inputs(x[:tried])
+            peaks = labels.targets[torch.as_tensor(labels.ok, device=x.device)].flatten(1).amax(1)
+            values.setdefault(PEAK, {})[name] = float(peaks.mean()) * STRESS_SCALE_KPA if len(peaks) else float("nan")
+            values.setdefault(TRIED, {})[name] = float(tried)
+            values.setdefault(LABELED, {})[name] = float(labels.ok.sum())
+        about = {**SHAPE, PEAK: f"mean over the labeled masks of each one's largest von Mises stress, clipped at "
+                                f"{STRESS_SCALE_KPA:.0f} kPa as F's targets are ({PRESSURE_KPA:g} kPa lumen pressure)",
+                 TRIED: "the first masks of a set given to the FEM labeler (cleaned as for SI)",
+                 LABELED: "of those, the masks the labeler accepted (it rejects e.g. a mask without a closed lumen)"}
+        return Realism(values, about, notes=["every set is thresholded at 0.5, as SI thresholds G(z); the shape "
+                                             "statistics are means over all masks of a set"])

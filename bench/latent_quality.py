@@ -1,0 +1,259 @@
+"""How good a generative model's latent space is: reconstruction, the aggregate posterior against
+the N(0, I) prior the latent strategies sample from, and the realism of prior samples G(z) by the
+task's own measures (:meth:`tasks.base.Task.realism`).
+
+Computed once per cached model and kept beside its weights (``<model>.quality.json``, tied to the
+weights' checksum): runs copy it into their manifest (``generative.quality``) and
+``python -m bench latent`` prints it (:func:`describe`). Every draw comes from
+generators seeded here, inside a fork of torch's RNG, so computing it changes no run's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from scipy.stats import chi2
+from torch import Tensor, nn
+
+from bench.config import ConfigError, RunConfig
+from bench.generative import VAE, weights_digest
+from bench.plan import applicable_strategies, create_task, generative_model, generative_spec, load_data, plan_run
+from strategies import STRATEGIES
+from strategies.latent import gaussian_fit
+from tasks.base import (AlphaGANSpec, Capability, GenerativeSpec, Realism, RealismSets, Task, TaskData,
+                        unit_images)
+from tasks.realism import BATCH, batched, isolated_rng
+
+SAMPLES = 4000  # at most this many pool samples, test samples and prior draws per statistic
+BALL = 0.99  # the prior's probability mass inside the ball codes are counted outside of
+VERSION = "1"  # bump when a statistic changes: cached ones are then computed again
+#: The model's own reconstruction loss, as it was trained (what ``reconstruction["loss"]`` holds).
+LOSS = {
+    "VAE": "Bernoulli cross-entropy, nats per sample (the VAE's loss)",
+    "alpha-GAN": "absolute error per pixel, in [0, 1] (the alpha-GAN's L1 loss)",
+}
+#: How the report names the sets of :class:`~tasks.base.RealismSets`.
+SET_LABELS = {"pool": "pool x", "test": "test", "reconstructions": "G(E(x))", "prior": "G(z)"}
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PosteriorFit:
+    """The aggregate posterior, codes E(x) [N, d], against the prior N(0, I)."""
+
+    mean: list[float]  # [d]
+    eigenvalues: list[float]  # of the codes' covariance, largest first (the prior's: all 1)
+    kl: float  # KL(N(mean, cov) || N(0, I)) of the codes' Gaussian fit, nats
+    ball: float  # chi2.ppf(BALL, d): the prior puts mass BALL inside ||z||^2 <= ball
+    outside: float  # share of the codes with ||z||^2 > ball (the prior's: 1 - BALL)
+
+
+@dataclass
+class LatentQuality:
+    """The latent-quality statistics of one trained generative model (see the module doc)."""
+
+    task: str
+    model: str  # "VAE" or "alpha-GAN"
+    spec: dict[str, Any]  # its settings
+    seed: int  # of the model and of every draw here
+    weights: str  # checksum of the weights measured (bench.generative.weights_digest)
+    data: dict[str, int]  # pool and test sizes
+    samples: dict[str, int]  # pool samples x, test samples and prior draws z the statistics use
+    reconstruction: dict[str, dict[str, float]]  # "loss" (see LOSS) or "mse" (per pixel) -> "pool"/"test" -> mean
+    posterior: PosteriorFit  # of the pool samples' codes
+    realism: Realism  # the task's measures of the pool, test, reconstruction and prior-sample sets
+    seconds: dict[str, float]  # time each part took to compute
+    version: str = VERSION
+
+    @property
+    def loss_name(self) -> str:
+        """What ``reconstruction["loss"]`` is, with units."""
+        return LOSS[self.model]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "LatentQuality":
+        return cls(**{**saved, "posterior": PosteriorFit(**saved["posterior"]), "realism": Realism(**saved["realism"])})
+
+
+def posterior_fit(codes: Tensor) -> PosteriorFit:
+    """How far codes [N, d] lie from N(0, I): their mean, covariance eigenvalues, the KL divergence
+    of their Gaussian fit (:func:`strategies.latent.gaussian_fit`) and the share outside the 99% ball."""
+    mean, cov = gaussian_fit(codes.cpu())
+    d = len(mean)
+    sign, logdet = torch.linalg.slogdet(cov)
+    kl = 0.5 * float(cov.trace() + mean @ mean - d - logdet) if sign > 0 else math.inf
+    ball = float(chi2.ppf(BALL, d))
+    outside = float((codes.double().square().sum(1) > ball).double().mean())
+    eigenvalues = torch.linalg.eigvalsh(cov).flip(0)
+    return PosteriorFit(mean.tolist(), eigenvalues.tolist(), kl, ball, outside)
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Per-sample reconstruction errors of x [N, ...] through the posterior mean ("loss": the
+    model's own, see :data:`LOSS`; "mse": squared error per pixel in [0, 1]), each [N]; the codes
+    E(x) [N, d]; and the reconstructions G(E(x)) [N, ...] in [0, 1]."""
+    losses, errors, codes, outputs = [], [], [], []
+    for batch in x.split(BATCH):
+        z = model.encode(batch)
+        target = unit_images(batch)
+        if isinstance(model, VAE):
+            logits = model.decode_logits(z)
+            output = torch.sigmoid(logits)
+            losses.append(nnf.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1))
+        else:
+            output = model.decode(z)
+            losses.append((output - target).abs().flatten(1).mean(1))
+        errors.append((output - target).square().flatten(1).mean(1))
+        codes.append(z)
+        outputs.append(output)
+    return {"loss": torch.cat(losses), "mse": torch.cat(errors)}, torch.cat(codes), torch.cat(outputs)
+
+
+def compute(model: nn.Module, spec: GenerativeSpec | AlphaGANSpec, task: Task, data: TaskData,
+            seed: int) -> LatentQuality:
+    """The statistics of ``model`` (trained on ``data``'s pool) on at most :data:`SAMPLES` random
+    pool samples, test samples and prior draws, all drawn from ``seed``."""
+    device = data.pool_x.device
+    seconds: dict[str, float] = {}
+    with isolated_rng(device):
+        draws = torch.Generator().manual_seed(seed)
+        pool = data.pool_x[torch.randperm(len(data.pool_x), generator=draws)[:SAMPLES].to(device)]
+        test = data.test_x[torch.randperm(len(data.test_x), generator=draws)[:SAMPLES].to(device)]
+        z = torch.randn(len(pool), model.latent_dim, generator=draws).to(device)
+        start = time.perf_counter()
+        (pool_errors, codes, reconstructions), (test_errors, _, _) = reconstruct(model, pool), reconstruct(model, test)
+        reconstruction = {k: {"pool": float(pool_errors[k].mean()), "test": float(test_errors[k].mean())}
+                          for k in pool_errors}
+        seconds["reconstruction"] = time.perf_counter() - start
+        start = time.perf_counter()
+        posterior = posterior_fit(codes)
+        seconds["aggregate posterior"] = time.perf_counter() - start
+        start = time.perf_counter()
+        realism = task.realism(RealismSets(pool, test, reconstructions, batched(model.decode, z)), data, seed)
+        seconds["realism"] = time.perf_counter() - start
+    return LatentQuality(
+        task=task.name, model="VAE" if isinstance(model, VAE) else "alpha-GAN", spec=dataclasses.asdict(spec),
+        seed=seed, weights=weights_digest(model.state_dict()),
+        data={"pool": len(data.pool_x), "test": len(data.test_x)},
+        samples={"pool": len(pool), "test": len(test), "prior": len(z)},
+        reconstruction=reconstruction, posterior=posterior, realism=realism, seconds=seconds,
+    )
+
+
+def quality_file(model_file: Path) -> Path:
+    """Where the statistics of the model cached at ``model_file`` are kept."""
+    return Path(model_file).with_suffix(".quality.json")
+
+
+def cached_quality(model_file: Path, model: nn.Module, spec: GenerativeSpec | AlphaGANSpec, task: Task,
+                   data: TaskData, seed: int) -> LatentQuality:
+    """The statistics of the model cached at ``model_file``: read from :func:`quality_file` when
+    they belong to these weights and this version, else computed now and kept there."""
+    path = quality_file(model_file)
+    weights = weights_digest(model.state_dict())
+    try:
+        saved = LatentQuality.from_dict(json.loads(path.read_text()))
+        if saved.weights == weights and saved.version == VERSION:
+            return saved
+        log.info("%s belongs to other weights or an older version; computing it again", path.name)
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError, KeyError) as err:  # damaged, or an older layout
+        log.warning("latent-quality file %s is unreadable (%s); computing it again", path, err)
+    quality = compute(model, spec, task, data, seed)
+    log.info("latent quality of %s computed in %s", Path(model_file).name,
+             ", ".join(f"{k} {v:.1f} s" for k, v in quality.seconds.items()))
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(quality.as_dict(), indent=1))
+        tmp.replace(path)
+    except OSError as err:  # a read-only or full cache: report it without keeping it
+        log.warning("could not keep the latent quality in %s (%s)", path.parent, err.strerror or err)
+    return quality
+
+
+def report(config: RunConfig) -> str:
+    """``python -m bench latent``: the task's generative model as ``run`` resolves it (data,
+    settings, cache file; trained if not cached), and its statistics, described."""
+    task = create_task(config.task)
+    latent = [name for name in applicable_strategies(task) if Capability.GENERATIVE in STRATEGIES.get(name).requires]
+    if not latent:
+        raise ConfigError(f"task {task.name!r} has no generative model (no latent strategy applies to it)")
+    # a one-sample protocol: nothing is labeled here, and any --subset passes the plan's size checks
+    plan = plan_run(dataclasses.replace(config, strategies=latent[:1], rounds=1, initial=1, increment=1))
+    data = load_data(plan)
+    model, path = generative_model(plan, data)
+    return describe(cached_quality(path, model, generative_spec(plan), plan.task, data, plan.config.seed), path)
+
+
+def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
+    """The statistics as text that says what each number is, its units and sample sizes."""
+    q, fit, n = quality, quality.posterior, quality.samples
+    settings = ", ".join(f"{k} {v}" for k, v in q.spec.items())
+    lines = [f"Latent quality of the {q.task} generative model: {q.model} ({settings}), seed {q.seed}"]
+    if model_file is not None:
+        lines.append(f"weights: {model_file} (statistics kept beside them: {quality_file(model_file).name})")
+    lines += [f"data: {q.data['pool']} pool and {q.data['test']} test samples; the statistics use {n['pool']} random "
+              f"pool samples x, {n['test']} random test samples and {n['prior']} prior draws z ~ N(0, I), "
+              f"drawn with seed {q.seed}", "",
+              "1. Reconstruction G(E(x)) of x, E(x) the posterior mean: mean over the samples (the test samples are",
+              "   held out from the model's training: a gap to the pool's is overfitting)"]
+    lines += _table([["", f"pool x ({n['pool']})", f"test ({n['test']})"],
+                     *([label, *(_num(v) for v in q.reconstruction[key].values())]
+                       for key, label in (("loss", q.loss_name), ("mse", "squared error per pixel, in [0, 1]")))])
+    dim = len(fit.mean)
+    lines += ["", f"2. Aggregate posterior: the codes E(x) of the {n['pool']} pool samples x ({dim}-d) against the "
+                  f"prior N(0, I)", "   (the prior column: what codes drawn from the prior would give)"]
+    lines += _table([["", "codes", "prior"],
+                     ["mean", _vector(fit.mean), "0"],
+                     ["covariance eigenvalues, largest first", _vector(fit.eigenvalues), "all 1"],
+                     ["KL(N(mean, cov) || N(0, I)) of their Gaussian fit, nats", _num(fit.kl), "0"],
+                     [f"share with ||z||^2 > {fit.ball:.4g} (outside the prior's {BALL:.0%} ball)",
+                      f"{fit.outside:.2%}", f"{1 - BALL:.0%}"]])
+    columns = list(SET_LABELS)
+    sizes = {"pool": n["pool"], "test": n["test"], "reconstructions": n["pool"], "prior": n["prior"]}
+    lines += ["", f"3. Realism, by the {q.task} task's measures of each set (defined below the table):",
+              *_wrap(f"pool x = the {n['pool']} pool samples; test = the {n['test']} test samples; G(E(x)) = the pool "
+                     f"samples' reconstructions; G(z) = the {n['prior']} prior draws z decoded")]
+    lines += _table([["", *(f"{SET_LABELS[c]} ({sizes[c]})" for c in columns)],
+                     *([measure, *(_num(row[c]) if c in row else "-" for c in columns)]
+                       for measure, row in q.realism.values.items())])
+    for text in [*(f"{measure}: {about}" for measure, about in q.realism.about.items()), *q.realism.notes]:
+        lines += _wrap(text)
+    lines += ["", "Seconds to compute (once, when the statistics were made): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in q.seconds.items())]
+    return "\n".join(lines)
+
+
+def _wrap(text: str) -> list[str]:
+    """A paragraph as indented lines of at most 110 characters, continuation lines indented further."""
+    return textwrap.wrap(text, 110, initial_indent="   ", subsequent_indent="     ")
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _vector(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
+def _table(rows: list[list[str]], indent: str = "   ") -> list[str]:
+    """Rows of cells as aligned lines: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [(indent + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                for i, (cell, w) in enumerate(zip(row, widths)))).rstrip() for row in rows]
