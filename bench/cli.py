@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     latent = sub.add_parser("latent", help="the quality of the task's generative model: reconstruction, its codes "
                                            "against the N(0, I) prior, realism of prior samples G(z)")
     latent.add_argument("--task", required=True, help="task name (see `python -m bench list`)")
-    latent.add_argument("--latent-dim", type=int, help="latent dimension of the generative model (as for run)")
+    latent.add_argument("--latent-dim", type=positive_int, help="latent dimension of the generative model (as for run)")
     latent.add_argument("--generative-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the generative model (as for run); repeatable")
     latent.add_argument("--seed", type=int, default=0, help="the model's seed (as for run), also of every draw")

@@ -4,7 +4,7 @@ After a strategy selects (and before the picks join the training set), the harne
 picks under F as it was when the strategy looked at it; strategies never see these numbers or
 the pool's labels. ``rounds.csv`` row t carries the diagnostics of the samples that joined the
 training set for round t (chosen after round t - 1), as its ``select_s`` does; round 1's initial
-set was chosen before any F was trained, so its cells are empty.
+set was chosen before any F was trained, so its cells are NaN (as they are with ``--no-diagnostics``).
 
 - ``pick_loss``: mean task loss of the picks (pool samples with their labels, synthesized ones
   with their labeler's targets);
@@ -75,7 +75,7 @@ def diagnose(task: Task, model: nn.Module, pool_x: Tensor, pool_y: Tensor, label
         "pick_loss": float(task.loss(pick_outputs, picks_y)),
         "pool_loss": float(task.loss(predict(model, pool_inputs), pool_targets)) if len(rows) else math.nan,
     }
-    if Capability.PROBABILITIES in task.capabilities and picks_y.dtype == torch.int64 and picks_y.dim() == 1:
+    if Capability.PROBABILITIES in task.capabilities and not picks_y.is_floating_point() and picks_y.dim() == 1:
         values["pick_balance"] = class_balance(picks_y, pick_outputs.shape[1])
     if Capability.EMBEDDINGS in task.capabilities and len(train_x) and len(rows):
         with torch.autocast(pool_x.device.type, dtype=score_dtype, enabled=score_dtype != torch.float32):
@@ -93,7 +93,9 @@ def class_balance(labels: Tensor, classes: int) -> float:
 
 def nearest_distance(queries: Tensor, references: Tensor, block: int = 1024) -> Tensor:
     """Euclidean distance (float64 [Q]) from each row of ``queries`` [Q, d] to its nearest row of
-    ``references`` [R, d], computed in float32, ``block`` queries at a time."""
+    ``references`` [R, d], ``block`` queries at a time. Computed in float32 through matrix products
+    (fast; a distance far below the embeddings' norms, a near-duplicate, loses relative precision,
+    which a mean over many picks does not notice)."""
     references = references.flatten(1).float()
     return torch.cat([torch.cdist(queries[i : i + block].flatten(1).float(), references).amin(1)
                       for i in range(0, len(queries), block)]).double()

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.diagnostics import COLUMNS
+from bench.diagnostics import COLUMNS, POOL_SAMPLE
 
 #: What each column of ``hardness.csv`` is (written into the file's ``description`` column).
 DESCRIPTION = ("per strategy and round t: the samples that joined the training set for round t, measured under F "
                "of round t - 1 when they were chosen; hardness = pick_loss / pool_loss of each repeat (above 1: "
-               "harder than the unlabeled pool), balance = entropy of the picks' classes / log C, novelty = "
+               f"harder than the unlabeled pool: its part in a fixed seeded sample of {POOL_SAMPLE} pool samples, "
+               "or all of a smaller pool), balance = entropy of the picks' classes / log C, novelty = "
                "mean distance to the nearest training sample in F's embedding / the same for the unlabeled pool; "
                "mean and sample std over repeats")
 MEASURES = {"hardness": "pick_loss / pool_loss", "balance": "pick_balance", "novelty": "pick_novelty"}
@@ -50,8 +51,9 @@ def markdown_hardness(table: pd.DataFrame) -> str:
     sizes = table.groupby("round")["n_labeled"].first()
     lines = [
         "hardness of the picks: pick_loss / pool_loss, the mean task loss of the samples that joined the training "
-        "set for round t over that of the unlabeled pool, both under F as it was when they were chosen (after round "
-        "t - 1), mean ± std over repeats; above 1 the strategy picked samples harder than a random pick.",
+        "set for round t over that of the unlabeled pool (its part in a fixed seeded sample of "
+        f"{POOL_SAMPLE} pool samples, or all of a smaller pool), both under F as it was when they were chosen (after "
+        "round t - 1), mean ± std over repeats; above 1 the strategy picked samples harder than a random pick.",
         "",
         "| strategy | " + " | ".join(f"t={t}" for t in rounds) + " |",
         "|" + "---|" * (len(rounds) + 1),

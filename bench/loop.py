@@ -185,7 +185,7 @@ class TrainingSet:
 
 @dataclass
 class Timer:
-    """Accumulates seconds per phase (train, eval, select, label)."""
+    """Accumulates seconds per phase (train, eval, select, label, diagnose)."""
 
     seconds: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("train", "eval", "select", "label", "diagnose"), 0.0))
@@ -372,7 +372,7 @@ class UnitState:
         self.rng.bit_generator.state = state["strategy_rng"]
         self.strategy.load_state_dict({k: v.to(device) if isinstance(v, Tensor) else v
                                        for k, v in state["strategy"].items()})
-        self.timer.seconds = dict(state["pending_seconds"])
+        self.timer.seconds = {**Timer().seconds, **state["pending_seconds"]}  # older checkpoints lack phases
         self.n_rejected = int(state["n_rejected"])
         self.diagnostics = Diagnostics(**state.get("diagnostics", {}))  # checkpoints before diagnostics: none
         torch.set_rng_state(state["torch_rng"])

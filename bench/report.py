@@ -85,24 +85,19 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
 
 
 def label_variants(frames: list[pd.DataFrame], manifests: list[dict | None]) -> None:
-    """Tell apart runs of one strategy with other settings, in place: where a strategy's options
-    (or, for one that uses it, its generative model's settings) differ between inputs, each
-    input's rows are labeled with the settings it changed from the defaults, e.g.
-    ``si (start=pool)`` or ``si (latent_dim=8)``; the defaults' rows keep the plain name."""
-    settings: dict[str, list[tuple[int, dict]]] = {}
-    for i, (frame, manifest) in enumerate(zip(frames, manifests)):
-        if manifest:
-            for name in frame["strategy"].unique():
-                settings.setdefault(name, []).append((i, _settings(manifest, name)))
-    for name, entries in settings.items():
-        defaults = _defaults(name, manifests[entries[0][0]].get("task"))
-        filled = [(i, {**defaults, **values}) for i, values in entries]
-        keys = sorted({k for _, values in filled for k in values})
-        varied = [k for k in keys if len({json.dumps(values.get(k), sort_keys=True) for _, values in filled}) > 1]
-        for i, values in filled:
-            changed = [f"{k}={values.get(k)}" for k in varied if k not in defaults or values.get(k) != defaults[k]]
+    """Name each input's strategies by the settings they changed, in place: a strategy run with
+    options (or, for one that uses it, generative-model settings) other than its installed
+    defaults is labeled with them, e.g. ``si (start=pool)`` or ``si (latent_dim=8)``, so runs of
+    one strategy with other settings stay apart; with the defaults it keeps its plain name. A
+    setting a manifest lacks (a run from before it existed) counts as today's default."""
+    for frame, manifest in zip(frames, manifests):
+        if not manifest:
+            continue
+        for name in frame["strategy"].unique():
+            defaults = _defaults(name, manifest.get("task"))
+            changed = [f"{k}={v}" for k, v in sorted(_settings(manifest, name).items())
+                       if k in defaults and json.dumps(v) != json.dumps(defaults[k])]
             if changed:
-                frame = frames[i]
                 frame.loc[frame["strategy"] == name, "strategy"] = f"{name} ({', '.join(changed)})"
 
 

@@ -19,7 +19,7 @@ from bench.latent_quality import cached_quality
 from bench.loop import repeat_seed
 from bench.manifest import command_line, now, start_manifest
 from bench.plan import Plan, generative_model, generative_spec, load_data, plan_run
-from bench.report import write_report
+from bench.report import label_variants, write_report
 from bench.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run_folder import LOCK, FolderLock, RunFolder
 from bench.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
@@ -200,8 +200,13 @@ def _run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> Non
     manifest["execution"] = {k: v for k, v in dataclasses.asdict(execution).items() if v is not None}
     if generative_file is not None:
         manifest["generative"]["file"] = str(generative_file)
-        quality = cached_quality(generative_file, generative, generative_spec(plan), plan.task, data, config.seed)
-        manifest["generative"]["quality"] = quality.as_dict()
+        try:
+            quality = cached_quality(generative_file, generative, generative_spec(plan), plan.task, data, config.seed)
+            manifest["generative"]["quality"] = quality.as_dict()
+        except Exception as err:  # a diagnostic: it must never cost the run
+            log.warning("could not measure the latent quality of %s (%s); the run goes on without it",
+                        generative_file.name, err)
+            manifest["generative"]["quality"] = {"error": f"{type(err).__name__}: {err}"}
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
         if samples.exists():
             shutil.copyfile(samples, folder.out / "generative-samples.png")
@@ -234,6 +239,7 @@ def _run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> Non
         folder.close()
     sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
     rows = read_rounds_csv(folder.out / "rounds.csv")
+    label_variants([rows], [manifest])
     if rows.empty:
         log.warning("no unit finished a round: no tables or figure to write")
     else:

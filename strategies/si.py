@@ -85,7 +85,7 @@ class SamplingByInterpolation(Strategy):
 
     def select(self, context: SelectionContext, k: int) -> Selection:
         vae, task = context.generative, context.task
-        if self.latents is None:  # start="pool": the first z's are the real initial set's codes
+        if self.start == "pool" and self.latents is None:  # the first z's: the real initial set's codes
             self.latents = encode_in_batches(vae.encode, context.train_x)
 
         def candidates(n: int) -> Tensor:

@@ -102,6 +102,7 @@ def test_the_report_labels_runs_of_one_strategy_with_other_settings(tmp_path, bl
     wide = blobs_run(tmp_path, "wide", strategies=["si"], rounds=2, latent_dim=3)
     rounds = read_rounds([default, pool, wide])
     assert list(dict.fromkeys(rounds["strategy"])) == ["random", "si", "si (start=pool)", "si (latent_dim=3)"]
+    assert "| si (start=pool) |" in (pool / "table.md").read_text()  # a run's own report names its settings too
     paths = write_report(rounds, tmp_path / "report", MetricInfo.of(Blobs.metric))
     differences = pd.read_csv(tmp_path / "report" / "differences.csv")
     assert {"si", "si (start=pool)", "si (latent_dim=3)"} == set(differences["strategy"])  # paired with random
@@ -123,3 +124,24 @@ def test_a_resumed_run_from_before_diagnostics_keeps_its_columns(tmp_path):
     assert list(rows.columns) == old.strip().split(",") and rows["value"].tolist() == [50.0]
     saved = json.loads(json.dumps({"task": "t", "strategies": ["random"], "data_root": "."}))
     assert RunConfig.from_manifest(saved).diagnostics is False  # such a run has no columns for them
+
+
+def test_a_checkpoint_from_before_diagnostics_resumes(tmp_path, blobs_task):
+    from bench import checkpoint
+    from bench.loop import run_progressive
+    from bench.plan import load_data, plan_run
+    from strategies import STRATEGIES
+
+    plan = plan_run(RunConfig(task="blobs", strategies=["random"], rounds=3, seed=4, quiet=True))
+    data = load_data(plan)
+    rows, states = [], {}
+    run_progressive(plan, data, STRATEGIES.get("random"), 0, lambda record, *_: rows.append(record.row()),
+                    on_checkpoint=lambda t, state: states.setdefault(t, checkpoint.to_bytes(state)))
+    old = checkpoint.from_bytes(states[1])  # as the harness writes and reads it
+    del old["diagnostics"]
+    old["pending_seconds"] = {k: v for k, v in old["pending_seconds"].items() if k != "diagnose"}
+    resumed = []
+    run_progressive(plan, data, STRATEGIES.get("random"), 0, lambda record, *_: resumed.append(record.row()),
+                    resume=old)
+    assert [r["value"] for r in resumed] == [r["value"] for r in rows[1:]]
+    assert math.isnan(resumed[0]["pick_loss"]) and not math.isnan(resumed[1]["pick_loss"])
