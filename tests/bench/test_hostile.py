@@ -97,7 +97,8 @@ def test_a_folder_in_use_by_another_run_is_refused(capsys, tmp_path, blobs_task)
 
 def test_two_processes_given_one_out_folder_one_runs_the_other_is_refused(tmp_path):
     out = str(tmp_path / "shared")
-    first = blobs_cli(*SLOW, "--rounds", "10", "--repeats", "4", "--out", out, wait=False)  # about 11 s
+    # about 33 s: the second process must start (import torch) while the first still runs, also on a loaded machine
+    first = blobs_cli(*SLOW, "--rounds", "10", "--repeats", "12", "--out", out, wait=False)
     deadline = time.monotonic() + 60
     while not (tmp_path / "shared" / "manifest.json").exists():
         assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
