@@ -44,6 +44,13 @@ def plot_curves(rounds: pd.DataFrame, diffs: pd.DataFrame | None, stem: Path, me
         ax.set_title(f"paired difference to {baseline}, mean ± 1 std")
         ax.legend()
         ax.grid(alpha=0.3)
+    return save_figure(fig, stem)
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """Save a report figure as ``stem``.png (150 dpi) and ``stem``.svg, close it, return the paths."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     paths = [Path(f"{stem}.png"), Path(f"{stem}.svg")]
     for path in paths:

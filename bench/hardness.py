@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.curves import save_figure
 from bench.diagnostics import COLUMNS, POOL_SAMPLE
 
 #: What each column of ``hardness.csv`` is (written into the file's ``description`` column).
@@ -99,12 +100,7 @@ def plot_hardness(table: pd.DataFrame, stem: Path, task: str) -> list[Path]:
     ax.set_title(f"{task}: hardness of the picks under F when chosen, mean ± 1 std")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths = [Path(f"{stem}.png"), Path(f"{stem}.svg")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, stem)
 
 
 def _cell(mean: float, std: float) -> str:
