@@ -35,7 +35,7 @@ class RoundRecord:
     joined the training set for this round (for round 1: the initial set); ``train_s`` and
     ``eval_s`` the seconds spent training F this round and scoring it on the test set, and
     ``diagnose_s`` those spent measuring the additions' ``diagnostics`` (:mod:`bench.diagnostics`:
-    how hard, balanced and novel they were under F when chosen; empty in round 1).
+    how hard, balanced and novel they were under F when chosen; NaN in round 1).
     ``n_rejected`` counts candidates the strategy refused and replaced while building this
     round's additions (SI: synthesized masks the labeler rejected; SNN: steps that left the data
     manifold).
