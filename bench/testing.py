@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from bench.checkpoint import from_bytes, to_bytes
-from bench.config import RunConfig, check_protocol
-from bench.loop import UnitState
+from bench.run.checkpoint import from_bytes, to_bytes
+from bench.run.config import RunConfig, check_protocol
+from bench.run.loop import UnitState
 from bench.paths import cache_root, default_data_root
-from bench.plan import Plan, check_labels, create_task, generative_model, load_data, plan_run
+from bench.run.plan import Plan, check_labels, create_task, generative_model, load_data, plan_run
 from strategies.base import Selection, SelectionContext
 from tasks import TASKS
 from tasks.base import Capability, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData

@@ -76,8 +76,8 @@ def embeddings_of(kind: str, n: int, d: int, data_root: str) -> Tensor | None:
         latent = int(kind.removeprefix("relu-latent"))
         return torch.relu(torch.randn(n, latent, generator=g) @ torch.randn(latent, d, generator=g))
     if kind == "mnist-lenet":
-        from bench.loop import selection_context
-        from bench.training import train_epochs
+        from bench.run.loop import selection_context
+        from bench.run.training import train_epochs
         from tasks.base import DataNotFoundError
         from tasks.mnist import MNISTTask
 

@@ -7,7 +7,7 @@ The protocol is the ``deepal-mnist`` task's (the example plug-in in ``examples/d
 test set, strategy ``random``, a fresh net every round, SGD lr 0.01 momentum 0.5, batches of 64,
 10 epochs. It runs
 
-(a) through the harness: ``bench.runner.execute`` of a one-repeat run, as ``python -m bench run
+(a) through the harness: ``bench.cli.runner.execute`` of a one-repeat run, as ``python -m bench run
     --task deepal-mnist --strategy random`` does (loading the data, planning, the manifest, a
     checkpoint and the labeled sets after every round, test-set scoring, and the tables and
     figure at the end);
@@ -46,12 +46,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the harness, when run from a checkout that is not installed
 
-from bench.config import Execution, RunConfig, resolve_device  # noqa: E402
+from bench.run.config import Execution, RunConfig, resolve_device  # noqa: E402
 from bench.paths import default_data_root  # noqa: E402
-from bench.results import load_labeled, read_rounds_csv  # noqa: E402
-from bench.run_folder import RunFolder  # noqa: E402
-from bench.runner import execute  # noqa: E402
-from bench.units import RoundFinished, Started  # noqa: E402
+from bench.run.results import load_labeled, read_rounds_csv  # noqa: E402
+from bench.run.folder import RunFolder  # noqa: E402
+from bench.cli.runner import execute  # noqa: E402
+from bench.run.units import RoundFinished, Started  # noqa: E402
 from tasks import TASKS  # noqa: E402
 
 TASK = "deepal-mnist"

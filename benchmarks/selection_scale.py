@@ -8,7 +8,7 @@ The pool holds 512-d embeddings of 10 classes: ``latent`` embeddings are relu(Z 
 latent Z whose first 3 coordinates are the class (10 class centres plus noise), ``isotropic`` ones
 are standard Gaussian (core-set's worst case; run for core-set only). 500 random samples are
 labeled. The harness's selection path runs as in a real round, through
-``bench.loop.selection_context``: the target model is a tiny stand-in whose ``embed`` returns the
+``bench.run.loop.selection_context``: the target model is a tiny stand-in whose ``embed`` returns the
 stored embeddings and whose forward is a Linear layer to 10 logits (so ``pool_embeddings`` and
 ``pool_probabilities`` are computed by the harness's batched inference), and SNN's generative
 model is a linear stand-in with 3-d codes (``encode``: a fixed orthonormal projection,
@@ -47,8 +47,8 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a checkout that is not installed
 
-from bench.config import resolve_device  # noqa: E402
-from bench.loop import selection_context  # noqa: E402
+from bench.run.config import resolve_device  # noqa: E402
+from bench.run.loop import selection_context  # noqa: E402
 from strategies import STRATEGIES  # noqa: E402
 from tasks.base import Capability, Metric, Protocol, Task  # noqa: E402
 

@@ -29,7 +29,7 @@ Infer = Callable[..., Tensor]
 @dataclass
 class SelectionContext:
     """What a strategy may look at when it selects; built fresh by the harness every round
-    (by :func:`bench.loop.selection_context`, the one place that builds it).
+    (by :func:`bench.run.loop.selection_context`, the one place that builds it).
 
     ``model`` is F after this round's training; strategies must not change its parameters.
     ``labeled`` holds the pool indices already labeled (in the order they were added);

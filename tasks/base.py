@@ -146,7 +146,7 @@ class AlphaGANSpec:
     """An alpha-GAN (Rosca et al. 2017; the paper's Tables S1-S5) for 3x32x32 images: encoder,
     generator, image and code discriminators, trained on the unlabeled pool only.
 
-    ``layout`` picks one reading of the tables (see :mod:`bench.alphagan`): ``"pooled"`` (the
+    ``layout`` picks one reading of the tables (see :mod:`bench.generative.alphagan`): ``"pooled"`` (the
     default) keeps every pooling and reads the generator's as 2x upsampling; ``"unpooled"`` keeps
     the 65,536-wide fully connected layers and drops the resampling.
     """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import cli
+from bench.cli import main as cli
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS

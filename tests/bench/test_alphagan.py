@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-import bench.generative as generative
-from bench.alphagan import LOSS_NAMES, AlphaGAN, train_alphagan
-from bench.cli import main
-from bench.generative import load_or_train
+import bench.generative.vae as generative
+from bench.generative.alphagan import LOSS_NAMES, AlphaGAN, train_alphagan
+from bench.cli.main import main
+from bench.generative.vae import load_or_train
 from tasks.base import AlphaGANSpec
 
 TINY = AlphaGANSpec(channels=8, epochs=2, batch_size=16, lr=1e-3)
@@ -96,7 +96,7 @@ def test_generative_options_without_a_latent_strategy_are_refused(capsys, tmp_pa
 
 
 def test_the_generator_s_upsampling_is_nn_upsample_on_the_cpu_and_its_cuda_form_has_the_same_values():
-    from bench.alphagan import Upsample2x, upsample_by_expand
+    from bench.generative.alphagan import Upsample2x, upsample_by_expand
 
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
     plain = torch.nn.Upsample(scale_factor=2, mode="nearest")(x)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.check import GRID, Grid, check, machine
-from bench.cli import main
+from bench.cli.check import GRID, Grid, check, machine
+from bench.cli.main import main
 from tasks import TASKS
 
 
@@ -55,7 +55,7 @@ def test_on_another_machine_the_stated_tolerance_applies(tmp_path, blobs_task):
 
 
 def test_the_committed_grid_covers_every_task_and_applicable_strategy():
-    from bench.plan import applicable_strategies
+    from bench.run.plan import applicable_strategies
 
     grid = Grid.load(GRID)
     assert {r.task for r in grid.runs} == {"mnist", "cifar10", "ivus"}
@@ -73,7 +73,7 @@ def test_a_broken_grid_file_is_refused(tmp_path, capsys):
 
 
 def test_a_value_that_became_nan_is_drift():
-    from bench.check import GridRun, compare
+    from bench.cli.check import GridRun, compare
 
     grid = Grid(Path("grid.json"), [GridRun("blobs", ["random"], {}, 0.0, 5.0)])
     reference = pd.DataFrame([dict(task="blobs", strategy="random", seed=1, repeat=0, round=1, n_labeled=20,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks.base import Capability, describe_capability
@@ -58,8 +58,8 @@ def test_strategy_that_does_not_apply_is_refused_with_what_it_needs(capsys, tmp_
 
 
 def test_all_selects_only_applicable_strategies(needs_labeler):
-    from bench.config import RunConfig
-    from bench.plan import plan_run
+    from bench.run.config import RunConfig
+    from bench.run.plan import plan_run
 
     plan = plan_run(RunConfig(task="mnist", strategies=["all"]))
     assert "random" in plan.strategy_names
@@ -153,7 +153,7 @@ def test_an_option_no_chosen_strategy_accepts_is_refused(capsys, tmp_path):
 
 
 def test_scoped_and_plain_options_reach_the_right_strategy():
-    from bench.plan import strategy_options
+    from bench.run.plan import strategy_options
     from strategies.uncertainty import UncertaintySampling
 
     assert strategy_options(UncertaintySampling, {"measure": "margin"}) == {"measure": "margin"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import config
-from bench.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
+from bench.run import config
+from bench.run.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
 from bench.paths import cache_root, default_data_root
 from tasks.base import Protocol
 
@@ -75,7 +75,7 @@ def test_cache_and_data_folders_follow_the_environment(monkeypatch, tmp_path):
 def test_cuda_runs_are_reproducible_unless_asked_otherwise(monkeypatch):
     import torch
 
-    from bench.plan import reproducible_kernels
+    from bench.run.plan import reproducible_kernels
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from bench.config import RunConfig
-from bench.diagnostics import COLUMNS, POOL_SAMPLE, class_balance, diagnose, nearest_distance, pool_sample
-from bench.hardness import hardness_table
-from bench.report import read_rounds, write_report
-from bench.results import MetricInfo, RoundRecord, RoundsWriter
-from bench.runner import execute
+from bench.run.config import RunConfig
+from bench.run.diagnostics import COLUMNS, POOL_SAMPLE, class_balance, diagnose, nearest_distance, pool_sample
+from bench.report.hardness import hardness_table
+from bench.report.tables import read_rounds, write_report
+from bench.run.results import MetricInfo, RoundRecord, RoundsWriter
+from bench.cli.runner import execute
 from bench.testing import Blobs
 
 
@@ -127,9 +127,9 @@ def test_a_resumed_run_from_before_diagnostics_keeps_its_columns(tmp_path):
 
 
 def test_a_checkpoint_from_before_diagnostics_resumes(tmp_path, blobs_task):
-    from bench import checkpoint
-    from bench.loop import run_progressive
-    from bench.plan import load_data, plan_run
+    from bench.run import checkpoint
+    from bench.run.loop import run_progressive
+    from bench.run.plan import load_data, plan_run
     from strategies import STRATEGIES
 
     plan = plan_run(RunConfig(task="blobs", strategies=["random"], rounds=3, seed=4, quiet=True))

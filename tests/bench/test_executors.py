@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.config import ConfigError, Execution, RunConfig
-from bench.runner import execute
+from bench.run.config import ConfigError, Execution, RunConfig
+from bench.cli.runner import execute
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.cli import main
-from bench.figures import pairs_figure, trajectories
+from bench.cli.main import main
+from bench.report.figures import pairs_figure, trajectories
 from tasks.base import TaskData
 from tests.strategies.test_snn import POOL, Grid, Identity, PushRight, index_of
 
@@ -52,7 +52,7 @@ def test_trajectory_figure_on_mnist(tmp_path, mnist_root):
 
 
 def test_uint8_images_are_drawn_in_unit_range():
-    from bench.figures import _image
+    from bench.report.figures import _image
 
     image = torch.tensor([[[0, 255], [51, 102]]] * 3, dtype=torch.uint8)  # [3, 2, 2]
     drawn = _image(image)

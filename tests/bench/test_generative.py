@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import bench.generative as generative
-from bench.generative import VAE, load_or_train
+import bench.generative.vae as generative
+from bench.generative.vae import VAE, load_or_train
 from tasks.base import GenerativeSpec
 
 SPEC = GenerativeSpec(hidden=16, latent_dim=2, epochs=2, batch_size=32, lr=1e-2)

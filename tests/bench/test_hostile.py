@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import generative as generative_module
-from bench.cli import main
-from bench.config import RunConfig
-from bench.plan import generative_model, load_data, plan_run
-from bench.run_folder import FolderLock
-from bench.runner import execute
+from bench.generative import vae as generative_module
+from bench.cli.main import main
+from bench.run.config import RunConfig
+from bench.run.plan import generative_model, load_data, plan_run
+from bench.run.folder import FolderLock
+from bench.cli.runner import execute
 from bench.testing import Blobs
 from tasks import TASKS
 from tasks.base import TaskData
@@ -200,12 +200,12 @@ class Crashes(RuntimeError):
 
 
 def test_a_driver_that_crashes_leaves_a_failed_manifest_with_the_error(tmp_path, blobs_task, monkeypatch):
-    import bench.runner
+    import bench.cli.runner
 
     def crash(*args, **kwargs):
         raise Crashes("the disk went away")
 
-    monkeypatch.setattr(bench.runner, "write_report", crash)
+    monkeypatch.setattr(bench.cli.runner, "write_report", crash)
     with pytest.raises(Crashes):
         execute(RunConfig(task="blobs", strategies=["random"], rounds=2, out=tmp_path / "o", quiet=True))
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
@@ -215,12 +215,12 @@ def test_a_driver_that_crashes_leaves_a_failed_manifest_with_the_error(tmp_path,
 
 
 def test_ctrl_c_ends_with_one_line_and_an_interrupted_resumable_run(capsys, tmp_path, blobs_task, monkeypatch):
-    import bench.runner
+    import bench.cli.runner
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench.runner, "write_report", interrupt)
+    monkeypatch.setattr(bench.cli.runner, "write_report", interrupt)
     code, err = run(capsys, tmp_path)
     assert code == 130 and err.strip().splitlines()[-1] == "interrupted (Ctrl-C)" and "Traceback" not in err
     assert status(tmp_path / "o") == "interrupted"
@@ -276,16 +276,16 @@ def test_threads_bound_the_tasks_own_processes_and_quiet_silences_it(tmp_path):
 
 
 def test_training_that_diverges_stops_its_unit_with_the_reason(tmp_path, blobs_task, monkeypatch):
-    import bench.loop
+    import bench.run.loop
 
-    train = bench.loop.train_epochs
+    train = bench.run.loop.train_epochs
 
     def diverging(model, *args, **kwargs):  # what a far too large learning rate does to F
         train(model, *args, **kwargs)
         with torch.no_grad():
             next(model.parameters()).fill_(float("inf"))
 
-    monkeypatch.setattr(bench.loop, "train_epochs", diverging)
+    monkeypatch.setattr(bench.run.loop, "train_epochs", diverging)
     out = execute(RunConfig(task="blobs", strategies=["random"], rounds=2, out=tmp_path / "o", quiet=True))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete with failures"

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.latent_quality as latent_quality
-from bench.cli import main
-from bench.config import RunConfig
-from bench.generative import load_or_train
-from bench.latent_quality import cached_quality, compute, posterior_fit, quality_file
-from bench.runner import execute
+import bench.generative.quality as latent_quality
+from bench.cli.main import main
+from bench.run.config import RunConfig
+from bench.generative.vae import load_or_train
+from bench.generative.quality import cached_quality, compute, posterior_fit, quality_file
+from bench.cli.runner import execute
 from tasks.base import RealismSets, TaskData
 from tasks.ivus import LABELED, PEAK, TRIED, IVUSTask
 from tasks.ivus_cohort import make_cohort

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.config import ConfigError, RunConfig, resolve_device
-from bench.loop import fresh_weights, initial_indices, initial_weights, repeat_seed
-from bench.plan import plan_run
-from bench.results import ROUND_COLUMNS, load_labeled
-from bench.runner import execute
+from bench.run.config import ConfigError, RunConfig, resolve_device
+from bench.run.loop import fresh_weights, initial_indices, initial_weights, repeat_seed
+from bench.run.plan import plan_run
+from bench.run.results import ROUND_COLUMNS, load_labeled
+from bench.cli.runner import execute
 from bench.testing import Blobs
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionError, Strategy
@@ -138,15 +138,15 @@ def test_a_strategy_that_cannot_fill_a_round_is_stopped_and_the_run_goes_on(tmp_
 
 def starts_of_training(monkeypatch) -> list[tuple[str, dict, torch.optim.Optimizer]]:
     """Records (strategy, F's weights, optimizer) at the start of every round's training."""
-    import bench.loop
+    import bench.run.loop
 
-    seen, train = [], bench.loop.train_epochs
+    seen, train = [], bench.run.loop.train_epochs
 
     def spy(model, optimizer, *args, **kwargs):
         seen.append(({k: v.clone() for k, v in model.state_dict().items()}, optimizer))
         return train(model, optimizer, *args, **kwargs)
 
-    monkeypatch.setattr(bench.loop, "train_epochs", spy)
+    monkeypatch.setattr(bench.run.loop, "train_epochs", spy)
     return seen
 
 
@@ -246,7 +246,7 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
 
 
 def test_an_existing_run_folder_is_not_overwritten(tmp_path, blobs_task):
-    from bench.config import ConfigError
+    from bench.run.config import ConfigError
 
     execute(blobs_config(tmp_path))
     with pytest.raises(ConfigError, match="already holds a run"):

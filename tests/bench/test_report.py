@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
-from bench.report import ReportError, markdown_table, read_rounds, summarize, write_report
-from bench.results import MetricInfo
-from bench.stats import paired_differences
+from bench.cli.main import main
+from bench.report.tables import ReportError, markdown_table, read_rounds, summarize, write_report
+from bench.run.results import MetricInfo
+from bench.report.stats import paired_differences
 
 ACCURACY = MetricInfo("accuracy", True, "test accuracy (%)")
 
@@ -136,7 +136,7 @@ def test_paired_tests_give_the_known_p_values():
 
 
 def test_aubc_and_labels_to_target_are_the_known_numbers():
-    from bench.stats import aubc, label_savings
+    from bench.report.stats import aubc, label_savings
 
     rounds = five_repeats()
     areas = aubc(rounds).set_index("strategy")
@@ -224,7 +224,7 @@ def test_without_random_there_is_no_target_unless_given(tmp_path):
 
 
 def test_the_t_test_is_undefined_without_spread():
-    from bench.stats import t_test_p
+    from bench.report.stats import t_test_p
 
     assert t_test_p(np.array([0.25, 0.25])) != t_test_p(np.array([0.25, 0.25]))  # NaN: no spread, no t
     assert t_test_p(np.array([0.0, 0.0])) == 1.0

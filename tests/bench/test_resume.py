@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.cli import main
-from bench.config import RunConfig
-from bench.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
-from bench.results import load_labeled
-from bench.runner import execute, resume
+from bench.cli.main import main
+from bench.run.config import RunConfig
+from bench.run.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
+from bench.run.results import load_labeled
+from bench.cli.runner import execute, resume
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 
@@ -138,7 +138,7 @@ def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_
 
 
 def test_checkpoints_hold_plain_state_and_are_kept_when_asked(tmp_path, blobs_task):
-    from bench.config import Execution
+    from bench.run.config import Execution
 
     out = execute(RunConfig(task="blobs", strategies=["si"], rounds=3, out=tmp_path / "run", quiet=True),
                   Execution(keep_checkpoints=True))

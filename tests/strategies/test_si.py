@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from bench.loop import selection_context
+from bench.run.loop import selection_context
 from strategies.base import SelectionContext
 from strategies.si import SamplingByInterpolation, SynthesisError
 from tasks.base import Capability, Labels, Metric, Protocol, Task
@@ -110,8 +110,8 @@ def test_a_labeler_that_rejects_everything_stops_with_a_clear_error():
 
 
 def test_si_is_refused_on_tasks_without_a_labeler_for_synthetic_inputs():
-    from bench.config import ConfigError, RunConfig
-    from bench.plan import plan_run
+    from bench.run.config import ConfigError, RunConfig
+    from bench.run.plan import plan_run
 
     with pytest.raises(ConfigError, match="'si' does not apply to task 'mnist'.*labeler for synthetic inputs.*snn"):
         plan_run(RunConfig(task="mnist", strategies=["si"]))

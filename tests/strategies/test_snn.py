@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from bench.loop import selection_context
+from bench.run.loop import selection_context
 from strategies.base import SelectionContext
 from strategies.snn import PoolCodes, SamplingByNearestNeighbour
 from tasks.base import Capability, Metric, Protocol, Task

@@ -7,8 +7,8 @@ import pytest
 from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
 from sklearn.linear_model import LogisticRegression
 
-from bench.config import ConfigError, RunConfig
-from bench.plan import plan_run
+from bench.run.config import ConfigError, RunConfig
+from bench.run.plan import plan_run
 from strategies.uncertainty import UncertaintySampling, uncertainty_scores
 from bench.testing import trained_context
 

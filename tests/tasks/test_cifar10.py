@@ -13,7 +13,7 @@ import torch.nn.functional as nnf
 from PIL import Image
 
 import tasks.cifar10_data as cifar10_data
-from bench.cli import main
+from bench.cli.main import main
 from bench.paths import cache_root
 from tasks.base import DataNotFoundError
 from tasks.cifar10 import CIFAR10Task, VGG16BN, flip_and_crop

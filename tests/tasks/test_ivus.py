@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import labelers.fem as fem
-from bench.cli import main
+from bench.cli.main import main
 from bench.paths import cache_root
 from tasks import TASKS
 from tasks.ivus import STRESS_SCALE_KPA, IVUSTask, StressNet, scale_stress

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.cli import main
+from bench.cli.main import main
 from tasks.mnist import LeNet, MNISTTask
 
 

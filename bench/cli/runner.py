@@ -13,16 +13,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.config import ConfigError, Execution, RunConfig
-from bench.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
-from bench.latent_quality import cached_quality
-from bench.loop import repeat_seed
-from bench.manifest import command_line, now, start_manifest
-from bench.plan import Plan, generative_model, generative_spec, load_data, plan_run
-from bench.report import label_variants, write_report
-from bench.results import MetricInfo, read_rounds_csv, sort_rows
-from bench.run_folder import LOCK, FolderLock, RunFolder
-from bench.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
+from bench.run.config import ConfigError, Execution, RunConfig
+from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
+from bench.generative.quality import cached_quality
+from bench.run.loop import repeat_seed
+from bench.run.manifest import command_line, now, start_manifest
+from bench.run.plan import Plan, generative_model, generative_spec, load_data, plan_run
+from bench.report.tables import label_variants, write_report
+from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
+from bench.run.folder import LOCK, FolderLock, RunFolder
+from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
 def executor_for(plan: Plan, data, generative, execution: Execution):
     """The executor ``execution`` asks for, ready to run this plan's units."""
     if execution.executor == "ray":
-        from bench.ray_executor import RayExecutor
+        from bench.run.ray_executor import RayExecutor
 
         spec = WorkerSpec.of(uuid.uuid4().hex, plan, generative)
         gpus = execution.gpus_per_job if execution.gpus_per_job is not None else float(plan.device.type == "cuda")

@@ -13,9 +13,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from bench.config import ConfigError
-from bench.executors import MAX_RETRIES, LatestCheckpoint, OnEvent, WorkerSpec, worker_state
-from bench.units import Event, Failed, Job, Unit, run_job
+from bench.run.config import ConfigError
+from bench.run.executors import MAX_RETRIES, LatestCheckpoint, OnEvent, WorkerSpec, worker_state
+from bench.run.units import Event, Failed, Job, Unit, run_job
 
 log = logging.getLogger(__name__)
 

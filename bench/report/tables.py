@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.hardness import DESCRIPTION, has_diagnostics, hardness_table, markdown_hardness, plot_hardness
-from bench.paper import CITATION, TABLE_1
-from bench.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
-from bench.stats import aubc, label_savings, paired_differences, wilcoxon_floor
+from bench.report.hardness import DESCRIPTION, has_diagnostics, hardness_table, markdown_hardness, plot_hardness
+from bench.report.paper import CITATION, TABLE_1
+from bench.run.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
+from bench.report.stats import aubc, label_savings, paired_differences, wilcoxon_floor
 
 TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
 #: What must agree for runs to be reported together (manifest ``protocol`` and ``config`` keys).
@@ -308,10 +308,10 @@ def write_report(rounds: pd.DataFrame, out: Path, metric: MetricInfo, notes: lis
     (paired differences to random with p-values), ``summary.csv`` (AUBC, labels to target),
     ``table.md`` (all three, ``notes`` first, the paper's rows with ``paper``) and ``curves.png``
     / ``curves.svg`` (Figure 3 and the paired difference to random); when the runs measured their
-    picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.hardness`, also in
+    picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.report.hardness`, also in
     ``table.md``). ``target`` is in the units of ``rounds.csv`` values. Every table names its
     metric and direction."""
-    from bench.curves import plot_curves
+    from bench.report.curves import plot_curves
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

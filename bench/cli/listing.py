@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.plan import create_task
+from bench.run.plan import create_task
 from tasks.base import optimizer_name
 from strategies import STRATEGIES
 from tasks import TASKS

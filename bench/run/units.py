@@ -14,10 +14,10 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from bench.checkpoint import from_bytes, to_bytes
-from bench.loop import run_progressive
-from bench.plan import Plan
-from bench.results import RoundRecord
+from bench.run.checkpoint import from_bytes, to_bytes
+from bench.run.loop import run_progressive
+from bench.run.plan import Plan
+from bench.run.results import RoundRecord
 from strategies.base import SelectionError
 from tasks.base import TaskData
 
@@ -42,7 +42,7 @@ def plan_units(plan: Plan) -> list[Unit]:
 
 @dataclass
 class Job:
-    """A unit to run, from the beginning or from a checkpoint (bytes of :mod:`bench.checkpoint`)."""
+    """A unit to run, from the beginning or from a checkpoint (bytes of :mod:`bench.run.checkpoint`)."""
 
     unit: Unit
     checkpoint: bytes | None = None

@@ -3,7 +3,7 @@
 A task declares which one it uses: a :class:`GenerativeSpec` asks for the paper's VAE (Tables
 S9-S12: encoder fc D->400->400 -> (mean, log-variance) of the latent dimension, decoder fc
 latent->400->400->D with a sigmoid; inputs in [0, 1], Bernoulli likelihood), an
-:class:`AlphaGANSpec` for the alpha-GAN of :mod:`bench.alphagan`. Either is trained once per
+:class:`AlphaGANSpec` for the alpha-GAN of :mod:`bench.generative.alphagan`. Either is trained once per
 (task, pool, seed, architecture, training settings) and kept on disk as a state dict (loaded with
 ``weights_only``); later runs, repeats and strategies load it. Both expose ``encode`` (E) and
 ``decode`` (G), which is all the strategies use. An alpha-GAN also leaves its per-epoch losses
@@ -25,8 +25,8 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bench import checkpoint
-from bench.alphagan import AlphaGAN, sample_grid, train_alphagan
+from bench.run import checkpoint
+from bench.generative.alphagan import AlphaGAN, sample_grid, train_alphagan
 from tasks.base import AlphaGANSpec, GenerativeSpec
 
 VERSION = "1"  # bump when training changes results; part of the cache key

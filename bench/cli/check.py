@@ -23,10 +23,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bench.config import ConfigError, Execution, RunConfig
-from bench.results import read_rounds_csv
+from bench.run.config import ConfigError, Execution, RunConfig
+from bench.run.results import read_rounds_csv
 
-GRID = Path(__file__).resolve().parent.parent / "results" / "reference" / "ci" / "grid.json"
+GRID = Path(__file__).resolve().parents[2] / "results" / "reference" / "ci" / "grid.json"
 KEYS = ["task", "strategy", "seed", "repeat", "round"]
 REFERENCE_COLUMNS = KEYS + ["n_labeled", "metric", "value"]
 
@@ -91,7 +91,7 @@ def machine() -> dict[str, str]:
 def run_grid(grid: Grid, data_root: Path | None, log=print) -> pd.DataFrame:
     """Run every run of ``grid`` (one after another, its units on ``grid.jobs`` workers) and
     return their rows in the reference's columns."""
-    from bench.runner import execute
+    from bench.cli.runner import execute
 
     frames = []
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:

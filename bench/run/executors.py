@@ -3,7 +3,7 @@
 - :class:`InProcess` (``--jobs 1``): one unit after another, in the driver's process.
 - :class:`LocalProcesses` (``--jobs N``): N worker processes on this machine run units side by
   side (on a GPU, all of them share it).
-- :class:`bench.ray_executor.RayExecutor` (``--executor ray``): units as Ray tasks on a cluster.
+- :class:`bench.run.ray_executor.RayExecutor` (``--executor ray``): units as Ray tasks on a cluster.
 
 Workers rebuild the plan from a :class:`WorkerSpec` and load the data themselves; the trained
 generative model travels with the spec, so they need no shared cache or file system. A worker
@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bench.config import RunConfig
-from bench.plan import Plan, generative_spec, load_data, plan_run
-from bench.units import Event, Failed, Finished, Job, Unit, run_job
+from bench.run.config import RunConfig
+from bench.run.plan import Plan, generative_spec, load_data, plan_run
+from bench.run.units import Event, Failed, Finished, Job, Unit, run_job
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class WorkerSpec:
     def of(cls, run_id: str, plan: Plan, generative: Any) -> "WorkerSpec":
         """The spec of ``plan``'s units; what the driver resolved (device, precisions) is fixed,
         so a worker on other hardware refuses to run rather than compute something else."""
-        from bench.generative import to_bytes
+        from bench.generative.vae import to_bytes
 
         config = dataclasses.replace(plan.config, device=str(plan.device),
                                      score_dtype=str(plan.score_dtype).removeprefix("torch."),
@@ -66,7 +66,7 @@ _WORKER_STATE: dict[str, tuple[Plan, Any, Any]] = {}  # run_id -> (plan, data, g
 def worker_state(spec: WorkerSpec) -> tuple[Plan, Any, Any]:
     """The plan, data and generative model of ``spec``'s run in this worker process (built once)."""
     if spec.run_id not in _WORKER_STATE:
-        from bench.generative import from_bytes
+        from bench.generative.vae import from_bytes
         from strategies import STRATEGIES
         from tasks import TASKS
 

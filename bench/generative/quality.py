@@ -25,9 +25,9 @@ import torch.nn.functional as nnf
 from scipy.stats import chi2
 from torch import Tensor, nn
 
-from bench.config import ConfigError, RunConfig
-from bench.generative import VAE, weights_digest
-from bench.plan import applicable_strategies, create_task, generative_model, generative_spec, load_data, plan_run
+from bench.run.config import ConfigError, RunConfig
+from bench.generative.vae import VAE, weights_digest
+from bench.run.plan import applicable_strategies, create_task, generative_model, generative_spec, load_data, plan_run
 from strategies import STRATEGIES
 from strategies.latent import gaussian_fit
 from tasks.base import (AlphaGANSpec, Capability, GenerativeSpec, Realism, RealismSets, Task, TaskData,
@@ -66,7 +66,7 @@ class LatentQuality:
     model: str  # "VAE" or "alpha-GAN"
     spec: dict[str, Any]  # its settings
     seed: int  # of the model and of every draw here
-    weights: str  # checksum of the weights measured (bench.generative.weights_digest)
+    weights: str  # checksum of the weights measured (bench.generative.vae.weights_digest)
     data: dict[str, int]  # pool and test sizes
     samples: dict[str, int]  # pool samples x, test samples and prior draws z the statistics use
     reconstruction: dict[str, dict[str, float]]  # "loss" (see LOSS) or "mse" (per pixel) -> "pool"/"test" -> mean

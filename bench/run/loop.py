@@ -5,7 +5,7 @@ test set is recorded, the strategy proposes ``increment`` samples, they are labe
 and round t + 1 trains on the union. Within a repeat every strategy starts from the same initial
 labeled set, the same initial weights of F and the same mini-batch shuffling seed.
 
-One (strategy, repeat) is a unit of work (:mod:`bench.units`); :class:`UnitState` holds what it
+One (strategy, repeat) is a unit of work (:mod:`bench.run.units`); :class:`UnitState` holds what it
 carries from round to round and saves and restores it, so a unit stopped after any round goes
 on with the same numbers.
 """
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.diagnostics import Diagnostics, diagnose
-from bench.plan import Plan
-from bench.results import RoundRecord
-from bench.training import inference_batch, predict, train_epochs
+from bench.run.diagnostics import Diagnostics, diagnose
+from bench.run.plan import Plan
+from bench.run.results import RoundRecord
+from bench.run.training import inference_batch, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks.base import Capability, Labels, Task, TaskData, make_optimizer
@@ -265,7 +265,7 @@ class UnitState:
         self.timer = Timer()
         self.training = TrainingSet(data, LookupLabeler(data.pool_y))
         self.n_rejected = 0  # candidates refused while building the latest additions
-        self.diagnostics = Diagnostics()  # of the latest additions (bench.diagnostics); NaN when not measured
+        self.diagnostics = Diagnostics()  # of the latest additions (bench.run.diagnostics); NaN when not measured
         self.label_inputs = None
         if Capability.SYNTHETIC_LABELS in task.capabilities:
             self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)

@@ -35,7 +35,7 @@ def package_versions() -> dict[str, str | None]:
 
 def git_commit() -> dict[str, Any] | None:
     """The commit of the source tree this package runs from, and whether it has local changes."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
@@ -65,8 +65,8 @@ def command_line() -> str:
 
 def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
-    from bench.plan import generative_spec, strategy_settings
-    from bench.results import MetricInfo
+    from bench.run.plan import generative_spec, strategy_settings
+    from bench.run.results import MetricInfo
     from tasks.base import optimizer_name
     from strategies import STRATEGIES
     from tasks import TASKS

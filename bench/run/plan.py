@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from bench.config import (ConfigError, RunConfig, check_finite, check_limit, check_protocol, resolve_device,
+from bench.run.config import (ConfigError, RunConfig, check_finite, check_limit, check_protocol, resolve_device,
                           resolve_score_dtype)
-from bench.alphagan import LAYOUTS
-from bench.generative import cache_path, load_or_train_at
+from bench.generative.alphagan import LAYOUTS
+from bench.generative.vae import cache_path, load_or_train_at
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
 from strategies import STRATEGIES

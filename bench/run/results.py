@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
+from bench.run.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
 
 ROUND_COLUMNS = [
     "task", "strategy", "repeat", "seed", "round", "n_labeled", "metric", "value",
@@ -34,7 +34,7 @@ class RoundRecord:
     ``select_s`` and ``label_s`` are the seconds spent choosing and labeling the samples that
     joined the training set for this round (for round 1: the initial set); ``train_s`` and
     ``eval_s`` the seconds spent training F this round and scoring it on the test set, and
-    ``diagnose_s`` those spent measuring the additions' ``diagnostics`` (:mod:`bench.diagnostics`:
+    ``diagnose_s`` those spent measuring the additions' ``diagnostics`` (:mod:`bench.run.diagnostics`:
     how hard, balanced and novel they were under F when chosen; NaN in round 1).
     ``n_rejected`` counts candidates the strategy refused and replaced while building this
     round's additions (SI: synthesized masks the labeler rejected; SNN: steps that left the data

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, Execution, RunConfig
+from bench.run.config import ConfigError, Execution, RunConfig
 from bench.paths import default_data_root
 
 EXIT_USAGE = 2
@@ -192,9 +192,9 @@ def figure(args: argparse.Namespace) -> Path:
     """Build the figure of ``show`` or ``trajectories``; returns where it was saved."""
     import torch
 
-    from bench import figures
-    from bench.generative import load_or_train
-    from bench.plan import plan_run
+    from bench.report import figures
+    from bench.generative.vae import load_or_train
+    from bench.run.plan import plan_run
     from bench.paths import cache_root
     from tasks.base import Capability
 
@@ -275,7 +275,7 @@ def execution(args: argparse.Namespace) -> Execution:
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     """``run``: a new run, or with ``--resume`` the rest of an earlier one."""
-    from bench.runner import execute, resume
+    from bench.cli.runner import execute, resume
 
     if args.resume is None:
         for flag in ("task", "strategy"):
@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     """The command in ``args``; bad input exits 2, Ctrl-C and SIGTERM 130."""
-    from bench.report import ReportError
+    from bench.report.tables import ReportError
     from tasks.base import DataError
 
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
@@ -345,7 +345,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     logging.captureWarnings(True)  # e.g. a label cache moved aside or read-only: one line, no source dump
     try:
         if args.command == "list":
-            from bench.listing import listing
+            from bench.cli.listing import listing
 
             print(listing())
         elif args.command == "run":
@@ -357,7 +357,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                       f" (errors in {out / 'manifest.json'})", file=sys.stderr)
                 return 1
         elif args.command == "report":
-            from bench.report import metric_info, read_rounds, unfinished, write_report
+            from bench.report.tables import metric_info, read_rounds, unfinished, write_report
 
             if args.out is None and len(args.runs) != 1:
                 raise ReportError("several inputs: pass --out DIR for the combined report")
@@ -373,11 +373,11 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         elif args.command in ("show", "trajectories"):
             print(figure(args))
         elif args.command == "check":
-            from bench.check import GRID, check
+            from bench.cli.check import GRID, check
 
             return check(args.grid or GRID, args.update, args.data_root)
         elif args.command == "latent":
-            from bench.latent_quality import report as latent_report
+            from bench.generative.quality import report as latent_report
 
             print(latent_report(RunConfig(
                 task=args.task, strategies=[], seed=args.seed, subset=args.subset, latent_dim=args.latent_dim,
@@ -385,7 +385,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                 threads=args.threads, device=args.device, data_root=args.data_root or default_data_root(),
                 download=args.download)))
         elif args.command == "perf":
-            from bench.perf import perf
+            from bench.cli.perf import perf
 
             if args.task is None:
                 raise ConfigError("--task is required")

@@ -1,6 +1,6 @@
 """The run folder, written by the driver alone: rows, labeled sets, checkpoints and the manifest.
 
-Units report events (:mod:`bench.units`); :class:`RunFolder` turns them into files as they
+Units report events (:mod:`bench.run.units`); :class:`RunFolder` turns them into files as they
 arrive. The manifest lists every unit with its status (``pending``, ``running``, ``complete``,
 ``failed``) and rounds done; the run's ``status`` is ``running``, ``interrupted`` (stopped by
 Ctrl-C or SIGTERM, or found stopped by a resume), ``failed`` (the driver itself failed; the
@@ -30,11 +30,11 @@ try:
 except ImportError:  # not POSIX: folders are not locked
     fcntl = None
 
-from bench.checkpoint import write_atomic
-from bench.config import ConfigError
-from bench.manifest import now
-from bench.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
-from bench.units import Checkpointed, Event, Failed, Finished, RoundFinished, Started, Unit
+from bench.run.checkpoint import write_atomic
+from bench.run.config import ConfigError
+from bench.run.manifest import now
+from bench.run.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
+from bench.run.units import Checkpointed, Event, Failed, Finished, RoundFinished, Started, Unit
 
 log = logging.getLogger(__name__)
 

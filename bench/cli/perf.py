@@ -11,10 +11,10 @@ import time
 
 import pandas as pd
 
-from bench.config import RunConfig
-from bench.loop import run_progressive
-from bench.plan import generative_model, load_data, plan_run
-from bench.manifest import device_info
+from bench.run.config import RunConfig
+from bench.run.loop import run_progressive
+from bench.run.plan import generative_model, load_data, plan_run
+from bench.run.manifest import device_info
 
 
 def perf(config: RunConfig) -> str:

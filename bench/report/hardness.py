@@ -1,7 +1,7 @@
 """Do the strategies pick harder samples? The report of the selection diagnostics.
 
 From the ``pick_loss``, ``pool_loss``, ``pick_balance`` and ``pick_novelty`` columns of
-``rounds.csv`` (:mod:`bench.diagnostics`): per strategy and round, the hardness ratio
+``rounds.csv`` (:mod:`bench.run.diagnostics`): per strategy and round, the hardness ratio
 ``pick_loss / pool_loss`` of each repeat (above 1: the picks were harder for F than the unlabeled
 pool on average), the balance and the novelty, as mean ± std over repeats, in a table and a figure.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.curves import save_figure
-from bench.diagnostics import COLUMNS, POOL_SAMPLE
+from bench.report.curves import save_figure
+from bench.run.diagnostics import COLUMNS, POOL_SAMPLE
 
 #: What each column of ``hardness.csv`` is (written into the file's ``description`` column).
 DESCRIPTION = ("per strategy and round t: the samples that joined the training set for round t, measured under F "

@@ -71,7 +71,7 @@ class RunConfig:
     latent_dim: int | None = None  # overrides the task's generative model's latent dimension
     generative_options: dict[str, Any] = field(default_factory=dict)  # other fields of its spec
     nondeterministic: bool = False  # on CUDA: allow nondeterministic kernels (faster, results vary)
-    diagnostics: bool = True  # measure each selection's picks (bench.diagnostics); changes no metric value
+    diagnostics: bool = True  # measure each selection's picks (bench.run.diagnostics); changes no metric value
 
     @classmethod
     def from_manifest(cls, saved: dict[str, Any]) -> "RunConfig":
