@@ -5,7 +5,7 @@
 For each batch size and precision it prints the samples/s of
 
 - **bare**: VGG-16-BN forward, backward and Adam step on one fixed batch already on the device;
-- **harness**: ``bench.run.training.train_epochs`` over uint8 images on the device (shuffling,
+- **harness**: ``bench.training.train_epochs`` over uint8 images on the device (shuffling,
   gathering each batch, converting and normalising it on the fly, as a run does), and its rate
   as a share of bare (the target is at least 80%);
 - **alpha-GAN**: one training step of encoder, generator and both discriminators
@@ -25,7 +25,7 @@ import torch.nn.functional as nnf
 
 from bench.generative.alphagan import AlphaGAN, _step
 from bench.run.config import resolve_device
-from bench.run.training import train_epochs
+from bench.training import train_epochs
 from tasks.base import AlphaGANSpec
 from tasks.cifar10 import CIFAR10Task
 

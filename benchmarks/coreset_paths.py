@@ -77,7 +77,7 @@ def embeddings_of(kind: str, n: int, d: int, data_root: str) -> Tensor | None:
         return torch.relu(torch.randn(n, latent, generator=g) @ torch.randn(latent, d, generator=g))
     if kind == "mnist-lenet":
         from bench.run.loop import selection_context
-        from bench.run.training import train_epochs
+        from bench.training import train_epochs
         from tasks.base import DataNotFoundError
         from tasks.mnist import MNISTTask
 

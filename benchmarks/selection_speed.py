@@ -23,7 +23,7 @@ import torch
 from bench.run.config import fast_bfloat16, resolve_device
 from bench.paths import default_data_root
 from bench.run.loop import selection_context
-from bench.run.training import train_epochs
+from bench.training import train_epochs
 from strategies.base import SelectionContext
 from strategies.coreset import KCenterStats, k_center_greedy
 from strategies.uncertainty import uncertainty_scores

@@ -1,16 +1,7 @@
-"""Registry of sampling strategies. Add one with ``@register_strategy("name")`` on a Strategy."""
+"""Sampling strategies and their registry. Add one with ``@register_strategy("name")`` on a Strategy."""
 
-from bench.registry import Registry
 from strategies.base import Selection, SelectionContext, Strategy
-
-STRATEGIES: Registry[Strategy] = Registry("strategy", entry_point_group="latent_bench.strategies")
-register_strategy = STRATEGIES.register
-
-
-def list_strategies() -> list[str]:
-    """Names of all registered strategies, built-in and from installed plug-ins."""
-    return STRATEGIES.names()
-
+from strategies.registry import STRATEGIES, list_strategies, register_strategy
 
 # registers the built-ins, the baseline first
 from strategies import random  # noqa: E402,F401,I001

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bench.generative.base import GenerativeModel
 from tasks.base import Labels, Task, describe_capability
 
 #: The harness's batched inference: ``infer(fn, x, dropout=False)`` is ``fn`` over ``x`` [N, ...]
@@ -49,7 +50,7 @@ class SelectionContext:
     batch_size: int  # of the harness's batched inference, for strategies that batch their own work
     infer: Infer  # the harness's batched inference (see :data:`Infer`); use :meth:`score`
     score_dtype: torch.dtype = torch.float32  # precision of pool_probabilities and embed
-    generative: Any = None  # the task's trained generative model, when the strategy needs one
+    generative: GenerativeModel | None = None  # the task's trained generative model (E, G), when the strategy needs one
     label_inputs: Callable[[Tensor], Labels] | None = None  # the task's labeler (timed as label_s)
 
     @property

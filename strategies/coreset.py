@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from strategies import register_strategy
+from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks.base import Capability
 

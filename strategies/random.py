@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from strategies import register_strategy
+from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
 
 

@@ -19,7 +19,7 @@ import logging
 import torch
 from torch import Tensor
 
-from strategies import register_strategy
+from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, SelectionError, Strategy
 from strategies.latent import encode_in_batches, gaussian_fit, harder_points
 from tasks.base import Capability

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from strategies import register_strategy
+from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
 from strategies.latent import encode_in_batches, harder_points
 from tasks.base import Capability

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from modAL.uncertainty import _proba_entropy, _proba_margin, _proba_uncertainty
 
-from strategies import register_strategy
+from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks.base import Capability
 

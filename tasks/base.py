@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bench.generative import AlphaGANSpec, GenerativeSpec, VAESpec, unit_images  # noqa: F401  (what a task declares)
+
 
 class Capability:
     """The built-in capabilities: something a strategy may need and a task may provide. A
@@ -124,53 +126,6 @@ class Protocol:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-@dataclass(frozen=True)
-class GenerativeSpec:
-    """The generative model a task declares: a VAE with fully connected encoder and decoder
-    (input -> hidden -> hidden -> latent, and back; the paper's Tables S9-S12), trained on the
-    unlabeled pool only, with these settings."""
-
-    hidden: int = 400
-    latent_dim: int = 3
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-
-    def replace(self, **overrides) -> "GenerativeSpec":
-        """A copy with the non-None ``overrides`` applied."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-@dataclass(frozen=True)
-class AlphaGANSpec:
-    """An alpha-GAN (Rosca et al. 2017; the paper's Tables S1-S5) for 3x32x32 images: encoder,
-    generator, image and code discriminators, trained on the unlabeled pool only.
-
-    ``layout`` picks one reading of the tables (see :mod:`bench.generative.alphagan`): ``"pooled"`` (the
-    default) keeps every pooling and reads the generator's as 2x upsampling; ``"unpooled"`` keeps
-    the 65,536-wide fully connected layers and drops the resampling.
-    """
-
-    latent_dim: int = 3
-    channels: int = 64  # width of every convolution and residual block
-    epochs: int = 10  # 500k images on the full pool: about 4 min at 2.2k images/s (an H100, batch 64)
-    batch_size: int = 64
-    lr: float = 2e-4  # Adam, every part
-    recon_weight: float = 10.0  # lambda of the L1 reconstruction term (mean over pixels)
-    layout: str = "pooled"
-
-    def replace(self, **overrides) -> "AlphaGANSpec":
-        """A copy with the non-None ``overrides`` applied."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def unit_images(x: Tensor) -> Tensor:
-    """Images as float in [0, 1]: uint8 [B, C, H, W] is divided by 255, float passes through.
-    Image tasks keep their data as uint8 and models convert on the fly, so a model accepts both
-    stored images and generated ones."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
-
-
 @dataclass
 class Labels:
     """Targets for synthesized inputs from a task's labeler, with the inputs as labeled (e.g. a
@@ -255,7 +210,7 @@ class Task(ABC):
     metric: ClassVar[Metric]
     protocol: ClassVar[Protocol]
     capabilities: ClassVar[frozenset[str]] = frozenset({Capability.EMBEDDINGS})
-    generative: ClassVar[GenerativeSpec | AlphaGANSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
+    generative: ClassVar[GenerativeSpec | None] = None  # set (with Capability.GENERATIVE) to offer one
     augmentation: ClassVar[str | None] = None  # what :meth:`augment` does, for tasks that offer it
     target_label: ClassVar[str] = "label"  # what a target is, in figures
     target_scale: ClassVar[float] = 1.0  # target * target_scale is in the units of target_label
@@ -299,15 +254,11 @@ class Task(ABC):
         """Label synthesized inputs [B, ...] (tasks with Capability.SYNTHETIC_LABELS only)."""
         raise NotImplementedError(f"task {self.name!r} has no labeler for synthetic inputs")
 
-    def realism(self, sets: RealismSets, data: TaskData, seed: int) -> Realism:
-        """How real generated inputs look by this task's measures, beside real ones: the third part
-        of a generative model's latent-quality report. ``data`` is the task's data as loaded
+    def realism(self, sets: RealismSets, data: TaskData, seed: int) -> Realism | None:
+        """How real generated inputs look by this task's own measures, beside real ones: the third
+        part of a generative model's latent-quality report. ``data`` is the task's data as loaded
         (labels included, e.g. to train a reference model); ``seed`` seeds any draw (the caller
-        isolates torch's global RNG). Default: the Frechet distance of each set to the pool
-        samples in the features of a reference F trained on the labeled pool
-        (:func:`tasks.realism.frechet_realism`); nothing for a task without embeddings."""
-        if Capability.EMBEDDINGS not in self.capabilities:
-            return Realism(notes=[f"task {self.name!r} offers no embeddings and measures no realism of its own"])
-        from tasks.realism import frechet_realism  # it builds on this module
-
-        return frechet_realism(self, sets, data, seed)
+        isolates torch's global RNG). Default None: the harness measures the Frechet distance of
+        each set to the pool samples in the features of a reference F trained on the labeled pool
+        (:func:`bench.generative.realism.frechet_realism`; nothing for a task without embeddings)."""
+        return None

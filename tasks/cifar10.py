@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from tasks import register_task
+from tasks.registry import register_task
 from tasks.base import AlphaGANSpec, Capability, Metric, Protocol, Task, TaskData, unit_images
 from tasks.cifar10_data import read_cifar10
 

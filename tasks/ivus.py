@@ -25,9 +25,9 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from labelers.fem import FEMLabeler
-from tasks import register_task
-from tasks.base import (Capability, GenerativeSpec, Labels, Metric, Protocol, Realism, RealismSets, Task,
-                        TaskData)
+from tasks.registry import register_task
+from tasks.base import (Capability, Labels, Metric, Protocol, Realism, RealismSets, Task, TaskData,
+                        VAESpec)
 from tasks.ivus_cohort import COHORT_SIZE, PIXEL_MM, POOL_SIZE, make_cohort
 
 COHORT_SEED = 0
@@ -108,7 +108,7 @@ class IVUSTask(Task):
                     decimals=2, display_scale=1e4)
     protocol = Protocol(initial=50, increment=50, rounds=10, epochs=50, batch_size=16, lr=1e-3)
     capabilities = frozenset({Capability.EMBEDDINGS, Capability.GENERATIVE, Capability.SYNTHETIC_LABELS})
-    generative = GenerativeSpec(hidden=400, latent_dim=3, epochs=300, batch_size=64, lr=1e-3)  # Tables S11, S12
+    generative = VAESpec(hidden=400, latent_dim=3, epochs=300, batch_size=64, lr=1e-3)  # Tables S11, S12
     target_label = "von Mises stress (kPa)"
     target_scale = STRESS_SCALE_KPA
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from tasks import register_task
-from tasks.base import Capability, DataError, DataNotFoundError, GenerativeSpec, Metric, Protocol, Task, TaskData
+from tasks.registry import register_task
+from tasks.base import Capability, DataError, DataNotFoundError, Metric, Protocol, Task, TaskData, VAESpec
 
 RAW_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -75,7 +75,7 @@ class MNISTTask(Task):
     metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1)
     protocol = Protocol(initial=500, increment=300, rounds=10, epochs=10, batch_size=64, lr=1e-3)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
-    generative = GenerativeSpec(hidden=400, latent_dim=3, epochs=30, batch_size=128, lr=1e-3)  # Tables S9, S10
+    generative = VAESpec(hidden=400, latent_dim=3, epochs=30, batch_size=128, lr=1e-3)  # Tables S9, S10
     pool_size = 60_000
 
     def load(self, data_root: Path, download: bool = True) -> TaskData:

@@ -190,38 +190,29 @@ def add_figure_args(parser: argparse.ArgumentParser) -> None:
 
 def figure(args: argparse.Namespace) -> Path:
     """Build the figure of ``show`` or ``trajectories``; returns where it was saved."""
-    import torch
-
     from bench.report import figures
-    from bench.generative.vae import load_or_train
-    from bench.run.plan import plan_run
-    from bench.paths import cache_root
+    from bench.run.assembly import assemble
+    from bench.run.plan import create_task
     from tasks.base import Capability
 
-    latent_dim = 2 if args.command == "trajectories" else None
+    trajectories = args.command == "trajectories"
     synthesized = getattr(args, "synthesized", False)
-    strategies = ["snn"] if args.command == "trajectories" else ["si"] if synthesized else ["random"]
-    plan = plan_run(RunConfig(task=args.task, strategies=strategies, device="cpu",
-                              data_root=args.data_root or default_data_root(), download=args.download))
-    task = plan.task
-    if args.command == "trajectories" and Capability.PROBABILITIES not in task.capabilities:
-        raise ConfigError(f"trajectories colour the latent space by class, and {task.name!r} is not a "
+    if trajectories and Capability.PROBABILITIES not in create_task(args.task).capabilities:
+        raise ConfigError(f"trajectories colour the latent space by class, and {args.task!r} is not a "
                           f"classification task; use a task such as mnist")
-    data = task.load(plan.config.data_root, download=args.download)
-    if args.subset:
-        data = data.subset(min(args.subset, len(data.pool_x)), torch.Generator().manual_seed(args.seed))
+    strategies = ["snn"] if trajectories else ["si"] if synthesized else ["random"]
+    # a one-sample protocol: nothing is labeled here, and any --subset passes the plan's size checks
+    assembly = assemble(RunConfig(task=args.task, strategies=strategies, device="cpu", seed=args.seed,
+                                  subset=args.subset, latent_dim=2 if trajectories else None, rounds=1, initial=1,
+                                  increment=1, data_root=args.data_root or default_data_root(),
+                                  download=args.download))
+    task, data = assembly.plan.task, assembly.data
     out = args.out or Path("results") / "figures" / f"{args.command}{'-synthesized' if synthesized else ''}-{task.name}.png"
-
-    def vae():
-        spec = task.generative.replace(latent_dim=latent_dim)
-        return load_or_train(task.name, data.pool_x, spec, args.seed, cache_root() / "generative")
-
-    if args.command == "trajectories":
-        return figures.trajectory_figure(task, data, vae(), out, n_paths=args.paths, steps=args.steps,
+    if trajectories:
+        return figures.trajectory_figure(task, data, assembly.generative, out, n_paths=args.paths, steps=args.steps,
                                          alpha=args.alpha, initial=args.initial, seed=args.seed)
     if synthesized:
-        assert Capability.SYNTHETIC_LABELS in task.capabilities  # plan_run refused the task otherwise
-        return figures.synthesized_figure(task, vae(), out, n=args.n, seed=args.seed)
+        return figures.synthesized_figure(task, assembly.generative, out, n=args.n, seed=args.seed)
     return figures.sample_figure(task, data, out, n=args.n, seed=args.seed)
 
 
@@ -377,7 +368,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
             return check(args.grid or GRID, args.update, args.data_root)
         elif args.command == "latent":
-            from bench.generative.quality import report as latent_report
+            from bench.cli.latent import latent_report
 
             print(latent_report(RunConfig(
                 task=args.task, strategies=[], seed=args.seed, subset=args.subset, latent_dim=args.latent_dim,

@@ -12,15 +12,15 @@ import time
 import pandas as pd
 
 from bench.run.config import RunConfig
+from bench.run.assembly import assemble
 from bench.run.loop import run_progressive
-from bench.run.plan import generative_model, load_data, plan_run
 from bench.run.manifest import device_info
 
 
 def perf(config: RunConfig) -> str:
     """Measure one repeat of ``config`` and return a printable table of timings."""
-    plan = plan_run(config)
-    data = load_data(plan)
+    assembly = assemble(config)
+    plan, data = assembly.plan, assembly.data
     rows = []
 
     def on_round(record, _sources, _latents) -> None:
@@ -33,7 +33,7 @@ def perf(config: RunConfig) -> str:
             record.metric: record.value,
         })
 
-    generative, _ = generative_model(plan, data)
+    generative = assembly.generative
     start = time.perf_counter()
     run_progressive(plan, data, plan.strategies[0], 0, on_round, generative)
     wall = time.perf_counter() - start

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
 from bench.generative.quality import cached_quality
+from bench.run.assembly import Assembly, assemble
 from bench.run.loop import repeat_seed
 from bench.run.manifest import command_line, now, start_manifest
-from bench.run.plan import Plan, generative_model, generative_spec, load_data, plan_run
 from bench.report.tables import label_variants, write_report
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run.folder import LOCK, FolderLock, RunFolder
@@ -80,21 +80,15 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
     returns the run folder."""
     execution = execution or Execution()
     execution.check()
-    plan = plan_run(with_threads(config, execution))
+    assembly = assemble(with_threads(config, execution))
+    plan, data = assembly.plan, assembly.data
     out, lock = prepare_out(config.out, plan.task.name)
     try:
-        try:
-            data = load_data(plan)
-        except BaseException:  # nothing was written: leave no folder behind
-            (out / LOCK).unlink(missing_ok=True)
-            if not any(out.iterdir()):
-                out.rmdir()
-            raise
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes)
         folder = RunFolder.create(out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints)
-        run_units(plan, data, folder, execution)
+        run_units(assembly, folder, execution)
     finally:
         lock.release()
     return out
@@ -148,20 +142,21 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
                                         ("train_dtype", "train_dtype")) if m in ran_on}
     config = dataclasses.replace(config, out=folder, **pinned,
                                  **{k: v for k, v in (given or {}).items() if k in RESUMABLE})
-    plan = plan_run(config)
-    data = load_data(plan)
+    assembly = assemble(config)
+    plan, data = assembly.plan, assembly.data
     sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
     if any(manifest.get("data", {}).get(k) != v for k, v in sizes.items()):
         raise ConfigError(f"--resume {folder}: the data differ from the run's ({sizes} samples now, "
                           f"{manifest.get('data')} then); point --data-root at the data the run started with")
     run_folder = RunFolder.reopen(folder, plan.task.extra_metrics(), execution.keep_checkpoints)
     run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
-    run_units(plan, data, run_folder, execution)
+    run_units(assembly, run_folder, execution)
     return folder
 
 
-def executor_for(plan: Plan, data, generative, execution: Execution):
-    """The executor ``execution`` asks for, ready to run this plan's units."""
+def executor_for(assembly: Assembly, execution: Execution):
+    """The executor ``execution`` asks for, ready to run the assembled plan's units."""
+    plan, generative = assembly.plan, assembly.generative
     if execution.executor == "ray":
         from bench.run.ray_executor import RayExecutor
 
@@ -175,15 +170,15 @@ def executor_for(plan: Plan, data, generative, execution: Execution):
                         "per unit are the run's, so that its numbers stay the same)", execution.jobs,
                         plan.config.threads, cores)
         return LocalProcesses(WorkerSpec.of(uuid.uuid4().hex, plan, generative), execution.jobs)
-    return InProcess(plan, data, generative)
+    return InProcess(assembly)
 
 
-def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None:
+def run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> None:
     """Run the folder's unfinished units with ``execution``, then write the tables and figure.
     However it ends (done, an error, Ctrl-C or SIGTERM), the manifest says how."""
     error = None
     try:
-        _run_units(plan, data, folder, execution)
+        _run_units(assembly, folder, execution)
     except BaseException as err:
         error = err
         if isinstance(err, KeyboardInterrupt):
@@ -193,15 +188,16 @@ def run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None
         folder.finish(error)
 
 
-def _run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> None:
+def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> None:
+    plan, data = assembly.plan, assembly.data
     config, protocol = plan.config, plan.protocol
-    generative, generative_file = generative_model(plan, data)
+    generative, generative_file = assembly.generative, assembly.generative_file
     manifest = folder.manifest
     manifest["execution"] = {k: v for k, v in dataclasses.asdict(execution).items() if v is not None}
     if generative_file is not None:
         manifest["generative"]["file"] = str(generative_file)
         try:
-            quality = cached_quality(generative_file, generative, generative_spec(plan), plan.task, data, config.seed)
+            quality = cached_quality(generative_file, generative, plan.generative, plan.task, data, config.seed)
             manifest["generative"]["quality"] = quality.as_dict()
         except Exception as err:  # a diagnostic: it must never cost the run
             log.warning("could not measure the latent quality of %s (%s); the run goes on without it",
@@ -233,7 +229,7 @@ def _run_units(plan: Plan, data, folder: RunFolder, execution: Execution) -> Non
         bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in in_flight.items()))
 
     try:
-        executor_for(plan, data, generative, execution).run(jobs, on_event, folder.latest_checkpoint)
+        executor_for(assembly, execution).run(jobs, on_event, folder.latest_checkpoint)
     finally:
         bar.close()
         folder.close()

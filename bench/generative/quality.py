@@ -21,27 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as nnf
 from scipy.stats import chi2
 from torch import Tensor, nn
 
-from bench.run.config import ConfigError, RunConfig
-from bench.generative.vae import VAE, weights_digest
-from bench.run.plan import applicable_strategies, create_task, generative_model, generative_spec, load_data, plan_run
-from strategies import STRATEGIES
+from bench.generative.base import GenerativeSpec, unit_images
+from bench.generative.cache import weights_digest
+from bench.generative.realism import BATCH, batched, isolated_rng, task_realism
 from strategies.latent import gaussian_fit
-from tasks.base import (AlphaGANSpec, Capability, GenerativeSpec, Realism, RealismSets, Task, TaskData,
-                        unit_images)
-from tasks.realism import BATCH, batched, isolated_rng
+from tasks.base import Realism, RealismSets, Task, TaskData
 
 SAMPLES = 4000  # at most this many pool samples, test samples and prior draws per statistic
 BALL = 0.99  # the prior's probability mass inside the ball codes are counted outside of
-VERSION = "1"  # bump when a statistic changes: cached ones are then computed again
-#: The model's own reconstruction loss, as it was trained (what ``reconstruction["loss"]`` holds).
-LOSS = {
-    "VAE": "Bernoulli cross-entropy, nats per sample (the VAE's loss)",
-    "alpha-GAN": "absolute error per pixel, in [0, 1] (the alpha-GAN's L1 loss)",
-}
+VERSION = "2"  # bump when a statistic or the layout changes: cached ones are then computed again
 #: How the report names the sets of :class:`~tasks.base.RealismSets`.
 SET_LABELS = {"pool": "pool x", "test": "test", "reconstructions": "G(E(x))", "prior": "G(z)"}
 log = logging.getLogger(__name__)
@@ -63,29 +54,25 @@ class LatentQuality:
     """The latent-quality statistics of one trained generative model (see the module doc)."""
 
     task: str
-    model: str  # "VAE" or "alpha-GAN"
+    model: str  # its label, e.g. "VAE" or "alpha-GAN"
+    loss: str  # what reconstruction["loss"] is, with units (the model's own training loss)
     spec: dict[str, Any]  # its settings
     seed: int  # of the model and of every draw here
     weights: str  # checksum of the weights measured (bench.generative.vae.weights_digest)
     data: dict[str, int]  # pool and test sizes
     samples: dict[str, int]  # pool samples x, test samples and prior draws z the statistics use
-    reconstruction: dict[str, dict[str, float]]  # "loss" (see LOSS) or "mse" (per pixel) -> "pool"/"test" -> mean
+    reconstruction: dict[str, dict[str, float]]  # "loss" or "mse" (per pixel) -> "pool"/"test" -> mean
     posterior: PosteriorFit  # of the pool samples' codes
     realism: Realism  # the task's measures of the pool, test, reconstruction and prior-sample sets
     seconds: dict[str, float]  # time each part took to compute
     version: str = VERSION
-
-    @property
-    def loss_name(self) -> str:
-        """What ``reconstruction["loss"]`` is, with units."""
-        return LOSS[self.model]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> "LatentQuality":
-        return cls(**{**saved, "posterior": PosteriorFit(**saved["posterior"]), "realism": Realism(**saved["realism"])})
+        return cls(**{"loss": "", **saved, "posterior": PosteriorFit(**saved["posterior"]), "realism": Realism(**saved["realism"])})
 
 
 def posterior_fit(codes: Tensor) -> PosteriorFit:
@@ -104,26 +91,20 @@ def posterior_fit(codes: Tensor) -> PosteriorFit:
 @torch.no_grad()
 def reconstruct(model: nn.Module, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Per-sample reconstruction errors of x [N, ...] through the posterior mean ("loss": the
-    model's own, see :data:`LOSS`; "mse": squared error per pixel in [0, 1]), each [N]; the codes
+    model's own, from its ``reconstruct``; "mse": squared error per pixel in [0, 1]), each [N]; the codes
     E(x) [N, d]; and the reconstructions G(E(x)) [N, ...] in [0, 1]."""
     losses, errors, codes, outputs = [], [], [], []
     for batch in x.split(BATCH):
         z = model.encode(batch)
-        target = unit_images(batch)
-        if isinstance(model, VAE):
-            logits = model.decode_logits(z)
-            output = torch.sigmoid(logits)
-            losses.append(nnf.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1))
-        else:
-            output = model.decode(z)
-            losses.append((output - target).abs().flatten(1).mean(1))
-        errors.append((output - target).square().flatten(1).mean(1))
+        loss, output = model.reconstruct(batch)
+        losses.append(loss)
+        errors.append((output - unit_images(batch)).square().flatten(1).mean(1))
         codes.append(z)
         outputs.append(output)
     return {"loss": torch.cat(losses), "mse": torch.cat(errors)}, torch.cat(codes), torch.cat(outputs)
 
 
-def compute(model: nn.Module, spec: GenerativeSpec | AlphaGANSpec, task: Task, data: TaskData,
+def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData,
             seed: int) -> LatentQuality:
     """The statistics of ``model`` (trained on ``data``'s pool) on at most :data:`SAMPLES` random
     pool samples, test samples and prior draws, all drawn from ``seed``."""
@@ -143,10 +124,10 @@ def compute(model: nn.Module, spec: GenerativeSpec | AlphaGANSpec, task: Task, d
         posterior = posterior_fit(codes)
         seconds["aggregate posterior"] = time.perf_counter() - start
         start = time.perf_counter()
-        realism = task.realism(RealismSets(pool, test, reconstructions, batched(model.decode, z)), data, seed)
+        realism = task_realism(task, RealismSets(pool, test, reconstructions, batched(model.decode, z)), data, seed)
         seconds["realism"] = time.perf_counter() - start
     return LatentQuality(
-        task=task.name, model="VAE" if isinstance(model, VAE) else "alpha-GAN", spec=dataclasses.asdict(spec),
+        task=task.name, model=spec.label, loss=spec.loss, spec=spec.settings(),
         seed=seed, weights=weights_digest(model.state_dict()),
         data={"pool": len(data.pool_x), "test": len(data.test_x)},
         samples={"pool": len(pool), "test": len(test), "prior": len(z)},
@@ -159,7 +140,7 @@ def quality_file(model_file: Path) -> Path:
     return Path(model_file).with_suffix(".quality.json")
 
 
-def cached_quality(model_file: Path, model: nn.Module, spec: GenerativeSpec | AlphaGANSpec, task: Task,
+def cached_quality(model_file: Path, model: nn.Module, spec: GenerativeSpec, task: Task,
                    data: TaskData, seed: int) -> LatentQuality:
     """The statistics of the model cached at ``model_file``: read from :func:`quality_file` when
     they belong to these weights and this version, else computed now and kept there."""
@@ -186,20 +167,6 @@ def cached_quality(model_file: Path, model: nn.Module, spec: GenerativeSpec | Al
     return quality
 
 
-def report(config: RunConfig) -> str:
-    """``python -m bench latent``: the task's generative model as ``run`` resolves it (data,
-    settings, cache file; trained if not cached), and its statistics, described."""
-    task = create_task(config.task)
-    latent = [name for name in applicable_strategies(task) if Capability.GENERATIVE in STRATEGIES.get(name).requires]
-    if not latent:
-        raise ConfigError(f"task {task.name!r} has no generative model (no latent strategy applies to it)")
-    # a one-sample protocol: nothing is labeled here, and any --subset passes the plan's size checks
-    plan = plan_run(dataclasses.replace(config, strategies=latent[:1], rounds=1, initial=1, increment=1))
-    data = load_data(plan)
-    model, path = generative_model(plan, data)
-    return describe(cached_quality(path, model, generative_spec(plan), plan.task, data, plan.config.seed), path)
-
-
 def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
     """The statistics as text that says what each number is, its units and sample sizes."""
     q, fit, n = quality, quality.posterior, quality.samples
@@ -214,7 +181,7 @@ def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
               "   held out from the model's training: a gap to the pool's is overfitting)"]
     lines += _table([["", f"pool x ({n['pool']})", f"test ({n['test']})"],
                      *([label, *(_num(v) for v in q.reconstruction[key].values())]
-                       for key, label in (("loss", q.loss_name), ("mse", "squared error per pixel, in [0, 1]")))])
+                       for key, label in (("loss", q.loss), ("mse", "squared error per pixel, in [0, 1]")))])
     dim = len(fit.mean)
     lines += ["", f"2. Aggregate posterior: the codes E(x) of the {n['pool']} pool samples x ({dim}-d) against the "
                   f"prior N(0, I)", "   (the prior column: what codes drawn from the prior would give)"]

@@ -1,36 +1,41 @@
-"""The generative model of the latent strategies, trained on the unlabeled pool and cached.
-
-A task declares which one it uses: a :class:`GenerativeSpec` asks for the paper's VAE (Tables
-S9-S12: encoder fc D->400->400 -> (mean, log-variance) of the latent dimension, decoder fc
-latent->400->400->D with a sigmoid; inputs in [0, 1], Bernoulli likelihood), an
-:class:`AlphaGANSpec` for the alpha-GAN of :mod:`bench.generative.alphagan`. Either is trained once per
-(task, pool, seed, architecture, training settings) and kept on disk as a state dict (loaded with
-``weights_only``); later runs, repeats and strategies load it. Both expose ``encode`` (E) and
-``decode`` (G), which is all the strategies use. An alpha-GAN also leaves its per-epoch losses
-(``.json``) and a sample grid (``.png``) beside its weights.
-"""
+"""The paper's VAE (Tables S9-S12): encoder fc D->400->400 -> (mean, log-variance) of the latent
+dimension, decoder fc latent->400->400->D with a sigmoid; inputs in [0, 1], Bernoulli likelihood.
+A task asks for it with a :class:`VAESpec`."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import logging
 import math
-import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bench.run import checkpoint
-from bench.generative.alphagan import AlphaGAN, sample_grid, train_alphagan
-from tasks.base import AlphaGANSpec, GenerativeSpec
+from bench.generative.base import GenerativeSpec, Trained, unit_images
 
-VERSION = "1"  # bump when training changes results; part of the cache key
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class VAESpec(GenerativeSpec):
+    """A VAE with fully connected encoder and decoder (input -> hidden -> hidden -> latent, and
+    back; the paper's Tables S9-S12), trained on the unlabeled pool only, with these settings."""
+
+    kind = "vae"
+    label = "VAE"
+    loss = "Bernoulli cross-entropy, nats per sample (the VAE's loss)"
+
+    hidden: int = 400
+    latent_dim: int = 3
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+
+    def build(self, input_shape: tuple[int, ...]) -> "VAE":
+        return VAE(input_shape, self.hidden, self.latent_dim)
+
+    def train(self, pool_x: Tensor, seed: int, progress: bool = True) -> Trained:
+        vae, final = train_vae(pool_x, self, seed, progress)
+        return Trained(vae, final)
 
 
 class VAE(nn.Module):
@@ -67,6 +72,13 @@ class VAE(nn.Module):
         """G: inputs [B, *input_shape] in [0, 1] generated from latent points [B, latent]."""
         return torch.sigmoid(self.decode_logits(z))
 
+    def reconstruct(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample reconstruction loss [B] through the posterior mean (Bernoulli cross-entropy,
+        nats) and the reconstructions G(E(x)) [B, *input_shape] in [0, 1]."""
+        logits = self.decode_logits(self.encode(x))
+        loss = nnf.binary_cross_entropy_with_logits(logits, unit_images(x), reduction="none").flatten(1).sum(1)
+        return loss, torch.sigmoid(logits)
+
     def losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Reconstruction (Bernoulli cross-entropy) and KL terms of the negative ELBO, in nats
         per sample averaged over the batch."""
@@ -77,7 +89,7 @@ class VAE(nn.Module):
         return recon / len(x), kl / len(x)
 
 
-def train_vae(pool_x: Tensor, spec: GenerativeSpec, seed: int, progress: bool = True) -> tuple[VAE, float]:
+def train_vae(pool_x: Tensor, spec: VAESpec, seed: int, progress: bool = True) -> tuple[VAE, float]:
     """Train a VAE on ``pool_x`` [N, ...] (on its device); returns it in eval mode, frozen, and the
     final epoch's mean reconstruction loss (nats per sample)."""
     torch.manual_seed(seed)
@@ -99,114 +111,3 @@ def train_vae(pool_x: Tensor, spec: GenerativeSpec, seed: int, progress: bool = 
         final = recon_sum / len(pool_x)
         epochs.set_postfix_str(f"reconstruction {final:.2f}, KL {kl_sum / len(pool_x):.2f}")
     return vae.eval().requires_grad_(False), final
-
-
-def cache_key(task: str, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int) -> str:
-    """A digest of everything the trained model depends on: task, pool contents, seed, settings."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"task": task, "seed": seed, "spec": dataclasses.asdict(spec), "version": VERSION,
-                              "shape": list(pool_x.shape)}, sort_keys=True).encode())
-    if isinstance(spec, AlphaGANSpec):  # a VAE's key stays what it was before alpha-GANs existed
-        digest.update(f"alphagan {pool_x.dtype}".encode())
-    digest.update(pool_x.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:20]
-
-
-def cache_path(task: str, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int, cache_dir: Path) -> Path:
-    """Where the model for (task, pool, seed, spec) is kept: ``<cache_dir>/<kind>-<task>-<key>.pt``."""
-    kind = "alphagan" if isinstance(spec, AlphaGANSpec) else "vae"
-    return Path(cache_dir) / f"{kind}-{task}-{cache_key(task, pool_x, spec, seed)}.pt"
-
-
-def build(pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec) -> nn.Module:
-    """An untrained model of ``spec`` for inputs shaped like ``pool_x``'s rows."""
-    if isinstance(spec, AlphaGANSpec):
-        return AlphaGAN(spec)
-    return VAE(tuple(pool_x.shape[1:]), spec.hidden, spec.latent_dim)
-
-
-def load_or_train(
-    task: str, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int, cache_dir: Path,
-    progress: bool = True,
-) -> nn.Module:
-    """The generative model for (task, pool, seed, spec), in eval mode and frozen, on the pool's
-    device: loaded from ``cache_dir`` when trained before, else trained now and saved there."""
-    return load_or_train_at(cache_path(task, pool_x, spec, seed, cache_dir), pool_x, spec, seed, progress)
-
-
-def load_or_train_at(
-    path: Path, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec, seed: int, progress: bool = True,
-) -> nn.Module:
-    """:func:`load_or_train` with the cache file ``path`` (from :func:`cache_path`) given."""
-    model = build(pool_x, spec)
-    if path.exists():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            problem = integrity_problem(saved)
-            if problem is None:
-                model.load_state_dict(saved["state_dict"])
-                log.info("loaded the cached generative model %s (final reconstruction loss %.4g)", path,
-                         saved["final_loss"])
-                return model.to(pool_x.device).eval().requires_grad_(False)
-            log.warning("cached generative model %s fails its integrity check (%s); retraining and replacing it",
-                        path, problem)
-        except Exception as err:  # corrupt or stale file: retrain and replace it
-            log.warning("cached generative model %s is unreadable (%s); retraining", path, err)
-    start = time.perf_counter()
-    extra = {}
-    if isinstance(spec, AlphaGANSpec):
-        model, history = train_alphagan(pool_x, spec, seed, progress)
-        final = history[-1]["reconstruction_l1"] if history else float("nan")
-        extra["history"] = history
-    else:
-        model, final = train_vae(pool_x, spec, seed, progress)
-    log.info("trained %s in %.0f s: final reconstruction loss %.4g", path.name, time.perf_counter() - start, final)
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": state, "checksum": weights_digest(state), "final_loss": final,
-                    "spec": dataclasses.asdict(spec), "seed": seed, **extra}, tmp)
-        tmp.replace(path)
-        if isinstance(spec, AlphaGANSpec):
-            path.with_suffix(".json").write_text(json.dumps({"spec": dataclasses.asdict(spec), "seed": seed,
-                                                             "losses_per_epoch": extra["history"]}, indent=1))
-            sample_grid(model, pool_x, path.with_suffix(".png"), seed)
-    except OSError as err:  # a read-only or full cache: the run goes on with the model in memory
-        log.warning("could not cache the trained generative model in %s (%s); going on without caching it",
-                    path.parent, err.strerror or err)
-    return model
-
-
-def weights_digest(state_dict: dict[str, Tensor]) -> str:
-    """SHA-256 of a state dict's names, dtypes, shapes and bytes (the cache's integrity check)."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        value = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name} {value.dtype} {tuple(value.shape)}".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def integrity_problem(saved: dict) -> str | None:
-    """Why a cached model must not be used (a checksum that does not match its weights, or
-    weights that are not finite), or None. Files from before checksums are checked for finiteness."""
-    state = saved["state_dict"]
-    if "checksum" in saved and saved["checksum"] != weights_digest(state):
-        return "its weights do not match their checksum"
-    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
-    if bad:
-        return f"non-finite weights in {', '.join(bad[:3])}"
-    return None
-
-
-def to_bytes(model: nn.Module) -> bytes:
-    """A trained generative model's weights as bytes, to send to workers that lack the cache."""
-    return checkpoint.to_bytes(model.state_dict())
-
-
-def from_bytes(payload: bytes, pool_x: Tensor, spec: GenerativeSpec | AlphaGANSpec) -> nn.Module:
-    """The model :func:`to_bytes` serialised, in eval mode and frozen, on the pool's device."""
-    model = build(pool_x, spec)
-    model.load_state_dict(checkpoint.from_bytes(payload))
-    return model.to(pool_x.device).eval().requires_grad_(False)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.run.training import train_epochs
+from bench.training import train_epochs
 from strategies.latent import encode_in_batches, harder_points
 from strategies.snn import PoolCodes
 from tasks.base import Task, TaskData, make_optimizer, unit_images

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.run.training import predict
+from bench.training import predict
 from tasks.base import Capability, Task
 
 #: Pool samples whose loss and embeddings stand for the unlabeled pool (all of it when smaller).

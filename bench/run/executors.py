@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from bench.run.config import RunConfig
-from bench.run.plan import Plan, generative_spec, load_data, plan_run
+from bench.run.assembly import Assembly, assemble, generative_weights
+from bench.run.plan import Plan
 from bench.run.units import Event, Failed, Finished, Job, Unit, run_job
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,19 @@ class WorkerSpec:
     def of(cls, run_id: str, plan: Plan, generative: Any) -> "WorkerSpec":
         """The spec of ``plan``'s units; what the driver resolved (device, precisions) is fixed,
         so a worker on other hardware refuses to run rather than compute something else."""
-        from bench.generative.vae import to_bytes
-
         config = dataclasses.replace(plan.config, device=str(plan.device),
                                      score_dtype=str(plan.score_dtype).removeprefix("torch."),
                                      train_dtype=str(plan.train_dtype).removeprefix("torch."))
         return cls(run_id, config, type(plan.task), list(plan.strategies),
-                   None if generative is None else to_bytes(generative))
+                   None if generative is None else generative_weights(generative))
 
 
-_WORKER_STATE: dict[str, tuple[Plan, Any, Any]] = {}  # run_id -> (plan, data, generative), per process
+_WORKER_STATE: dict[str, Assembly] = {}  # run_id -> what its units run on, per process
 
 
-def worker_state(spec: WorkerSpec) -> tuple[Plan, Any, Any]:
+def worker_state(spec: WorkerSpec) -> Assembly:
     """The plan, data and generative model of ``spec``'s run in this worker process (built once)."""
     if spec.run_id not in _WORKER_STATE:
-        from bench.generative.vae import from_bytes
         from strategies import STRATEGIES
         from tasks import TASKS
 
@@ -74,13 +72,10 @@ def worker_state(spec: WorkerSpec) -> tuple[Plan, Any, Any]:
         _register(TASKS, spec.config.task, spec.task_cls)
         for strategy in spec.strategy_classes:
             _register(STRATEGIES, strategy.name, strategy)
-        plan = plan_run(spec.config)
-        data = load_data(plan)
-        generative = None
-        if spec.generative is not None:
-            generative = from_bytes(spec.generative, data.pool_x, generative_spec(plan))
+        assembly = assemble(spec.config, weights=spec.generative)
+        assembly.generative  # rebuilt now, once per worker, from the weights the driver sent
         _WORKER_STATE.clear()
-        _WORKER_STATE[spec.run_id] = (plan, data, generative)
+        _WORKER_STATE[spec.run_id] = assembly
     return _WORKER_STATE[spec.run_id]
 
 
@@ -91,21 +86,19 @@ def _register(registry, name: str, cls: type) -> None:
 
 @dataclass
 class InProcess:
-    """Runs units one after another in the driver's process, on its plan and data."""
+    """Runs units one after another in the driver's process, on what it assembled."""
 
-    plan: Plan
-    data: Any
-    generative: Any
+    assembly: Assembly
 
     def run(self, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
         for job in jobs:
-            run_job(self.plan, self.data, self.generative, job, on_event)
+            run_job(self.assembly.plan, self.assembly.data, self.assembly.generative, job, on_event)
 
 
 def _worker_main(spec: WorkerSpec, conn: Connection, name: str) -> None:
     """A worker process: run the jobs the driver sends over ``conn`` until a ``None``, sending
     each unit's events back. When the driver is gone (killed) the pipe breaks and it exits."""
-    plan, data, generative = worker_state(spec)
+    state = worker_state(spec)
     while True:
         try:
             job = conn.recv()
@@ -113,7 +106,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection, name: str) -> None:
             return
         if job is None:
             return
-        run_job(plan, data, generative, job, conn.send, worker=name)
+        run_job(state.plan, state.data, state.generative, job, conn.send, worker=name)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch import Tensor
 from bench.run.diagnostics import Diagnostics, diagnose
 from bench.run.plan import Plan
 from bench.run.results import RoundRecord
-from bench.run.training import inference_batch, predict, train_epochs
+from bench.training import inference_batch, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks.base import Capability, Labels, Task, TaskData, make_optimizer

@@ -65,13 +65,12 @@ def command_line() -> str:
 
 def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
-    from bench.run.plan import generative_spec, strategy_settings
+    from bench.run.plan import strategy_settings
     from bench.run.results import MetricInfo
     from tasks.base import optimizer_name
     from strategies import STRATEGIES
     from tasks import TASKS
 
-    spec = generative_spec(plan)
     return {
         "status": "running",
         "started": now(),
@@ -80,7 +79,7 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         "config": asdict(plan.config),
         "task": plan.task.name,
         "strategies": {cls.name: strategy_settings(cls, plan.config.strategy_options) for cls in plan.strategies},
-        "generative": None if spec is None else {**asdict(spec), "seed": plan.config.seed},
+        "generative": None if plan.generative is None else {**plan.generative.settings(), "seed": plan.config.seed},
         "protocol": {**asdict(plan.protocol), "optimizer": optimizer_name(plan.protocol.optimizer)},  # the recipe run
         "provided_by": {  # the module and installed distribution of the task and of each strategy
             "task": TASKS.origin(plan.task.name).as_dict(),

@@ -16,14 +16,13 @@ import torch
 
 from bench.run.config import (ConfigError, RunConfig, check_finite, check_limit, check_protocol, resolve_device,
                           resolve_score_dtype)
-from bench.generative.alphagan import LAYOUTS
-from bench.generative.vae import cache_path, load_or_train_at
+from bench.generative.base import GenerativeSpec
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
-from tasks.base import AlphaGANSpec, Capability, DataError, GenerativeSpec, Protocol, Task, TaskData
+from tasks.base import Capability, DataError, Protocol, Task, TaskData
 
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,7 @@ class Plan:
     device: torch.device
     score_dtype: torch.dtype  # precision of the pool scoring strategies select with
     train_dtype: torch.dtype  # autocast precision of training F (float32: no autocast)
+    generative: GenerativeSpec | None = None  # the generative model a chosen strategy needs (resolved settings)
 
     @property
     def strategy_names(self) -> list[str]:
@@ -118,7 +118,7 @@ def create_task(name: str) -> Task:
 
 def plan_run(config: RunConfig) -> Plan:
     """Check a configuration before any work; raise ConfigError naming the problem and fix.
-    Applies ``--threads`` to torch, so that everything after runs with it."""
+    Changes nothing: :func:`bench.run.assembly.assemble` applies the plan's torch settings."""
     task = create_task(config.task)
     task.progress = not config.quiet
     if config.threads is not None:
@@ -172,66 +172,37 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError(f"--augment: task {task.name!r} has no data augmentation; drop the flag")
     score_dtype = resolve_score_dtype(config.score_dtype, device)
     train_dtype = resolve_score_dtype(config.train_dtype, device, "--train-dtype")
-    plan = Plan(config, task, strategies, protocol, device, score_dtype, train_dtype)
-    generative_spec(plan)  # refuses unknown or invalid generative options now, before any work
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    reproducible_kernels(device, config.nondeterministic)
-    return plan
+    generative = generative_spec(task, strategies, config)  # refuses bad generative options now, before any work
+    return Plan(config, task, strategies, protocol, device, score_dtype, train_dtype, generative)
 
 
-def reproducible_kernels(device: torch.device, nondeterministic: bool) -> None:
-    """On CUDA, make the same command give the same numbers: deterministic algorithms (an op
-    without one raises), cuBLAS with a fixed workspace, no cuDNN autotuning. With
-    ``nondeterministic`` the fastest kernels run instead and results vary from run to run.
-    CPU runs are deterministic at a fixed thread count either way."""
-    if device.type != "cuda":
-        return
-    if nondeterministic:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any matmul
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-
-
-def generative_spec(plan: Plan) -> GenerativeSpec | AlphaGANSpec | None:
+def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunConfig) -> GenerativeSpec | None:
     """The settings of the task's generative model when a chosen strategy needs one (the task's,
     with ``--latent-dim`` and ``--generative-option`` applied), else None."""
-    options = plan.config.generative_options
-    if not any(Capability.GENERATIVE in s.requires for s in plan.strategies):
+    options = config.generative_options
+    if not any(Capability.GENERATIVE in s.requires for s in strategies):
         if options:
             raise ConfigError("--generative-option given, but no chosen strategy uses a generative model")
         return None
-    spec = plan.task.generative
-    fields = [f.name for f in dataclasses.fields(spec)]
+    default = task.generative
+    fields = list(default.settings())
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise ConfigError(f"--generative-option {', '.join(unknown)}: the {plan.task.name} generative model "
-                          f"({type(spec).__name__}) has no such setting; it has {', '.join(fields)}")
-    spec = spec.replace(latent_dim=plan.config.latent_dim, **options)
+        raise ConfigError(f"--generative-option {', '.join(unknown)}: the {task.name} generative model "
+                          f"({type(default).__name__}) has no such setting; it has {', '.join(fields)}")
+    spec = default.replace(latent_dim=config.latent_dim, **options)
     for name in fields:
-        value, default = getattr(spec, name), getattr(plan.task.generative, name)
-        if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
-            raise ConfigError(f"--generative-option {name}={value!r}: expected {type(default).__name__} "
-                              f"(the default is {default!r})")
+        value, before = getattr(spec, name), getattr(default, name)
+        if type(value) is not type(before) and not (isinstance(before, float) and type(value) is int):
+            raise ConfigError(f"--generative-option {name}={value!r}: expected {type(before).__name__} "
+                              f"(the default is {before!r})")
         if isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--generative-option {name}={value!r}: must be positive and finite")
-    if isinstance(spec, AlphaGANSpec) and spec.layout not in LAYOUTS:
-        raise ConfigError(f"--generative-option layout={spec.layout!r}: use one of {', '.join(LAYOUTS)}")
+    try:
+        spec.check()
+    except ValueError as err:
+        raise ConfigError(f"--generative-option {err}") from None
     return spec
-
-
-def generative_model(plan: Plan, data: TaskData) -> tuple[Any, Path | None]:
-    """The task's trained generative model and its cache file when a chosen strategy needs one
-    (else None, None): trained on the pool only, once per (task, pool, seed, settings), then
-    loaded from the cache."""
-    spec = generative_spec(plan)
-    if spec is None:
-        return None, None
-    path = cache_path(plan.task.name, data.pool_x, spec, plan.config.seed, cache_root() / "generative")
-    return load_or_train_at(path, data.pool_x, spec, plan.config.seed, progress=not plan.config.quiet), path
 
 
 def load_data(plan: Plan) -> TaskData:

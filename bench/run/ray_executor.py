@@ -33,13 +33,13 @@ def _unit_events(spec: WorkerSpec, job: Job) -> Iterator[Event]:
     import queue
     import threading
 
-    plan, data, generative = worker_state(spec)
+    state = worker_state(spec)
     events: queue.Queue = queue.Queue()
     done = object()
 
     def work() -> None:
         try:
-            run_job(plan, data, generative, job, events.put, worker=socket.gethostname())
+            run_job(state.plan, state.data, state.generative, job, events.put, worker=socket.gethostname())
         finally:
             events.put(done)
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-import bench.generative.vae as generative
+import bench.generative.alphagan as generative
 from bench.generative.alphagan import LOSS_NAMES, AlphaGAN, train_alphagan
 from bench.cli.main import main
-from bench.generative.vae import load_or_train
+from bench.generative.cache import load_or_train
 from tasks.base import AlphaGANSpec
 
 TINY = AlphaGANSpec(channels=8, epochs=2, batch_size=16, lr=1e-3)

@@ -75,7 +75,7 @@ def test_cache_and_data_folders_follow_the_environment(monkeypatch, tmp_path):
 def test_cuda_runs_are_reproducible_unless_asked_otherwise(monkeypatch):
     import torch
 
-    from bench.run.plan import reproducible_kernels
+    from bench.run.assembly import reproducible_kernels
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark

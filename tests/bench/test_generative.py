@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import bench.generative.vae as generative
-from bench.generative.vae import VAE, load_or_train
-from tasks.base import GenerativeSpec
+from bench.generative import VAESpec
+from bench.generative.cache import load_or_train
+from bench.generative.vae import VAE
 
-SPEC = GenerativeSpec(hidden=16, latent_dim=2, epochs=2, batch_size=32, lr=1e-2)
+SPEC = VAESpec(hidden=16, latent_dim=2, epochs=2, batch_size=32, lr=1e-2)
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.generative import vae as generative_module
+from bench.generative import cache as generative_module
 from bench.cli.main import main
 from bench.run.config import RunConfig
-from bench.run.plan import generative_model, load_data, plan_run
+from bench.run.assembly import Assembly, assemble
+from bench.run.plan import plan_run
 from bench.run.folder import FolderLock
 from bench.cli.runner import execute
 from bench.testing import Blobs
@@ -129,8 +130,14 @@ def test_an_unusable_cache_folder_is_refused_up_front(capsys, tmp_path, blobs_ta
 @pytest.fixture
 def blobs_plan(tmp_path, blobs_task, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    plan = plan_run(RunConfig(task="blobs", strategies=["snn"], quiet=True))
-    return plan, load_data(plan)
+    assembly = assemble(RunConfig(task="blobs", strategies=["snn"], quiet=True))
+    return assembly.plan, assembly.data
+
+
+def generative_model(plan, data):
+    """The generative model and its cache file, as a fresh run assembles them."""
+    assembly = Assembly(plan, data)
+    return assembly.generative, assembly.generative_file
 
 
 def test_a_cached_generative_model_with_altered_weights_is_retrained_and_replaced(blobs_plan, caplog):

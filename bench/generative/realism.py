@@ -1,4 +1,5 @@
-"""Realism of generated inputs in a task's own feature space (the default :meth:`Task.realism`).
+"""Realism of generated inputs in a task's own feature space (used where :meth:`Task.realism`
+gives no measures of the task's own).
 
 A reference F, the task's ``make_model()``, is trained once on the whole labeled pool for
 :data:`REFERENCE_EPOCHS` epochs with the task's protocol optimizer, learning rate and batch size,
@@ -21,7 +22,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from tasks.base import Realism, RealismSets, Task, TaskData, make_optimizer, optimizer_name
+from bench.training import train_epochs
+from tasks.base import Capability, Realism, RealismSets, Task, TaskData, make_optimizer, optimizer_name
 
 REFERENCE_EPOCHS = 2  # LeNet on the 60k MNIST pool: about 40 s on one CPU thread
 BATCH = 256  # inference batch of the features
@@ -109,27 +111,29 @@ def reference_model(task: Task, data: TaskData, seed: int) -> Reference:
 
 def train(task: Task, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> None:
     """:data:`REFERENCE_EPOCHS` epochs of the task's loss on (x, y) in shuffled mini-batches, with
-    the task's protocol optimizer, learning rate and batch size (a trailing single sample is
-    skipped: batch norm cannot train on it)."""
+    the task's protocol optimizer, learning rate and batch size (the harness's training loop)."""
     protocol = task.protocol
     optimizer = make_optimizer(protocol.optimizer, model.parameters(), protocol.lr, protocol.optimizer_options)
-    shuffle = torch.Generator().manual_seed(seed)
-    model.train()
     with torch.enable_grad():
-        for _ in range(REFERENCE_EPOCHS):
-            order = torch.randperm(len(x), generator=shuffle).to(x.device)
-            for rows in order.split(protocol.batch_size):
-                if len(rows) < 2 and len(x) > 1:
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                task.loss(model(x[rows]), y[rows]).backward()
-                optimizer.step()
+        train_epochs(model, optimizer, task.loss, x, y, REFERENCE_EPOCHS, protocol.batch_size,
+                     torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
 def batched(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``fn`` over ``x`` [N, ...] in batches of :data:`BATCH`, concatenated [N, ...]."""
     return torch.cat([fn(batch) for batch in x.split(BATCH)])
+
+
+def task_realism(task: Task, sets: RealismSets, data: TaskData, seed: int) -> Realism:
+    """The task's own realism measures (:meth:`Task.realism`), else the Frechet distance in its
+    reference F's features (:func:`frechet_realism`), else (no embeddings) none, with a note."""
+    own = task.realism(sets, data, seed)
+    if own is not None:
+        return own
+    if Capability.EMBEDDINGS not in task.capabilities:
+        return Realism(notes=[f"task {task.name!r} offers no embeddings and measures no realism of its own"])
+    return frechet_realism(task, sets, data, seed)
 
 
 def frechet_realism(task: Task, sets: RealismSets, data: TaskData, seed: int) -> Realism:
