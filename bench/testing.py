@@ -34,10 +34,11 @@ from bench.run.checkpoint import from_bytes, to_bytes
 from bench.run.config import RunConfig, check_protocol
 from bench.run.loop import UnitState
 from bench.paths import cache_root, default_data_root
-from bench.run.plan import Plan, check_labels, create_task, generative_model, load_data, plan_run
+from bench.run.assembly import assemble
+from bench.run.plan import Plan, check_labels, create_task
 from strategies.base import Selection, SelectionContext
 from tasks import TASKS
-from tasks.base import Capability, GenerativeSpec, Labels, Metric, Protocol, Task, TaskData
+from tasks.base import Capability, Labels, Metric, Protocol, Task, TaskData, VAESpec
 
 INITIAL = 30  # labeled samples before the checked selection
 SUBSET = 400  # pool samples the checks use from a larger task
@@ -53,7 +54,7 @@ class Blobs(Task):
     protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=1e-2)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE,
                               Capability.SYNTHETIC_LABELS, Capability.DROPOUT})
-    generative = GenerativeSpec(hidden=32, latent_dim=2, epochs=20, batch_size=32, lr=1e-2)
+    generative = VAESpec(hidden=32, latent_dim=2, epochs=20, batch_size=32, lr=1e-2)
     pool_size = 400
 
     def __init__(self) -> None:
@@ -123,9 +124,8 @@ def _plan(strategy: str, task: str, seed: int = 0) -> tuple[Plan, TaskData, obje
     config = RunConfig(task=task, strategies=[strategy], rounds=2, initial=INITIAL, increment=1, epochs=2,
                        seed=seed, device="cpu", score_dtype="float32", subset=subset, data_root=data_root(),
                        download=False, quiet=True)
-    plan = plan_run(config)
-    data = load_data(plan)
-    return plan, data, generative_model(plan, data)[0]
+    built = assemble(config)
+    return built.plan, built.data, built.generative
 
 
 def _after_round_one(strategy: str, task: str, seed: int = 0) -> UnitState:
