@@ -115,12 +115,13 @@ class Registry(Generic[T]):
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.entry_point_group):
-            dist = ep.dist.name if getattr(ep, "dist", None) is not None else None
+            distribution = getattr(ep, "dist", None)
+            dist = distribution.name if distribution is not None else None
             if ep.name in self._factories:  # its module was imported (and registered) first
                 if dist and self._factories[ep.name].__module__ == ep.module:
                     self._distributions[ep.name] = dist
                 continue
-            where = f"{dist} {ep.dist.version}" if dist else ep.value
+            where = f"{dist} {distribution.version}" if distribution is not None else ep.value
             try:
                 factory = ep.load()
                 self.add(ep.name, factory)
@@ -172,7 +173,7 @@ class Registry(Generic[T]):
 
 @functools.lru_cache(maxsize=1)
 def _distributions_of_packages() -> dict[str, list[str]]:
-    return packages_distributions()
+    return dict(packages_distributions())
 
 
 def name_of(factory: Callable[..., Any], kind: str) -> str:

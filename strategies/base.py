@@ -94,7 +94,7 @@ class SelectionContext:
 
     def embed(self, x: Tensor) -> Tensor:
         """F's penultimate features of ``x``, float32 [len(x), d] on device."""
-        return self.score(lambda b: self.model.embed(b).flatten(1), x)
+        return self.score(lambda b: self.model.embed(b).flatten(1), x)  # type: ignore[operator]  # F.embed: the task contract
 
     @cached_property
     def pool_embeddings(self) -> Tensor:
@@ -129,7 +129,10 @@ class Selection:
             self.indices = np.asarray(self.indices, dtype=np.int64).reshape(-1)
 
     def __len__(self) -> int:
-        return len(self.indices) if self.indices is not None else len(self.inputs)
+        if self.indices is not None:
+            return len(self.indices)
+        assert self.inputs is not None  # __post_init__: one of the two is set
+        return len(self.inputs)
 
 
 class Strategy(ABC):

@@ -92,7 +92,7 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 def make_optimizer(spec: OptimizerSpec, parameters, lr: float, options: dict[str, Any]) -> torch.optim.Optimizer:
     """An optimizer over ``parameters``: ``spec`` is a ``torch.optim`` name or a factory
     ``(parameters, lr=..., **options)``, as a task's protocol declares it."""
-    factory = optimizer_class(spec) if isinstance(spec, str) else spec
+    factory: Callable[..., torch.optim.Optimizer] = optimizer_class(spec) if isinstance(spec, str) else spec
     return factory(parameters, lr=lr, **options)
 
 
@@ -195,7 +195,8 @@ class TaskData:
         return TaskData(self.pool_x[pool], self.pool_y[pool], self.test_x[test], self.test_y[test], self.source)
 
     def to(self, device: torch.device) -> "TaskData":
-        return TaskData(*(t.to(device) for t in (self.pool_x, self.pool_y, self.test_x, self.test_y)), self.source)
+        return TaskData(self.pool_x.to(device), self.pool_y.to(device), self.test_x.to(device), self.test_y.to(device),
+                        self.source)
 
 
 class Task(ABC):
