@@ -86,6 +86,7 @@ def test_a_run_of_the_plugin_records_who_provided_it_and_the_recipe(plugin_env, 
     assert sorted(row.split(",")[1] + row.split(",")[4] for row in rows) == ["bald1", "bald2", "random1", "random2"]
 
 
+@pytest.mark.slow
 def test_the_examples_own_contract_tests_pass(plugin_env, mnist_root):
     env = {**plugin_env, "BENCH_DATA": str(mnist_root)}
     result = run(["-m", "pytest", "-q", str(EXAMPLE / "tests"), "-p", "no:cacheprovider"], env)

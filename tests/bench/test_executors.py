@@ -108,6 +108,7 @@ def test_execution_flags_are_checked(tmp_path):
         execute(config(tmp_path / "b"), Execution(executor="ray", jobs=2))
 
 
+@pytest.mark.slow
 def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_lost_worker(
         tmp_path, blobs_task, threads, test_strategies):
     ray = pytest.importorskip("ray", reason="Ray is the optional extra latent-bench[ray] (in [dev])")
@@ -146,6 +147,7 @@ class BlobsWithoutDataInWorkers(Blobs):
         return super().load(data_root, download)
 
 
+@pytest.mark.slow
 def test_workers_that_cannot_start_stop_the_run_with_a_message(tmp_path, threads):
     TASKS.add("blobs-no-worker-data", BlobsWithoutDataInWorkers)
     try:

@@ -31,6 +31,7 @@ def test_pairs_figure_draws_maps_beside_inputs(tmp_path):
     assert path.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_show_saves_ivus_samples(tmp_path, capsys):
     out = tmp_path / "ivus.png"
     assert main(["show", "--task", "ivus", "--n", "3", "--out", str(out)]) == 0

@@ -63,6 +63,7 @@ def test_non_finite_and_absurd_numbers_are_refused_before_any_work(capsys, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_fuzzed_numeric_flags_exit_0_or_2_never_1(capsys, tmp_path, blobs_task):
     """Random finite, non-finite, negative and huge values for every numeric flag of ``run``."""
     flags = {"--rounds": int, "--initial": int, "--increment": int, "--epochs": int, "--batch-size": int,
@@ -96,6 +97,7 @@ def test_a_folder_in_use_by_another_run_is_refused(capsys, tmp_path, blobs_task)
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_two_processes_given_one_out_folder_one_runs_the_other_is_refused(tmp_path):
     out = str(tmp_path / "shared")
     # about 33 s: the second process must start (import torch) while the first still runs, also on a loaded machine
@@ -236,6 +238,7 @@ def test_ctrl_c_ends_with_one_line_and_an_interrupted_resumable_run(capsys, tmp_
     assert status(tmp_path / "o") == "complete"
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_run_as_interrupted_and_it_resumes(tmp_path):
     out = tmp_path / "o"
     process = blobs_cli(*SLOW, "--rounds", "6", "--repeats", "2", "--out", str(out), wait=False)

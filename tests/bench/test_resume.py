@@ -60,6 +60,7 @@ RUN = ["run", "--task", "blobs", "--strategy", "slow,si,uncertainty", "--repeats
        "--seed", "3", "--threads", "1", "--quiet"]
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
     reference = blobs_cli(*RUN, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr

@@ -138,6 +138,7 @@ def test_a_broken_official_release_is_not_silently_replaced(tmp_path, small_per_
         read_cifar10(tmp_path, download=False, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_reads_the_shared_jpeg_copy(cifar_root):
     task = CIFAR10Task()
     task.cache_dir = cache_root()  # as the harness gives it (the decoded arrays are cached there)
@@ -195,6 +196,7 @@ def tiny_run(tmp_path, root, name: str, *extra: str) -> pd.DataFrame:
     return pd.read_csv(tmp_path / name / "rounds.csv")
 
 
+@pytest.mark.slow
 def test_snn_and_the_baselines_run_two_rounds_on_a_small_subset(tmp_path, cifar_root):
     rows = tiny_run(tmp_path, cifar_root, "snn", "--strategy", "random,snn,coreset,uncertainty", "--augment")
     sizes = rows.groupby("strategy")["n_labeled"].apply(list).to_dict()
