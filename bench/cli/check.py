@@ -13,6 +13,7 @@ change that its commit shows.
 from __future__ import annotations
 
 import json
+import hashlib
 import platform
 import tempfile
 import time
@@ -80,12 +81,27 @@ class Grid:
 
 def machine() -> dict[str, str]:
     """What decides the bits of a CPU run at a fixed thread count: torch, its CPU kernels, numpy,
-    scipy (the FEM solver) and the processor architecture."""
+    scipy (the FEM solver), the processor architecture, and the processor itself (its model and
+    instruction-set flags, by which oneDNN and BLAS pick their kernels)."""
     import numpy
     import scipy
 
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "numpy": numpy.__version__, "scipy": scipy.__version__, "machine": platform.machine()}
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "machine": platform.machine(), **processor()}
+
+
+def processor() -> dict[str, str]:
+    """The CPU's model name and a digest of its instruction-set flags (from /proc/cpuinfo; on
+    systems without it, what :func:`platform.processor` says)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu": platform.processor()}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = " ".join(sorted(fields.get("flags", "").split()))
+    return {"cpu": fields.get("model name", platform.processor()),
+            "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:12]}
 
 
 def run_grid(grid: Grid, data_root: Path | None, log=print) -> pd.DataFrame:
