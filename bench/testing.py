@@ -16,87 +16,34 @@ unit of work, the selection context), so a plug-in that passes runs in ``python 
 ``check_strategy(name, task)`` and ``check_task(name)`` run every check at once. Tasks read
 their data from ``data_root`` (default: ``$BENCH_DATA``, as ``run`` does); missing data is an
 error, never a silent skip. Strategy checks without a ``task`` use :class:`Blobs`, a synthetic
-task with every built-in capability that trains in milliseconds.
+task with every built-in capability that trains in milliseconds (``with registered(Blobs):``
+registers it for a block, as the checks do).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
-from torch import Tensor, nn
+from torch import nn
 
+from bench.paths import cache_root, default_data_root
+from bench.run.assembly import assemble
 from bench.run.checkpoint import from_bytes, to_bytes
 from bench.run.config import RunConfig, check_protocol
 from bench.run.loop import UnitState
-from bench.paths import cache_root, default_data_root
-from bench.run.assembly import assemble
 from bench.run.plan import Plan, check_labels, create_task
-from strategies.base import Selection, SelectionContext
+from bench.testing_blobs import Blobs, DropoutMLP
+from strategies import STRATEGIES
+from strategies.base import Selection, SelectionContext, Strategy
 from tasks import TASKS
-from tasks.base import Capability, Labels, Metric, Protocol, Task, TaskData, VAESpec
+from tasks.base import Capability, Labels, Task, TaskData
 
 INITIAL = 30  # labeled samples before the checked selection
 SUBSET = 400  # pool samples the checks use from a larger task
-
-
-class Blobs(Task):
-    """Four Gaussian blobs in 8-D squashed into [0, 1]: a classification task with dropout, a
-    tiny VAE and a labeler for synthetic inputs (the nearest blob centre); trains in milliseconds."""
-
-    name = "blobs"
-    description = "four Gaussian blobs in 8-D (the contract tests' synthetic task)"
-    metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)")
-    protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=1e-2)
-    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE,
-                              Capability.SYNTHETIC_LABELS, Capability.DROPOUT})
-    generative = VAESpec(hidden=32, latent_dim=2, epochs=20, batch_size=32, lr=1e-2)
-    pool_size = 400
-
-    def __init__(self) -> None:
-        self.centres = torch.randn(4, 8, generator=torch.Generator().manual_seed(123)) * 3
-
-    def load(self, data_root: Path | None = None, download: bool = True) -> TaskData:
-        generator = torch.Generator().manual_seed(124)
-
-        def draw(n: int) -> tuple[Tensor, Tensor]:
-            y = torch.arange(n) % 4
-            return torch.sigmoid(self.centres[y] + torch.randn(n, 8, generator=generator)), y
-
-        return TaskData(*draw(self.pool_size), *draw(200))
-
-    def label_inputs(self, x: Tensor) -> Labels:
-        """The class of the nearest (squashed) blob centre."""
-        targets = torch.cdist(x, torch.sigmoid(self.centres.to(x.device))).argmin(dim=1)
-        return Labels(x, targets, np.ones(len(x), dtype=bool), {})
-
-    def make_model(self) -> nn.Module:
-        return DropoutMLP()
-
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return nnf.cross_entropy(output, target)
-
-    def scores(self, output: Tensor, target: Tensor) -> dict[str, float]:
-        return {"accuracy": 100.0 * (output.argmax(1) == target).sum().item() / len(target)}
-
-
-class DropoutMLP(nn.Module):
-    """8 -> 16 (ReLU, dropout 0.25) -> 4: :class:`Blobs`'s target model."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.25))
-        self.head = nn.Linear(16, 4)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x))
 
 
 def data_root() -> Path:
@@ -105,14 +52,26 @@ def data_root() -> Path:
 
 
 @contextmanager
+def registered(*classes: type) -> Iterator[None]:
+    """Within the block, each Task or Strategy class is registered under its ``name`` (unless it
+    is already); its registry is restored after. The one way :class:`Blobs` is registered."""
+    registries = [STRATEGIES if issubclass(cls, Strategy) else TASKS for cls in classes]
+    with ExitStack() as stack:
+        for registry in {id(r): r for r in registries}.values():
+            stack.enter_context(registry.scoped())
+        for cls, registry in zip(classes, registries):
+            if cls.name not in registry or registry.get(cls.name) is not cls:
+                registry.add(cls.name, cls)
+        yield
+
+
+@contextmanager
 def _task_registered(task: str | None) -> Iterator[str]:
     """The name of the task to check on; :class:`Blobs`, registered for the block, when None."""
     if task is not None:
         yield task
         return
-    with TASKS.scoped():
-        if Blobs.name not in TASKS:
-            TASKS.add(Blobs.name, Blobs)
+    with registered(Blobs):
         yield Blobs.name
 
 
@@ -346,5 +305,5 @@ def check_task(task: str | Task) -> None:
         returns_k_samples_the_harness_accepts("random", task)
 
 
-__all__ = ["Blobs", "STRATEGY_CHECKS", "TASK_CHECKS", "check_strategy", "check_task", "data_root", "trained_context",
-           *STRATEGY_CHECKS, *TASK_CHECKS]
+__all__ = ["Blobs", "DropoutMLP", "STRATEGY_CHECKS", "TASK_CHECKS", "check_strategy", "check_task", "data_root",
+           "registered", "trained_context", *STRATEGY_CHECKS, *TASK_CHECKS]

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.testing import Blobs
-from tasks import TASKS
+from bench.testing import Blobs, registered
 
 #: The real data: ``$BENCH_DATA`` when set, else the shared folder beside the checkout.
 SHARED_DATA = Path(os.environ.get("BENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -17,9 +16,8 @@ SHARED_DATA = Path(os.environ.get("BENCH_DATA") or Path(__file__).resolve().pare
 @pytest.fixture
 def blobs_task():
     """Registers the ``blobs`` task for the duration of a test."""
-    TASKS.add("blobs", Blobs)
-    yield Blobs()
-    TASKS.remove("blobs")
+    with registered(Blobs):
+        yield Blobs()
 
 
 @pytest.fixture
