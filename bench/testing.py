@@ -1,41 +1,52 @@
 """The contract every strategy and task must meet, shipped so that a plug-in's own tests run it.
 
 After scikit-activeml's template suites. Each check drives the harness's own code (the plan, the
-unit of work, the selection context), so a plug-in that passes runs in ``python -m bench run``::
+unit of work, the selection context, the checkpoint), so a plug-in that passes runs in
+``python -m bench run``::
 
-    from bench.testing import STRATEGY_CHECKS, check_task
+    from bench.testing import STRATEGY_CHECKS, check_strategy, check_task
 
     @pytest.mark.parametrize("check", STRATEGY_CHECKS.values(), ids=STRATEGY_CHECKS.keys())
     def test_bald_meets_the_strategy_contract(check):
-        check("bald")                    # on the built-in synthetic task (it has dropout)
-        check("bald", task="digits")     # on your own registered task
+        check("bald")                        # a registered name, on the synthetic task Blobs
+        check(BALD, options={"passes": 3})   # a class (registered for the check) with its options
+        check("bald", task="digits")         # on your own task: a registered name or a Task class
 
     def test_digits_meets_the_task_contract():
-        check_task("digits")
+        check_task("digits")                 # a registered name, a Task class or an instance
 
-``check_strategy(name, task)`` and ``check_task(name)`` run every check at once. Tasks read
-their data from ``data_root`` (default: ``$BENCH_DATA``, as ``run`` does); missing data is an
-error, never a silent skip. Strategy checks without a ``task`` use :class:`Blobs`, a synthetic
-task with every built-in capability that trains in milliseconds (``with registered(Blobs):``
-registers it for a block, as the checks do).
+``check_strategy(strategy, task=None, options=None)`` and ``check_task(task)`` run every check
+at once. ``options`` are what ``--option KEY=VALUE`` gives (``{"passes": 3}`` or
+``{"bald.passes": 3}``); the harness's planning applies them, as in a run. Tasks read their data
+from :func:`data_root` (``$BENCH_DATA``, as ``run`` does); missing data is an error, never a
+silent skip. Without a ``task``, strategy checks run on :class:`Blobs`, a synthetic task with
+every built-in capability that trains in milliseconds (``with registered(Blobs):`` registers it
+for a block, as the checks do).
+
+The plan, the data, the generative model and a unit's state after round 1 are built once per
+(strategy, task, options, seed) and kept in a small cache, so the checks of one set share them;
+each check starts from a fresh unit restored from that state's checkpoint, as a resumed run does.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from bench.paths import cache_root, default_data_root
-from bench.run.assembly import assemble
+from bench.run.assembly import Assembly, assemble
 from bench.run.checkpoint import from_bytes, to_bytes
 from bench.run.config import RunConfig, check_protocol
 from bench.run.loop import UnitState
-from bench.run.plan import Plan, check_labels, create_task
+from bench.run.plan import check_labels, create_task
 from bench.testing_blobs import Blobs, DropoutMLP
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionContext, Strategy
@@ -44,6 +55,10 @@ from tasks.base import Capability, Labels, Task, TaskData
 
 INITIAL = 30  # labeled samples before the checked selection
 SUBSET = 400  # pool samples the checks use from a larger task
+SEED = 0
+StrategyLike = str | type[Strategy]
+TaskLike = str | type[Task] | None
+Options = dict[str, Any] | None
 
 
 def data_root() -> Path:
@@ -65,42 +80,109 @@ def registered(*classes: type) -> Iterator[None]:
         yield
 
 
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()  # the latest round-1 states and loaded tasks
+
+
+def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+    if key not in _CACHE:
+        _CACHE[key] = build()
+        while len(_CACHE) > 8:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
+
+
+def _loaded(checkpoint: bytes, who: str) -> dict[str, Any]:
+    """A checkpoint read back as the harness reads it; an AssertionError when it cannot be."""
+    try:
+        return from_bytes(checkpoint)
+    except Exception as err:
+        why = [line for line in str(err).splitlines() if "WeightsUnpickler error" in line] or [str(err)]
+        raise AssertionError(f"{who}: its state_dict() does not survive a checkpoint (torch.save, then torch.load "
+                             f"with weights_only=True; keep to tensors and plain values): {why[0]}") from err
+
+
+@dataclass
+class _RoundOne:
+    """What a run of the strategy builds (plan, data, generative model) and the checkpoint of a
+    unit after round 1: every check starts from a fresh copy, since selecting draws from its RNGs."""
+
+    run: Assembly
+    who: str  # the strategy and task, as messages name them
+    saved: bytes = b""
+    training: bool = True  # F's train/eval mode after round 1 (not in a checkpoint)
+
+    def trained(self) -> UnitState:
+        """A unit that took its initial set and trained round 1, as the harness runs it."""
+        unit = self._new()
+        unit.propose(0, INITIAL, initial=True)
+        unit.train_and_evaluate(1)
+        return unit
+
+    def unit(self) -> UnitState:
+        """A fresh unit in the state after round 1, restored from its checkpoint."""
+        if not self.saved:
+            trained = self.trained()
+            self.saved, self.training = to_bytes(trained.state_dict(1)), trained.model.training
+        return self.restored(self.saved)
+
+    def restored(self, saved: bytes) -> UnitState:
+        unit = self._new()
+        unit.load_state_dict(_loaded(saved, self.who))
+        unit.model.train(self.training)
+        return unit
+
+    def _new(self) -> UnitState:
+        plan = self.run.plan
+        return UnitState(plan, self.run.data, plan.strategies[0], repeat=0, generative=self.run.generative)
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """The strategy class, the (registered) task's name and the options a check runs with."""
+
+    strategy: type[Strategy]
+    task: str
+    options: dict[str, Any]
+
+    def __str__(self) -> str:
+        return f"strategy {self.strategy.name!r} on task {self.task!r}" + (
+            f" with options {self.options}" if self.options else "")
+
+    def config(self, seed: int = SEED, task: str | None = None, options: Options = None) -> RunConfig:
+        """Two rounds of the strategy on the task (400 pool samples of a larger one), on the CPU."""
+        task = task or self.task
+        subset = SUBSET if (create_task(task).pool_size or 0) > SUBSET else None
+        return RunConfig(task=task, strategies=[self.strategy.name], rounds=2, initial=INITIAL, increment=1,
+                         epochs=2, seed=seed, device="cpu", score_dtype="float32", subset=subset,
+                         data_root=data_root(), download=False, quiet=True,
+                         strategy_options=dict(self.options if options is None else options))
+
+    def round_one(self, seed: int = SEED) -> _RoundOne:
+        key = ("round 1", self.strategy, self.task, _factory(self.task), repr(sorted(self.options.items())), seed,
+               data_root(), cache_root())
+        return _cached(key, lambda: _RoundOne(assemble(self.config(seed)), str(self)))
+
+
+def _factory(task: str) -> Any:
+    """What the task's name is registered to now (None: unknown, as create_task will say)."""
+    return TASKS.get(task) if task in TASKS else None
+
+
 @contextmanager
-def _task_registered(task: str | None) -> Iterator[str]:
-    """The name of the task to check on; :class:`Blobs`, registered for the block, when None."""
-    if task is not None:
-        yield task
-        return
-    with registered(Blobs):
-        yield Blobs.name
+def _checking(strategy: StrategyLike, task: TaskLike, options: Options) -> Iterator[_Subject]:
+    """A check's subject; classes (and :class:`Blobs` when ``task`` is None) registered for the block."""
+    task = Blobs if task is None else task
+    with registered(*(c for c in (strategy, task) if isinstance(c, type))):
+        cls = STRATEGIES.get(strategy) if isinstance(strategy, str) else strategy
+        yield _Subject(cls, task if isinstance(task, str) else task.name, dict(options or {}))
 
 
-def _plan(strategy: str, task: str, seed: int = 0) -> tuple[Plan, TaskData, object]:
-    """A validated two-round plan of ``strategy`` on ``task`` (a subset of a large pool), its
-    data and the generative model the strategy needs (None if none), as ``run`` builds them."""
-    made = create_task(task)
-    subset = SUBSET if (made.pool_size or 0) > SUBSET else None
-    config = RunConfig(task=task, strategies=[strategy], rounds=2, initial=INITIAL, increment=1, epochs=2,
-                       seed=seed, device="cpu", score_dtype="float32", subset=subset, data_root=data_root(),
-                       download=False, quiet=True)
-    built = assemble(config)
-    return built.plan, built.data, built.generative
-
-
-def _after_round_one(strategy: str, task: str, seed: int = 0) -> UnitState:
-    """A unit that took its initial set and trained round 1, as the harness runs it."""
-    plan, data, generative = _plan(strategy, task, seed)
-    unit = UnitState(plan, data, plan.strategies[0], repeat=0, generative=generative)
-    unit.propose(0, INITIAL, initial=True)
-    unit.train_and_evaluate(1)
-    return unit
-
-
-def trained_context(task: str | None = None, seed: int = 0) -> SelectionContext:
+def trained_context(task: TaskLike = None, seed: int = SEED) -> SelectionContext:
     """The selection context after round 1 of ``random`` on ``task`` (default :class:`Blobs`):
     F trained on INITIAL random pool samples, as a strategy sees it (for a plug-in's own tests)."""
-    with _task_registered(task) as name:
-        return _after_round_one("random", name, seed).context(1)
+    with _checking("random", task, None) as it:
+        return it.round_one(seed).unit().context(1)
 
 
 def _same(a: Selection, b: Selection) -> bool:
@@ -109,70 +191,81 @@ def _same(a: Selection, b: Selection) -> bool:
     return b.inputs is not None and torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
 
 
-def returns_k_samples_the_harness_accepts(strategy: str, task: str | None = None) -> None:
+def _show(s: Selection) -> str:
+    if s.indices is not None:
+        return f"pool indices {s.indices[:8].tolist()}{' ...' if len(s) > 8 else ''}"
+    return f"{len(s)} synthesized inputs (sum {float(s.inputs.double().sum()):.9g})"
+
+
+def returns_k_samples_the_harness_accepts(strategy: StrategyLike, task: TaskLike = None,
+                                          options: Options = None) -> None:
     """For k = 1, 7, 25: exactly k new, distinct, unlabeled pool indices (int64), or k finite
     synthesized inputs with one target each, shaped like the pool's."""
-    with _task_registered(task) as name:
+    with _checking(strategy, task, options) as it:
         for k in (1, 7, 25):
-            unit = _after_round_one(strategy, name)  # a selection is always followed by its labeling
+            unit = it.round_one().unit()  # a selection is always followed by its labeling: a fresh unit per k
             ctx = unit.context(1)
             selection = unit.strategy.select(ctx, k)
-            assert isinstance(selection, Selection) and len(selection) == k, f"{strategy} returned {len(selection)} of {k}"
-            unit.training.check(selection, k, f"strategy {strategy!r}")  # the harness's own contract check
+            assert isinstance(selection, Selection), f"{it}, k={k}: select() returned a {type(selection).__name__}"
+            assert len(selection) == k, f"{it} returned {len(selection)} samples for k={k}"
+            unit.training.check(selection, k, f"{it} (k={k})")  # the harness's own contract check
             if selection.indices is not None:
-                assert selection.indices.dtype == np.int64
-            else:
-                assert selection.inputs.shape == (k, *ctx.pool_x.shape[1:]), "synthesized inputs shaped unlike the pool"
-                assert selection.targets.shape == (k, *ctx.train_y.shape[1:]), "targets shaped unlike the training set's"
-                assert torch.isfinite(selection.inputs.float()).all(), "non-finite synthesized inputs"
+                assert selection.indices.dtype == np.int64, f"{it}, k={k}: indices are {selection.indices.dtype}"
+                continue
+            shapes = f"inputs {tuple(selection.inputs.shape)} and targets {tuple(selection.targets.shape)}"
+            assert selection.inputs.shape == (k, *ctx.pool_x.shape[1:]), \
+                f"{it}, k={k}: synthesized {shapes}, unlike the pool's inputs {tuple(ctx.pool_x.shape)}"
+            assert selection.targets.shape == (k, *ctx.train_y.shape[1:]), \
+                f"{it}, k={k}: synthesized {shapes}, unlike the training set's targets {tuple(ctx.train_y.shape)}"
+            bad = int((~torch.isfinite(selection.inputs.float())).sum())
+            assert bad == 0, f"{it}, k={k}: {bad} non-finite values in the synthesized inputs"
 
 
-def is_reproducible_from_its_seed(strategy: str, task: str | None = None) -> None:
-    """The same seed gives the same selection; the selection depends on the strategy's rng."""
-    with _task_registered(task) as name:
-        first, again = (_after_round_one(strategy, name, seed=3) for _ in range(2))
+def is_reproducible_from_its_seed(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
+    """Two units built from the same seed (the second trains round 1 anew) select the same."""
+    with _checking(strategy, task, options) as it:
+        first, again = it.round_one().unit(), it.round_one().trained()
         a, b = (unit.strategy.select(unit.context(1), 10) for unit in (first, again))
-        assert _same(a, b), f"{strategy}: two runs with the same seed selected differently"
+        assert _same(a, b), f"{it}, k=10: two runs with the same seed selected {_show(a)} and {_show(b)}"
 
 
-def leaves_the_target_model_unchanged(strategy: str, task: str | None = None) -> None:
+def leaves_the_target_model_unchanged(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
     """Selecting changes neither F's parameters and buffers nor its train/eval mode."""
-    with _task_registered(task) as name:
-        unit = _after_round_one(strategy, name)
+    with _checking(strategy, task, options) as it:
+        unit = it.round_one().unit()
         before = {k: v.clone() for k, v in unit.model.state_dict().items()}
         mode = unit.model.training
         unit.strategy.select(unit.context(1), 10)
         for key, value in unit.model.state_dict().items():
-            assert torch.equal(value, before[key]), f"{strategy} changed F's {key}"
-        assert unit.model.training == mode, f"{strategy} left F in another train/eval mode"
+            assert torch.equal(value, before[key]), \
+                f"{it}, k=10: selecting changed F's {key} (by up to {float((value - before[key]).abs().max()):g})"
+        assert unit.model.training == mode, f"{it}, k=10: F was in training={mode}, selecting left it in {not mode}"
 
 
-def can_take_the_whole_remaining_pool(strategy: str, task: str | None = None) -> None:
+def can_take_the_whole_remaining_pool(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
     """A pool strategy asked for every unlabeled sample returns exactly those (synthesizing
     strategies pass: they have no pool to exhaust)."""
-    with _task_registered(task) as name:
-        probe = _after_round_one(strategy, name)
+    with _checking(strategy, task, options) as it:
+        probe = it.round_one().unit()
         if probe.strategy.select(probe.context(1), 1).indices is None:
             return
-        unit = _after_round_one(strategy, name)
+        unit = it.round_one().unit()
         ctx = unit.context(1)
-        picks = unit.strategy.select(ctx, len(ctx.unlabeled)).indices
-        assert np.array_equal(np.sort(picks), ctx.unlabeled), f"{strategy} did not return the whole remaining pool"
+        k = len(ctx.unlabeled)
+        picks = unit.strategy.select(ctx, k).indices
+        missing, extra = np.setdiff1d(ctx.unlabeled, picks), np.setdiff1d(picks, ctx.unlabeled)
+        assert np.array_equal(np.sort(picks), ctx.unlabeled), (
+            f"{it}, k={k} (the whole remaining pool): {len(picks)} indices, missing {missing[:8].tolist()}, "
+            f"not unlabeled {extra[:8].tolist()}")
 
 
-def resumes_from_a_checkpoint(strategy: str, task: str | None = None) -> None:
+def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
     """A unit stopped after round 1 and restored from its checkpoint (through the bytes the
     harness writes) trains and selects exactly as one that never stopped: the strategy's
     ``state_dict`` holds everything it carries between rounds."""
-    with _task_registered(task) as name:
-        plan, data, generative = _plan(strategy, name)
-
-        def unit() -> UnitState:
-            return UnitState(plan, data, plan.strategies[0], repeat=0, generative=generative)
-
-        straight = unit()
-        straight.propose(0, INITIAL, initial=True)
-        straight.train_and_evaluate(1)
+    with _checking(strategy, task, options) as it:
+        start = it.round_one()
+        straight = start.trained()  # trained anew: it has what the strategy leaves out of its state_dict
         straight.propose(1, 5, initial=False)
         saved = to_bytes(straight.state_dict(1))
 
@@ -180,42 +273,44 @@ def resumes_from_a_checkpoint(strategy: str, task: str | None = None) -> None:
             return u.train_and_evaluate(2)[0].value, u.strategy.select(u.context(2), 5)
 
         value, a = round_two(straight)
-        resumed = unit()
-        resumed.load_state_dict(from_bytes(saved))
-        value_again, b = round_two(resumed)
-        assert value == value_again, f"{strategy}: round 2 differs after a resume"
-        assert _same(a, b), f"{strategy}: the selection after a resume differs (is its state_dict complete?)"
+        value_again, b = round_two(start.restored(saved))
+        assert value == value_again, f"{it}: round 2 scores {value} straight through, {value_again} after a resume"
+        assert _same(a, b), (f"{it}, k=5: selected {_show(a)} straight through, {_show(b)} after a resume "
+                             f"(is its state_dict complete?)")
 
 
 StrategyCheck = Callable[..., None]
-#: Every strategy check by name: ``check(strategy, task=None)``; parametrize a test over them.
+#: Every strategy check by name: ``check(strategy, task=None, options=None)``; parametrize a test over them.
 STRATEGY_CHECKS: dict[str, StrategyCheck] = {check.__name__: check for check in (
     returns_k_samples_the_harness_accepts, is_reproducible_from_its_seed, leaves_the_target_model_unchanged,
     can_take_the_whole_remaining_pool, resumes_from_a_checkpoint)}
 
 
-def check_strategy(strategy: str, task: str | None = None) -> None:
-    """Run every strategy check on ``strategy`` (a registered name), on ``task`` (a registered
-    name; default :class:`Blobs`); an AssertionError names what broke."""
+def check_strategy(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
+    """Run every strategy check on ``strategy`` (a registered name or a Strategy class) with
+    ``options``, on ``task`` (a registered name or a Task class; default :class:`Blobs`), all from
+    one round-1 state. An AssertionError names the strategy, the task and what broke."""
     for check in STRATEGY_CHECKS.values():
-        check(strategy, task)
+        check(strategy, task, options)
 
 
-_LOADED: dict[tuple[int | str, Path], tuple[Task, TaskData]] = {}  # loaded once per task and data root
+TaskOrInstance = str | type[Task] | Task
 
 
-def _task_and_data(task: str | Task) -> tuple[Task, TaskData]:
-    """The task (given the harness's cache folder) and its data from :func:`data_root`."""
-    key = (task if isinstance(task, str) else id(task), data_root())
-    if key not in _LOADED:
-        made = create_task(task) if isinstance(task, str) else task
+def _task_and_data(task: TaskOrInstance) -> tuple[Task, TaskData]:
+    """The task (given the harness's cache folder) and its data from :func:`data_root`, loaded
+    once (a cached instance stays alive, so no other object takes its id)."""
+    def load() -> tuple[Task, TaskData]:
+        made = create_task(task) if isinstance(task, str) else task() if isinstance(task, type) else task
         if made.cache_dir is None:
             made.cache_dir = cache_root()
-        _LOADED[key] = made, made.load(data_root(), download=False)
-    return _LOADED[key]
+        return made, made.load(data_root(), download=False)
+
+    which = (task, _factory(task)) if isinstance(task, str) else task if isinstance(task, type) else id(task)
+    return _cached(("task", which, data_root()), load)
 
 
-def declares_what_the_harness_needs(task: str | Task) -> None:
+def declares_what_the_harness_needs(task: TaskOrInstance) -> None:
     """A registered name, a description, a metric with a label, and a protocol whose sizes
     fit its pool and whose optimizer builds (check on the pool as loaded)."""
     made, data = _task_and_data(task)
@@ -226,7 +321,7 @@ def declares_what_the_harness_needs(task: str | Task) -> None:
         assert made.generative is not None, "a task with Capability.GENERATIVE declares its `generative` spec"
 
 
-def loads_tensors_with_matching_targets(task: str | Task) -> None:
+def loads_tensors_with_matching_targets(task: TaskOrInstance) -> None:
     """Pool and test sets: float tensors (or uint8 images [N, C, H, W]) of one shape per sample,
     a target per sample, more pool than test samples; class targets within the model's classes."""
     made, data = _task_and_data(task)
@@ -239,7 +334,7 @@ def loads_tensors_with_matching_targets(task: str | Task) -> None:
     check_labels(made, data)  # the harness's own check at load (raises DataError naming the sample)
 
 
-def model_loss_scores_and_embeddings_fit(task: str | Task) -> None:
+def model_loss_scores_and_embeddings_fit(task: TaskOrInstance) -> None:
     """F maps a batch to outputs the loss takes (a finite scalar that back-propagates) and the
     scores rate (headline metric first, then :meth:`Task.extra_metrics`); ``embed`` gives
     [B, d]; a classifier gives [B, C] logits; a task with Capability.DROPOUT has dropout in F."""
@@ -263,7 +358,7 @@ def model_loss_scores_and_embeddings_fit(task: str | Task) -> None:
             "Capability.DROPOUT: F has no dropout layer"
 
 
-def augments_reproducibly(task: str | Task) -> None:
+def augments_reproducibly(task: TaskOrInstance) -> None:
     """A task that offers augmentation keeps shape, dtype and device, and draws only from the
     generator it is given (tasks without augmentation pass: there is nothing to check)."""
     made, data = _task_and_data(task)
@@ -276,7 +371,7 @@ def augments_reproducibly(task: str | Task) -> None:
     assert not torch.equal(first, other), "different generator seeds augmented identically"
 
 
-def labels_synthetic_inputs(task: str | Task) -> None:
+def labels_synthetic_inputs(task: TaskOrInstance) -> None:
     """A task with Capability.SYNTHETIC_LABELS labels inputs shaped like its pool: one target
     per input shaped like the pool's targets, and an ``ok`` flag per input (others pass)."""
     made, data = _task_and_data(task)
@@ -289,19 +384,20 @@ def labels_synthetic_inputs(task: str | Task) -> None:
     assert labels.ok.any(), "the labeler refused every real pool sample"
 
 
-TaskCheck = Callable[[str | Task], None]
-#: Every task check by name: ``check(task)`` with a registered name or a Task instance.
+TaskCheck = Callable[[TaskOrInstance], None]
+#: Every task check by name: ``check(task)`` with a registered name, a Task class or an instance.
 TASK_CHECKS: dict[str, TaskCheck] = {check.__name__: check for check in (
     declares_what_the_harness_needs, loads_tensors_with_matching_targets, model_loss_scores_and_embeddings_fit,
     augments_reproducibly, labels_synthetic_inputs)}
 
 
-def check_task(task: str | Task) -> None:
-    """Run every task check on ``task`` (a registered name, or an instance, e.g. a smaller
-    configuration of it), then two rounds of ``random`` on it through the harness (by name)."""
+def check_task(task: TaskOrInstance) -> None:
+    """Run every task check on ``task`` (a registered name, a Task class, or an instance, e.g. a
+    smaller configuration of it), then, for a name or a class, two rounds of ``random`` on it
+    through the harness."""
     for check in TASK_CHECKS.values():
         check(task)
-    if isinstance(task, str):
+    if not isinstance(task, Task):
         returns_k_samples_the_harness_accepts("random", task)
 
 

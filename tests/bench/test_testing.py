@@ -1,19 +1,37 @@
-"""The contract kit itself (:mod:`bench.testing`)."""
+"""The contract kit itself (:mod:`bench.testing`): what it accepts, that it builds the round-1
+state once per check set, and that each check catches the strategy it is there to catch, with a
+message naming the strategy, the task, k and the offending values."""
 
 from __future__ import annotations
 
-from bench.testing import Blobs, registered
+import numpy as np
+import pytest
+
+from bench import testing
+from bench.run.config import ConfigError
+from bench.run.loop import UnitState
+from bench.testing import STRATEGY_CHECKS, TASK_CHECKS, Blobs, check_strategy, check_task, registered, trained_context
 from strategies import STRATEGIES
 from strategies.base import Selection, Strategy
 from tasks import TASKS
 
 
 class Offset(Strategy):
+    """The unlabeled pool from ``offset`` on, in order; records the offsets it was built with."""
+
     name = "offset"
     description = "the unlabeled pool from an offset (a test strategy)"
+    built: list = []
+
+    def __init__(self, offset: int = 0) -> None:
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+        Offset.built.append(offset)
+        self.offset = offset
 
     def select(self, context, k):
-        return Selection(indices=context.unlabeled[:k])
+        unlabeled = context.unlabeled
+        return Selection(indices=np.roll(unlabeled, -self.offset)[:k])
 
 
 def test_registered_registers_classes_for_the_block_only():
@@ -27,3 +45,73 @@ def test_registered_registers_classes_for_the_block_only():
 
 def test_the_blobs_fixture_registers_blobs_one_way(blobs_task):
     assert isinstance(blobs_task, Blobs) and TASKS.get("blobs") is Blobs
+
+
+def test_a_strategy_class_with_its_options_meets_the_contract():
+    Offset.built.clear()
+    check_strategy(Offset, options={"offset": 3})
+    assert 3 in Offset.built and 0 not in Offset.built  # the options reached every instance the checks built
+    check_strategy(Offset, options={"offset.offset": 5})  # scoped, as --option offset.offset=5 gives it
+    assert "offset" not in STRATEGIES  # registered for the checks only
+
+
+def test_options_go_through_the_harness_planning():
+    with pytest.raises(ConfigError, match="'nonsense' is not accepted"):
+        STRATEGY_CHECKS["returns_k_samples_the_harness_accepts"](Offset, options={"nonsense": 1})
+    with pytest.raises(ConfigError, match="offset must be a non-negative integer"):
+        check_strategy(Offset, options={"offset": -2})
+
+
+def test_the_round_one_state_is_built_once_per_check_set(monkeypatch):
+    assembled, trained = [], []
+    real_assemble, real_train = testing.assemble, UnitState.train_and_evaluate
+    monkeypatch.setattr(testing, "assemble", lambda config: assembled.append(config) or real_assemble(config))
+    monkeypatch.setattr(UnitState, "train_and_evaluate", lambda unit, t: trained.append(t) or real_train(unit, t))
+    testing._CACHE.clear()
+    check_strategy("coreset")
+    assert len(assembled) == 1  # plan, data and generative model: once for the set (9 times before)
+    assert trained.count(1) == 3  # round 1: the cached state, and trained anew for reproducibility and resume
+    check_strategy("coreset")
+    assert len(assembled) == 1 and trained.count(1) == 5  # the next set finds the state cached
+
+
+def test_a_check_run_alone_starts_from_an_untouched_round_one_state():
+    first = trained_context().unlabeled
+    ctx = trained_context()
+    STRATEGIES.create("random").select(ctx, 5)  # draws from the context's rng
+    again = trained_context()
+    assert np.array_equal(again.unlabeled, first)
+    picks = [STRATEGIES.create("random").select(trained_context(), 5).indices for _ in range(2)]
+    assert np.array_equal(*picks)
+
+
+def test_a_task_check_takes_a_name_a_class_or_an_instance():
+    check_task(Blobs)  # by class: registered for its two rounds through the harness
+    assert "blobs" not in TASKS
+    for check in TASK_CHECKS.values():
+        check(Blobs())
+
+
+# --- strategies each check is there to catch -----------------------------------------------------
+
+class Forgetful(Strategy):
+    """Walks the pool round by round, but keeps its position out of its state_dict."""
+
+    name = "forgetful"
+    description = "a test strategy"
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    def select(self, context, k):
+        self.rounds += 1
+        return Selection(indices=np.roll(context.unlabeled, -7 * self.rounds)[:k])
+
+
+def test_resuming_catches_a_strategy_that_keeps_state_out_of_its_state_dict():
+    with pytest.raises(AssertionError, match="'forgetful' on task 'blobs', k=5: selected pool indices .* after a "
+                                             "resume"):
+        STRATEGY_CHECKS["resumes_from_a_checkpoint"](Forgetful)
+    for check in ("returns_k_samples_the_harness_accepts", "leaves_the_target_model_unchanged",
+                  "can_take_the_whole_remaining_pool", "is_reproducible_from_its_seed"):
+        STRATEGY_CHECKS[check](Forgetful)
