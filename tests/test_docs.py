@@ -67,7 +67,7 @@ def github_anchor(heading: str) -> str:
     """The anchor GitHub gives a heading: its text lowercased, with every character that is not a
     letter, mark, number, connector (``_``), space or hyphen dropped, spaces turned into hyphens."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
-    kept = "".join(c for c in text if c in " -" or unicodedata.category(c)[0] in "LMN" or unicodedata.category(c) == "Pc")
+    kept = "".join(c for c in text if c in " -" or unicodedata.category(c)[0] in "LMN" or c == "_")
     return kept.replace(" ", "-")
 
 
@@ -93,8 +93,9 @@ def test_github_anchor_matches_github():
 
 
 def relative_links(path: Path) -> list[str]:
-    return [target for target in LINK.findall(prose(path.read_text()))
-            if not re.match(r"[a-z][a-z0-9+.-]*:", target, flags=re.I)]  # http:, https:, mailto:
+    """The link targets of ``path`` that are not URLs (http:, https:, mailto:)."""
+    targets = LINK.findall(prose(path.read_text()))
+    return [target for target in targets if not re.match(r"[a-z][a-z0-9+.-]*:", target, flags=re.I)]
 
 
 @pytest.mark.parametrize("page", [p.relative_to(ROOT).as_posix() for p in PAGES])
@@ -118,6 +119,7 @@ def test_the_link_check_sees_the_links():
 
 
 # --- the plug-in guide's examples ----------------------------------------------------------------
+
 
 @pytest.fixture
 def guide_plugins():
