@@ -30,6 +30,9 @@ each check starts from a fresh unit restored from that state's checkpoint, as a 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,19 +42,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bench.paths import cache_root, default_data_root
 from bench.run.assembly import Assembly, assemble
 from bench.run.checkpoint import from_bytes, to_bytes
-from bench.run.config import RunConfig, check_protocol
+from bench.run.config import ConfigError, RunConfig, check_protocol
 from bench.run.loop import UnitState
-from bench.run.plan import check_labels, create_task
+from bench.run.plan import check_labels, create_task, plan_run, strategy_options
 from bench.testing_blobs import Blobs, DropoutMLP
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionContext, Strategy
 from tasks import TASKS
-from tasks.base import Capability, Labels, Task, TaskData
+from tasks.base import Capability, Labels, Task, TaskData, describe_capability
 
 INITIAL = 30  # labeled samples before the checked selection
 SUBSET = 400  # pool samples the checks use from a larger task
@@ -279,11 +282,176 @@ def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, opt
                              f"(is its state_dict complete?)")
 
 
+def _bad_values(default: Any) -> list[Any]:
+    """Values ``--option`` can give that an option with this default likely refuses."""
+    if isinstance(default, bool) or not isinstance(default, (int, float, str)):
+        return []
+    return ["no-such-value", 1] if isinstance(default, str) else [-1, "not-a-number"]
+
+
+def refuses_bad_options(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
+    """The harness's planning refuses (ConfigError, before any work) an option no constructor
+    parameter takes and a value the constructor rejects; a wrong-typed or negative value the
+    constructor accepts must then select (validate options in ``__init__``, not in ``select``)."""
+    with _checking(strategy, task, options) as it:
+        cls = it.strategy
+        plan_run(it.config())  # the options as given are accepted
+
+        def refused(extra: dict[str, Any], what: str) -> None:
+            try:
+                plan_run(it.config(options={**it.options, **extra}))
+            except ConfigError:
+                return
+            raise AssertionError(f"{it}: the harness's planning accepted {what}")
+
+        for key in ("no_such_option", f"{cls.name}.no_such_option"):
+            refused({key: 1}, f"the unknown option {key}=1")
+        given = strategy_options(cls, it.options)
+        for name, param in inspect.signature(cls).parameters.items():
+            for bad in _bad_values(param.default):
+                try:
+                    cls(**{**given, name: bad})
+                except (TypeError, ValueError):
+                    refused({f"{cls.name}.{name}": bad}, f"{name}={bad!r}, which its constructor rejects")
+                    continue
+                unit = it.round_one().unit()
+                odd = cls(**{**given, name: bad})
+                odd.load_state_dict(unit.strategy.state_dict())  # what it carries from round 1
+                try:
+                    odd.select(unit.context(1), 5)
+                except Exception as err:
+                    raise AssertionError(f"{it}: its constructor accepts {name}={bad!r}, but select (k=5) then fails "
+                                         f"({type(err).__name__}: {err}); refuse the value in __init__") from err
+
+
+class _Undeclared(RuntimeError):
+    """A strategy used a capability it does not declare in ``requires``."""
+
+    def __init__(self, capability: str, what: str) -> None:
+        super().__init__(f"it used {what}, which needs {capability!r} ({describe_capability(capability)})")
+
+
+@dataclass
+class _DeclaredOnly(SelectionContext):
+    """A selection context whose scoring raises :class:`_Undeclared` where it needs a built-in
+    capability not in ``declared`` (F's own use of its ``embed`` in ``forward`` is not a use)."""
+
+    declared: frozenset[str] = frozenset()
+
+    def _need(self, capability: str, what: str) -> None:
+        if capability not in self.declared:
+            raise _Undeclared(capability, what)
+
+    @property
+    def pool_probabilities(self) -> Tensor:
+        self._need(Capability.PROBABILITIES, "context.pool_probabilities")
+        return super().pool_probabilities
+
+    def mc_probabilities(self, passes: int, x: Tensor | None = None) -> Tensor:
+        self._need(Capability.PROBABILITIES, "context.mc_probabilities")
+        return super().mc_probabilities(passes, x)
+
+    def score(self, fn: Callable[[Tensor], Tensor], x: Tensor | None = None, dropout: bool = False) -> Tensor:
+        if dropout:
+            self._need(Capability.DROPOUT, "F with dropout active (context.mc_probabilities or score)")
+        return super().score(fn, x, dropout)
+
+    @property
+    def pool_embeddings(self) -> Tensor:
+        self._need(Capability.EMBEDDINGS, "context.pool_embeddings")
+        return super().pool_embeddings
+
+    def embed(self, x: Tensor) -> Tensor:
+        self._need(Capability.EMBEDDINGS, "context.embed")
+        return super().embed(x)
+
+
+def _declared_only(unit: UnitState, declared: frozenset[str]) -> SelectionContext:
+    """The unit's context after round 1 offering only the built-in capabilities in ``declared``:
+    the task lists no others, scoring that needs them raises, and the generative model and the
+    labeler are absent unless declared (as in a run without a strategy that declares them)."""
+    ctx = unit.context(1)
+    fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
+    fields["task"] = copy.copy(ctx.task)
+    fields["task"].capabilities = frozenset(ctx.task.capabilities) & declared
+    if Capability.GENERATIVE not in declared:
+        fields["generative"] = None
+    if Capability.SYNTHETIC_LABELS not in declared:
+        def label_inputs(x: Tensor) -> Labels:
+            raise _Undeclared(Capability.SYNTHETIC_LABELS, "context.label_inputs")
+        fields["label_inputs"] = label_inputs
+    return _DeclaredOnly(**fields, declared=declared)
+
+
+def _without(base: type[Task], capability: str) -> type[Task]:
+    """A variant of task class ``base`` that lacks ``capability`` (under a name of its own)."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        base.__init__(self, *args, **kwargs)
+        self.capabilities = frozenset(self.capabilities) - {capability}
+    return type(f"{base.__name__}Without", (base,), {"name": f"{base.name}-without-{capability}",
+                                                     "__init__": __init__, "__module__": __name__})
+
+
+def requires_is_honest(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
+    """For each capability in ``requires``, the task without it is refused by the strategy
+    (``refuses``) and by the harness's planning (ConfigError); and the strategy selects with only
+    what it declares (the other built-in capabilities withheld: F's embeddings, its class
+    probabilities, dropout, the generative model, the labeler of synthetic inputs)."""
+    with _checking(strategy, task, options) as it:
+        cls = it.strategy
+        plan_run(it.config())
+        for capability in sorted(cls.requires):
+            variant = _without(TASKS.get(it.task), capability)
+            with registered(variant):
+                assert cls.refuses(create_task(variant.name)) is not None, \
+                    f"{it}: requires {capability!r}, yet its refuses() accepts {variant.name!r}, which lacks it"
+                try:
+                    plan_run(it.config(task=variant.name))
+                except ConfigError:
+                    continue
+                raise AssertionError(f"{it}: requires {capability!r}, yet the harness's planning accepts "
+                                     f"task {variant.name!r}, which lacks it")
+        unit = it.round_one().unit()
+        try:
+            unit.strategy.select(_declared_only(unit, frozenset(cls.requires)), 5)
+        except _Undeclared as err:
+            raise AssertionError(f"{it}, k=5: {err}; its requires declares only {sorted(cls.requires)}") from None
+        except Exception as err:
+            raise AssertionError(f"{it}, k=5: selecting with only the declared capabilities {sorted(cls.requires)} "
+                                 f"failed ({type(err).__name__}: {err}); does it use one it does not declare?") from err
+
+
+def state_dict_round_trips(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
+    """After a round with a selection, a fresh instance given ``load_state_dict(state_dict())``,
+    directly and through a checkpoint's bytes (``torch.load(weights_only=True)``), selects as the
+    original does."""
+    with _checking(strategy, task, options) as it:
+        start = it.round_one()
+        unit = start.unit()
+        unit.propose(1, 5, initial=False)
+        unit.train_and_evaluate(2)
+        state = unit.strategy.state_dict()
+        through_bytes = _loaded(to_bytes(state), str(it))
+        copies = {"load_state_dict(state_dict())": copy.deepcopy(state),
+                  "it through to_bytes/from_bytes": through_bytes}
+        rng, torch_rng = unit.rng.bit_generator.state, torch.get_rng_state()
+        a = unit.strategy.select(unit.context(2), 7)
+        for how, saved in copies.items():
+            fresh = start.run.plan.make_strategy(it.strategy)
+            fresh.load_state_dict({k: v.to(unit.plan.device) if isinstance(v, Tensor) else v for k, v in saved.items()})
+            unit.rng.bit_generator.state = rng
+            torch.set_rng_state(torch_rng)
+            b = fresh.select(unit.context(2), 7)
+            assert _same(a, b), (f"{it}, k=7: the original selected {_show(a)}, a fresh instance given {how} "
+                                 f"{_show(b)} (its state_dict has {sorted(state) or 'nothing'})")
+
+
 StrategyCheck = Callable[..., None]
 #: Every strategy check by name: ``check(strategy, task=None, options=None)``; parametrize a test over them.
 STRATEGY_CHECKS: dict[str, StrategyCheck] = {check.__name__: check for check in (
     returns_k_samples_the_harness_accepts, is_reproducible_from_its_seed, leaves_the_target_model_unchanged,
-    can_take_the_whole_remaining_pool, resumes_from_a_checkpoint)}
+    can_take_the_whole_remaining_pool, resumes_from_a_checkpoint, refuses_bad_options, requires_is_honest,
+    state_dict_round_trips)}
 
 
 def check_strategy(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from bench import testing
 from bench.run.config import ConfigError
@@ -13,7 +14,9 @@ from bench.run.loop import UnitState
 from bench.testing import STRATEGY_CHECKS, TASK_CHECKS, Blobs, check_strategy, check_task, registered, trained_context
 from strategies import STRATEGIES
 from strategies.base import Selection, Strategy
+from strategies.uncertainty import UncertaintySampling
 from tasks import TASKS
+from tasks.base import Capability
 
 
 class Offset(Strategy):
@@ -69,7 +72,7 @@ def test_the_round_one_state_is_built_once_per_check_set(monkeypatch):
     monkeypatch.setattr(UnitState, "train_and_evaluate", lambda unit, t: trained.append(t) or real_train(unit, t))
     testing._CACHE.clear()
     check_strategy("coreset")
-    assert len(assembled) == 1  # plan, data and generative model: once for the set (9 times before)
+    assert len(assembled) == 1  # plan, data and generative model: once for the set (9 times for 5 checks before)
     assert trained.count(1) == 3  # round 1: the cached state, and trained anew for reproducibility and resume
     check_strategy("coreset")
     assert len(assembled) == 1 and trained.count(1) == 5  # the next set finds the state cached
@@ -94,6 +97,62 @@ def test_a_task_check_takes_a_name_a_class_or_an_instance():
 
 # --- strategies each check is there to catch -----------------------------------------------------
 
+class ValidatesLate(Strategy):
+    """Accepts any ``stride`` and fails only when selecting with a bad one."""
+
+    name = "validates-late"
+    description = "a test strategy"
+
+    def __init__(self, stride: int = 1) -> None:
+        self.stride = stride
+
+    def select(self, context, k):
+        return Selection(indices=context.unlabeled[:: self.stride][:k])
+
+
+class UsesEmbeddings(Strategy):
+    """Declares nothing, yet reads F's embeddings."""
+
+    name = "uses-embeddings"
+    description = "a test strategy"
+
+    def select(self, context, k):
+        norms = context.pool_embeddings[torch.as_tensor(context.unlabeled)].norm(dim=1)
+        return Selection(indices=context.unlabeled[torch.argsort(norms, descending=True)[:k].numpy()])
+
+
+class UsesTheGenerativeModel(Strategy):
+    name = "uses-generative"
+    description = "a test strategy"
+    requires = frozenset({Capability.PROBABILITIES})
+
+    def select(self, context, k):
+        codes = context.generative.encode(context.pool_x[torch.as_tensor(context.unlabeled)])
+        return Selection(indices=context.unlabeled[torch.argsort(codes[:, 0])[:k].numpy()])
+
+
+class UsesDropout(Strategy):
+    """Declares class probabilities, yet scores with Monte Carlo dropout."""
+
+    name = "uses-dropout"
+    description = "a test strategy"
+    requires = frozenset({Capability.PROBABILITIES})
+
+    def select(self, context, k):
+        spread = context.mc_probabilities(3, context.pool_x[torch.as_tensor(context.unlabeled)]).std(0).sum(1)
+        return Selection(indices=context.unlabeled[torch.argsort(spread, descending=True)[:k].numpy()])
+
+
+class RefusesNothing(UncertaintySampling):
+    """Declares class probabilities, but accepts every task."""
+
+    name = "refuses-nothing"
+
+    @classmethod
+    def refuses(cls, task):
+        return None
+
+
 class Forgetful(Strategy):
     """Walks the pool round by round, but keeps its position out of its state_dict."""
 
@@ -108,10 +167,64 @@ class Forgetful(Strategy):
         return Selection(indices=np.roll(context.unlabeled, -7 * self.rounds)[:k])
 
 
-def test_resuming_catches_a_strategy_that_keeps_state_out_of_its_state_dict():
-    with pytest.raises(AssertionError, match="'forgetful' on task 'blobs', k=5: selected pool indices .* after a "
-                                             "resume"):
-        STRATEGY_CHECKS["resumes_from_a_checkpoint"](Forgetful)
+class UnsafeState(Forgetful):
+    """Keeps its position, but as an object torch.load(weights_only=True) refuses."""
+
+    name = "unsafe-state"
+
+    def state_dict(self):
+        return {"rounds": np.random.default_rng(self.rounds)}
+
+    def load_state_dict(self, state):
+        self.rounds = int(state["rounds"].integers(1))
+
+
+@pytest.mark.parametrize("cls, check, message", [
+    (ValidatesLate, "refuses_bad_options", r"strategy 'validates-late' on task 'blobs': its constructor accepts "
+                                           r"stride='not-a-number', but select \(k=5\) then fails \(TypeError"),
+    (UsesEmbeddings, "requires_is_honest", "strategy 'uses-embeddings' on task 'blobs', k=5: it used "
+                                           "context.pool_embeddings, which needs 'embeddings'"),
+    (UsesDropout, "requires_is_honest", "'uses-dropout' on task 'blobs', k=5: it used F with dropout active .*"
+                                        "which needs 'dropout'"),
+    (UsesTheGenerativeModel, "requires_is_honest", r"'uses-generative' on task 'blobs', k=5: selecting with only "
+                                                   r"the declared capabilities \['probabilities'\] failed"),
+    (RefusesNothing, "requires_is_honest", "'refuses-nothing' on task 'blobs': requires 'probabilities', yet its "
+                                           "refuses.. accepts 'blobs-without-probabilities'"),
+    (Forgetful, "state_dict_round_trips", r"'forgetful' on task 'blobs', k=7: the original selected pool indices "
+                                          r"\[\d+, .* a fresh instance given load_state_dict"),
+    (Forgetful, "resumes_from_a_checkpoint", "'forgetful' on task 'blobs', k=5: selected pool indices .* after a "
+                                             "resume"),
+    (UnsafeState, "state_dict_round_trips", "'unsafe-state' on task 'blobs': its state_dict.. does not survive a "
+                                            "checkpoint"),
+])
+def test_a_check_catches_what_it_is_for(cls, check, message):
+    with pytest.raises(AssertionError, match=message):
+        STRATEGY_CHECKS[check](cls)
+
+
+def test_the_catching_strategies_pass_the_other_checks():
     for check in ("returns_k_samples_the_harness_accepts", "leaves_the_target_model_unchanged",
-                  "can_take_the_whole_remaining_pool", "is_reproducible_from_its_seed"):
-        STRATEGY_CHECKS[check](Forgetful)
+                  "can_take_the_whole_remaining_pool"):
+        for cls in (ValidatesLate, UsesEmbeddings, Forgetful):
+            STRATEGY_CHECKS[check](cls)
+
+
+class EmbedsInForward(Blobs):
+    """Blobs whose F computes its logits through its own ``embed`` (as DeepAL's nets do)."""
+
+    name = "blobs-embed-in-forward"
+
+    def make_model(self):
+        model = super().make_model()
+        model.forward = lambda x: model.head(model.embed(x))
+        return model
+
+
+def test_F_using_its_own_embed_is_no_use_of_embeddings_by_the_strategy():
+    STRATEGY_CHECKS["requires_is_honest"]("uncertainty", task=EmbedsInForward)
+    assert EmbedsInForward.name not in TASKS
+
+
+def test_a_synthesizing_strategy_is_checked_on_its_declared_capabilities_only():
+    for check in ("requires_is_honest", "state_dict_round_trips", "refuses_bad_options"):
+        STRATEGY_CHECKS[check]("si", options={"start": "pool"})

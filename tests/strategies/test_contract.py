@@ -1,6 +1,6 @@
 """Every registered strategy meets the shipped contract (:mod:`bench.testing`) on its synthetic
-task: k accepted samples, reproducible, F untouched, the whole pool, resumable; also with options
-other than the defaults."""
+task: k accepted samples, reproducible, F untouched, the whole pool, resumable, bad options
+refused, honest requirements, a state that round-trips; also with options other than the defaults."""
 
 from __future__ import annotations
 
