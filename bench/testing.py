@@ -482,23 +482,28 @@ def declares_what_the_harness_needs(task: TaskOrInstance) -> None:
     """A registered name, a description, a metric with a label, and a protocol whose sizes
     fit its pool and whose optimizer builds (check on the pool as loaded)."""
     made, data = _task_and_data(task)
-    assert made.name and made.description, "a task needs a name and a description"
-    assert made.metric.name and made.metric.label, "a task's metric needs a name and a label"
+    it = f"task {made.name!r}"
+    assert made.name and made.description, f"{it}: a task needs a name and a description ({made.description!r})"
+    assert made.metric.name and made.metric.label, f"{it}: its metric needs a name and a label ({made.metric})"
     check_protocol(made.protocol, len(data.pool_x), f"the {made.name} pool")
     if Capability.GENERATIVE in made.capabilities:
-        assert made.generative is not None, "a task with Capability.GENERATIVE declares its `generative` spec"
+        assert made.generative is not None, f"{it} has Capability.GENERATIVE but declares no `generative` spec"
 
 
 def loads_tensors_with_matching_targets(task: TaskOrInstance) -> None:
     """Pool and test sets: float tensors (or uint8 images [N, C, H, W]) of one shape per sample,
     a target per sample, more pool than test samples; class targets within the model's classes."""
     made, data = _task_and_data(task)
-    assert isinstance(data, TaskData)
-    assert data.pool_x.dtype == data.test_x.dtype, "pool and test inputs have different dtypes"
-    assert data.pool_x.dtype == torch.float32 or (data.pool_x.dtype == torch.uint8 and data.pool_x.ndim == 4), \
-        "inputs must be float32 tensors or uint8 images [N, C, H, W]"
-    assert len(data.pool_x) > len(data.test_x) > 0, "the pool must be larger than the (non-empty) test set"
-    assert data.pool_x.shape[1:] == data.test_x.shape[1:], "pool and test samples are shaped differently"
+    it = f"task {made.name!r}"
+    assert isinstance(data, TaskData), f"{it}: load() returned a {type(data).__name__}, not TaskData"
+    pool, test = data.pool_x, data.test_x
+    assert pool.dtype == test.dtype, f"{it}: pool inputs are {pool.dtype}, test inputs {test.dtype}"
+    assert pool.dtype == torch.float32 or (pool.dtype == torch.uint8 and pool.ndim == 4), \
+        f"{it}: inputs are {pool.dtype} {tuple(pool.shape)}; use float32 tensors or uint8 images [N, C, H, W]"
+    assert len(pool) > len(test) > 0, \
+        f"{it}: {len(pool)} pool and {len(test)} test samples; the pool must be larger than the (non-empty) test set"
+    assert pool.shape[1:] == test.shape[1:], \
+        f"{it}: pool samples are shaped {tuple(pool.shape[1:])}, test samples {tuple(test.shape[1:])}"
     check_labels(made, data)  # the harness's own check at load (raises DataError naming the sample)
 
 
@@ -507,23 +512,28 @@ def model_loss_scores_and_embeddings_fit(task: TaskOrInstance) -> None:
     scores rate (headline metric first, then :meth:`Task.extra_metrics`); ``embed`` gives
     [B, d]; a classifier gives [B, C] logits; a task with Capability.DROPOUT has dropout in F."""
     made, data = _task_and_data(task)
+    it = f"task {made.name!r}"
     torch.manual_seed(0)
     model = made.make_model()
     x, y = data.pool_x[:8], data.pool_y[:8]
     output = model(x)
     loss = made.loss(output, y)
-    assert loss.ndim == 0 and torch.isfinite(loss), "the loss must be a finite scalar (a batch mean)"
+    assert loss.ndim == 0 and torch.isfinite(loss), \
+        f"{it}: the loss is {loss.detach()}; it must be a finite scalar (a batch mean)"
     loss.backward()
     scores = made.scores(output.detach(), y)
-    assert list(scores)[0] == made.metric.name, f"scores() must return {made.metric.name!r} first"
-    assert list(scores)[1:] == made.extra_metrics(), "scores() beyond the headline must match extra_metrics()"
+    assert list(scores)[:1] == [made.metric.name], f"{it}: scores() returned {list(scores)}, not {made.metric.name!r} first"
+    assert list(scores)[1:] == made.extra_metrics(), \
+        f"{it}: scores() returned {list(scores)[1:]} after the headline, extra_metrics() says {made.extra_metrics()}"
     embedding = model.embed(x)
-    assert embedding.shape[0] == 8 and embedding.flatten(1).shape[1] > 0, "embed(x) must give [B, d]"
+    assert embedding.shape[0] == 8 and embedding.flatten(1).shape[1] > 0, \
+        f"{it}: embed(x) of 8 samples gave {tuple(embedding.shape)}; it must give [B, d]"
     if Capability.PROBABILITIES in made.capabilities:
-        assert output.ndim == 2 and output.shape[1] > 1, "a classifier's outputs are logits [B, C]"
+        assert output.ndim == 2 and output.shape[1] > 1, \
+            f"{it}: a classifier's outputs are logits [B, C], got {tuple(output.shape)}"
     if Capability.DROPOUT in made.capabilities:
         assert any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()), \
-            "Capability.DROPOUT: F has no dropout layer"
+            f"{it} has Capability.DROPOUT, but F has no dropout layer"
 
 
 def augments_reproducibly(task: TaskOrInstance) -> None:
@@ -532,11 +542,14 @@ def augments_reproducibly(task: TaskOrInstance) -> None:
     made, data = _task_and_data(task)
     if made.augmentation is None:
         return
+    it = f"task {made.name!r}"
     x = data.pool_x[:16]
     first, again, other = (made.augment(x, torch.Generator().manual_seed(s)) for s in (0, 0, 1))
-    assert first.shape == x.shape and first.dtype == x.dtype and first.device == x.device
-    assert torch.equal(first, again), "the same generator seed augmented differently"
-    assert not torch.equal(first, other), "different generator seeds augmented identically"
+    assert (first.shape, first.dtype, first.device) == (x.shape, x.dtype, x.device), \
+        f"{it}: augment() turned {(tuple(x.shape), x.dtype, x.device)} into " \
+        f"{(tuple(first.shape), first.dtype, first.device)}"
+    assert torch.equal(first, again), f"{it}: the same generator seed augmented differently"
+    assert not torch.equal(first, other), f"{it}: different generator seeds augmented identically"
 
 
 def labels_synthetic_inputs(task: TaskOrInstance) -> None:
@@ -545,11 +558,15 @@ def labels_synthetic_inputs(task: TaskOrInstance) -> None:
     made, data = _task_and_data(task)
     if Capability.SYNTHETIC_LABELS not in made.capabilities:
         return
+    it = f"task {made.name!r}"
     x = data.pool_x[:4].float()
     labels = made.label_inputs(x)
-    assert isinstance(labels, Labels) and len(labels.ok) == 4 and labels.inputs.shape == x.shape
-    assert labels.targets.shape == (4, *data.pool_y.shape[1:]), "targets shaped unlike the pool's"
-    assert labels.ok.any(), "the labeler refused every real pool sample"
+    assert isinstance(labels, Labels), f"{it}: label_inputs() returned a {type(labels).__name__}, not Labels"
+    assert len(labels.ok) == 4 and labels.inputs.shape == x.shape, \
+        f"{it}: labeling 4 inputs {tuple(x.shape)} gave {len(labels.ok)} ok flags and inputs {tuple(labels.inputs.shape)}"
+    assert labels.targets.shape == (4, *data.pool_y.shape[1:]), \
+        f"{it}: targets {tuple(labels.targets.shape)}, the pool's are {(4, *data.pool_y.shape[1:])}"
+    assert labels.ok.any(), f"{it}: the labeler refused every real pool sample ({labels.errors})"
 
 
 TaskCheck = Callable[[TaskOrInstance], None]

@@ -8,10 +8,8 @@ import sys
 import time
 
 from bench.cli import main as cli
-from strategies import STRATEGIES
+from bench.testing import Blobs, registered
 from strategies.random import RandomSampling
-from tasks import TASKS
-from bench.testing import Blobs
 
 
 class SlowRandom(RandomSampling):
@@ -24,13 +22,7 @@ class SlowRandom(RandomSampling):
         return super().select(context, k)
 
 
-def register() -> None:
-    if "blobs" not in TASKS:
-        TASKS.add("blobs", Blobs)
-    if "slow" not in STRATEGIES:
-        STRATEGIES.add("slow", SlowRandom)
-
-
 def main() -> None:
-    register()
-    sys.exit(cli.main(sys.argv[1:]))
+    with registered(Blobs, SlowRandom):
+        code = cli.main(sys.argv[1:])
+    sys.exit(code)

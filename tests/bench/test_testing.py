@@ -228,3 +228,15 @@ def test_F_using_its_own_embed_is_no_use_of_embeddings_by_the_strategy():
 def test_a_synthesizing_strategy_is_checked_on_its_declared_capabilities_only():
     for check in ("requires_is_honest", "state_dict_round_trips", "refuses_bad_options"):
         STRATEGY_CHECKS[check]("si", options={"start": "pool"})
+
+
+class WrongHeadline(Blobs):
+    name = "blobs-wrong-headline"
+
+    def scores(self, output, target):
+        return {"error": 0.0, **super().scores(output, target)}
+
+
+def test_a_task_check_failure_names_the_task_and_the_values():
+    with pytest.raises(AssertionError, match=r"task 'blobs-wrong-headline': scores\(\) returned \['error', 'accuracy'\]"):
+        TASK_CHECKS["model_loss_scores_and_embeddings_fit"](WrongHeadline())
