@@ -233,7 +233,7 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
     assert provided["strategies"]["random"]["module"] == "strategies.random"
     assert provided["strategies"]["random"]["distribution"] == "latent-bench"
     assert provided["strategies"]["random"]["version"]
-    assert provided["task"]["module"] == "bench.testing"
+    assert provided["task"]["module"] == "bench.testing.blobs"
     assert manifest["device"]["device"] == str(resolve_device("auto"))
     assert manifest["versions"]["torch"]
     assert "commit" in (manifest["git"] or {"commit": None})

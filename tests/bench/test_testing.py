@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import testing
+from bench.testing import harness
 from bench.run.config import ConfigError
 from bench.run.loop import UnitState
 from bench.testing import STRATEGY_CHECKS, TASK_CHECKS, Blobs, check_strategy, check_task, registered, trained_context
@@ -67,10 +67,10 @@ def test_options_go_through_the_harness_planning():
 
 def test_the_round_one_state_is_built_once_per_check_set(monkeypatch):
     assembled, trained = [], []
-    real_assemble, real_train = testing.assemble, UnitState.train_and_evaluate
-    monkeypatch.setattr(testing, "assemble", lambda config: assembled.append(config) or real_assemble(config))
+    real_assemble, real_train = harness.assemble, UnitState.train_and_evaluate
+    monkeypatch.setattr(harness, "assemble", lambda config: assembled.append(config) or real_assemble(config))
     monkeypatch.setattr(UnitState, "train_and_evaluate", lambda unit, t: trained.append(t) or real_train(unit, t))
-    testing._CACHE.clear()
+    harness._CACHE.clear()
     check_strategy("coreset")
     assert len(assembled) == 1  # plan, data and generative model: once for the set (9 times for 5 checks before)
     assert trained.count(1) == 3  # round 1: the cached state, and trained anew for reproducibility and resume

@@ -17,7 +17,6 @@ class Blobs(Task):
     """Four Gaussian blobs in 8-D squashed into [0, 1]: a classification task with dropout, a
     tiny VAE and a labeler for synthetic inputs (the nearest blob centre); trains in milliseconds."""
 
-    __module__ = "bench.testing"  # where plug-ins and records name it
     name = "blobs"
     description = "four Gaussian blobs in 8-D (the contract tests' synthetic task)"
     metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)")
@@ -57,7 +56,6 @@ class Blobs(Task):
 class DropoutMLP(nn.Module):
     """8 -> 16 (ReLU, dropout 0.25) -> 4: :class:`Blobs`'s target model."""
 
-    __module__ = "bench.testing"
 
     def __init__(self) -> None:
         super().__init__()
