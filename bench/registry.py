@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, requires, version
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Registry(Generic[T]):
         self._distributions.pop(name, None)
 
     @contextmanager
-    def scoped(self) -> Iterator["Registry[T]"]:
+    def scoped(self) -> Iterator[Registry[T]]:
         """Within the block, registrations are temporary: the registry is restored afterwards."""
         self._load_entry_points()
         saved = dict(self._factories), dict(self._distributions)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-
 
 #: Batch size of inference (test-set scoring, pool probabilities and embeddings) on a CPU. Small
 #: batches keep activations in cache: LeNet scores MNIST 1.6x faster on a CPU in batches of 256

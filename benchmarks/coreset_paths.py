@@ -39,7 +39,11 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout that is not installed
 
 from strategies.coreset import (  # noqa: E402
-    KCenterStats, _principal_axes, _squared_min_distances, _squared_norms, k_center_greedy,
+    KCenterStats,
+    _principal_axes,
+    _squared_min_distances,
+    _squared_norms,
+    k_center_greedy,
 )
 
 PREVIOUS_SLACK = 1e-5

@@ -46,11 +46,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the harness, when run from a checkout that is not installed
 
-from bench.run.config import Execution, RunConfig, resolve_device  # noqa: E402
-from bench.paths import default_data_root  # noqa: E402
-from bench.run.results import load_labeled, read_rounds_csv  # noqa: E402
-from bench.run.folder import RunFolder  # noqa: E402
 from bench.cli.runner import execute  # noqa: E402
+from bench.paths import default_data_root  # noqa: E402
+from bench.run.config import Execution, RunConfig, resolve_device  # noqa: E402
+from bench.run.folder import RunFolder  # noqa: E402
+from bench.run.results import load_labeled, read_rounds_csv  # noqa: E402
 from bench.run.units import RoundFinished, Started  # noqa: E402
 from tasks import TASKS  # noqa: E402
 

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from bench.run.config import fast_bfloat16, resolve_device
 from bench.paths import default_data_root
+from bench.run.config import fast_bfloat16, resolve_device
 from bench.run.loop import selection_context
 from bench.training import train_epochs
 from strategies.base import SelectionContext

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
+from strategies.registry import register_strategy
 from tasks.base import Capability
 
 CHUNK = 2048  # pool rows per block (initial distances, norms, projection, candidate gathers)

@@ -7,7 +7,7 @@ eval mode and none of their parameters change.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

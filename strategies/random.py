@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
+from strategies.registry import register_strategy
 
 
 @register_strategy

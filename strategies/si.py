@@ -19,9 +19,9 @@ import logging
 import torch
 from torch import Tensor
 
-from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, SelectionError, Strategy
 from strategies.latent import encode_in_batches, gaussian_fit, harder_points
+from strategies.registry import register_strategy
 from tasks.base import Capability
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
 from strategies.latent import encode_in_batches, harder_points
+from strategies.registry import register_strategy
 from tasks.base import Capability
 
 MAX_DRAWS = 10  # batches of labeled samples tried per round before off-manifold steps are accepted

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from modAL.uncertainty import _proba_entropy, _proba_margin, _proba_uncertainty
 
-from strategies.registry import register_strategy
 from strategies.base import Selection, SelectionContext, Strategy
+from strategies.registry import register_strategy
 from tasks.base import Capability
 
 MEASURES = {

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ class Protocol:
     optimizer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"momentum": 0.5}
     start: str = "warm"  # one of START_MODES
 
-    def replace(self, **overrides) -> "Protocol":
+    def replace(self, **overrides) -> Protocol:
         """A copy with the non-None ``overrides`` applied."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -187,14 +188,14 @@ class TaskData:
             if len(x) != len(y):
                 raise ValueError(f"{part}_x has {len(x)} samples but {part}_y has {len(y)}")
 
-    def subset(self, n: int, generator: torch.Generator) -> "TaskData":
+    def subset(self, n: int, generator: torch.Generator) -> TaskData:
         """``n`` random pool samples and at most ``n`` random test samples (for quick runs)."""
         pool = torch.randperm(len(self.pool_x), generator=generator)[:n].sort().values
         test = torch.randperm(len(self.test_x), generator=generator)[: min(n, len(self.test_x))]
         test = test.sort().values
         return TaskData(self.pool_x[pool], self.pool_y[pool], self.test_x[test], self.test_y[test], self.source)
 
-    def to(self, device: torch.device) -> "TaskData":
+    def to(self, device: torch.device) -> TaskData:
         return TaskData(self.pool_x.to(device), self.pool_y.to(device), self.test_x.to(device), self.test_y.to(device),
                         self.source)
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from tasks.registry import register_task
 from tasks.base import AlphaGANSpec, Capability, Metric, Protocol, Task, TaskData, unit_images
 from tasks.cifar10_data import read_cifar10
+from tasks.registry import register_task
 
 MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training images
 STD = (0.2470, 0.2435, 0.2616)

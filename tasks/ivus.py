@@ -25,10 +25,9 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from labelers.fem import FEMLabeler
-from tasks.registry import register_task
-from tasks.base import (Capability, Labels, Metric, Protocol, Realism, RealismSets, Task, TaskData,
-                        VAESpec)
+from tasks.base import Capability, Labels, Metric, Protocol, Realism, RealismSets, Task, TaskData, VAESpec
 from tasks.ivus_cohort import COHORT_SIZE, PIXEL_MM, POOL_SIZE, make_cohort
+from tasks.registry import register_task
 
 COHORT_SEED = 0
 STRESS_SCALE_KPA = 300.0  # above every stress of the cohort (its maximum is 215 kPa)

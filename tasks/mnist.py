@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from tasks.registry import register_task
 from tasks.base import Capability, DataError, DataNotFoundError, Metric, Protocol, Task, TaskData, VAESpec
+from tasks.registry import register_task
 
 RAW_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",

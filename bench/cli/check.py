@@ -12,8 +12,8 @@ change that its commit shows.
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import platform
 import tempfile
 import time
@@ -60,7 +60,7 @@ class Grid:
     jobs: int = 2
 
     @classmethod
-    def load(cls, path: Path) -> "Grid":
+    def load(cls, path: Path) -> Grid:
         try:
             raw = json.loads(Path(path).read_text())
             runs = [GridRun(r["task"], r["strategies"], r.get("settings", {}), float(r["tolerance"]["same_machine"]),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from bench.run.plan import create_task
-from tasks.base import optimizer_name
 from strategies import STRATEGIES
 from tasks import TASKS
+from tasks.base import optimizer_name
 
 
 def listing() -> str:

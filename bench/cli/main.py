@@ -12,11 +12,11 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from bench.run.config import ConfigError, Execution, RunConfig
 from bench.paths import default_data_root
+from bench.run.config import ConfigError, Execution, RunConfig
 
 EXIT_USAGE = 2
 

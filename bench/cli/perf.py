@@ -11,8 +11,8 @@ import time
 
 import pandas as pd
 
-from bench.run.config import RunConfig
 from bench.run.assembly import assemble
+from bench.run.config import RunConfig
 from bench.run.loop import run_progressive
 from bench.run.manifest import device_info
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bench.generative.quality import cached_quality
+from bench.report.tables import label_variants, write_report
+from bench.run.assembly import Assembly, assemble
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
-from bench.generative.quality import cached_quality
-from bench.run.assembly import Assembly, assemble
+from bench.run.folder import LOCK, FolderLock, RunFolder
 from bench.run.loop import repeat_seed
 from bench.run.manifest import command_line, now, start_manifest
-from bench.report.tables import label_variants, write_report
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
-from bench.run.folder import LOCK, FolderLock, RunFolder
 from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
 log = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ class AlphaGANSpec(GenerativeSpec):
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout={self.layout!r}: use one of {', '.join(LAYOUTS)}")
 
-    def build(self, input_shape: tuple[int, ...]) -> "AlphaGAN":
+    def build(self, input_shape: tuple[int, ...]) -> AlphaGAN:
         return AlphaGAN(self)
 
     def train(self, pool_x: Tensor, seed: int, progress: bool = True) -> Trained:

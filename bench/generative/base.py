@@ -80,7 +80,7 @@ class GenerativeSpec(ABC):
         """One line: the model and its settings, e.g. ``VAE (hidden=400, latent_dim=3, ...)``."""
         return f"{self.label} ({', '.join(f'{k}={v}' for k, v in self.settings().items())})"
 
-    def replace(self, **overrides: Any) -> "GenerativeSpec":
+    def replace(self, **overrides: Any) -> GenerativeSpec:
         """A copy with the non-None ``overrides`` applied."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -71,7 +71,7 @@ class LatentQuality:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> "LatentQuality":
+    def from_dict(cls, saved: dict[str, Any]) -> LatentQuality:
         return cls(**{"loss": "", **saved, "posterior": PosteriorFit(**saved["posterior"]), "realism": Realism(**saved["realism"])})
 
 

@@ -30,7 +30,7 @@ class VAESpec(GenerativeSpec):
     batch_size: int = 128
     lr: float = 1e-3
 
-    def build(self, input_shape: tuple[int, ...]) -> "VAE":
+    def build(self, input_shape: tuple[int, ...]) -> VAE:
         return VAE(input_shape, self.hidden, self.latent_dim)
 
     def train(self, pool_x: Tensor, seed: int, progress: bool = True) -> Trained:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.hardness import DESCRIPTION, has_diagnostics, hardness_table, markdown_hardness, plot_hardness
+from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, markdown_hardness, plot_hardness
 from bench.report.paper import CITATION, TABLE_1
-from bench.run.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
 from bench.report.stats import aubc, label_savings, paired_differences, wilcoxon_floor
+from bench.run.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
 
 TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
 #: What must agree for runs to be reported together (manifest ``protocol`` and ``config`` keys).

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from bench.generative.cache import cache_path, load_or_train_at
 from bench.generative.base import GenerativeModel
+from bench.generative.cache import cache_path, load_or_train_at
 from bench.paths import cache_root
 from bench.run import checkpoint
 from bench.run.config import RunConfig

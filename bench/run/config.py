@@ -74,7 +74,7 @@ class RunConfig:
     diagnostics: bool = True  # measure each selection's picks (bench.run.diagnostics); changes no metric value
 
     @classmethod
-    def from_manifest(cls, saved: dict[str, Any]) -> "RunConfig":
+    def from_manifest(cls, saved: dict[str, Any]) -> RunConfig:
         """The configuration a run folder's ``manifest.json`` recorded (its ``config`` entry)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(saved) - names - {"warm_start"})

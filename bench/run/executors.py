@@ -17,13 +17,14 @@ import logging
 import multiprocessing as mp
 import os
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import connection
 from multiprocessing.connection import Connection
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from bench.run.config import RunConfig
 from bench.run.assembly import Assembly, assemble, generative_weights
+from bench.run.config import RunConfig
 from bench.run.plan import Plan
 from bench.run.units import Event, Failed, Finished, Job, Unit, run_job
 
@@ -49,7 +50,7 @@ class WorkerSpec:
     generative: bytes | None = None
 
     @classmethod
-    def of(cls, run_id: str, plan: Plan, generative: Any) -> "WorkerSpec":
+    def of(cls, run_id: str, plan: Plan, generative: Any) -> WorkerSpec:
         """The spec of ``plan``'s units; what the driver resolved (device, precisions) is fixed,
         so a worker on other hardware refuses to run rather than compute something else."""
         config = dataclasses.replace(plan.config, device=str(plan.device),

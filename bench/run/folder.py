@@ -92,7 +92,7 @@ class RunFolder:
 
     @classmethod
     def create(cls, out: Path, manifest: dict[str, Any], units: list[Unit], extra_metrics: list[str],
-               keep_checkpoints: bool = False) -> "RunFolder":
+               keep_checkpoints: bool = False) -> RunFolder:
         """A new run: the manifest lists every unit as pending."""
         manifest["units"] = {u.key: {"strategy": u.strategy, "repeat": u.repeat, "status": "pending",
                                      "rounds_done": 0} for u in units}
@@ -101,7 +101,7 @@ class RunFolder:
         return folder
 
     @classmethod
-    def reopen(cls, out: Path, extra_metrics: list[str], keep_checkpoints: bool = False) -> "RunFolder":
+    def reopen(cls, out: Path, extra_metrics: list[str], keep_checkpoints: bool = False) -> RunFolder:
         """An earlier run to go on with: a torn last row is dropped, the status says
         ``interrupted`` until the units run again."""
         out = Path(out)

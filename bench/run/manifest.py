@@ -67,9 +67,9 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
     """The manifest written when a run starts (``status: running``)."""
     from bench.run.plan import strategy_settings
     from bench.run.results import MetricInfo
-    from tasks.base import optimizer_name
     from strategies import STRATEGIES
     from tasks import TASKS
+    from tasks.base import optimizer_name
 
     return {
         "status": "running",

@@ -3,7 +3,6 @@ work, then load the data and the generative model the strategies need."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import math
@@ -14,16 +13,22 @@ from typing import Any
 
 import torch
 
-from bench.run.config import (ConfigError, RunConfig, check_finite, check_limit, check_protocol, resolve_device,
-                          resolve_score_dtype)
 from bench.generative.base import GenerativeSpec
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
+from bench.run.config import (
+    ConfigError,
+    RunConfig,
+    check_finite,
+    check_limit,
+    check_protocol,
+    resolve_device,
+    resolve_score_dtype,
+)
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
 from tasks.base import Capability, DataError, Protocol, Task, TaskData
-
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from bench.run.config import ConfigError
 from bench.run.executors import MAX_RETRIES, LatestCheckpoint, OnEvent, WorkerSpec, worker_state

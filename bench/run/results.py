@@ -77,7 +77,7 @@ class MetricInfo:
     decimals: int = 1
 
     @classmethod
-    def of(cls, metric) -> "MetricInfo":
+    def of(cls, metric) -> MetricInfo:
         """From a task's :class:`tasks.base.Metric`."""
         return cls(metric.name, metric.higher_is_better, metric.label, metric.display_scale, metric.decimals)
 
@@ -115,7 +115,7 @@ class RoundsWriter:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "RoundsWriter":
+    def __enter__(self) -> RoundsWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -163,7 +163,7 @@ def sort_rows(path: Path, units: list[tuple[str, int]]) -> None:
     _atomic_write(Path(path), lambda tmp: tmp.write_bytes(header + b"".join(lines)))
 
 
-def read_rounds_csv(path: Path) -> "pd.DataFrame":
+def read_rounds_csv(path: Path) -> pd.DataFrame:
     """``rounds.csv`` as a frame, a torn last row (never data) left out."""
     import io
 

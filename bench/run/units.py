@@ -9,8 +9,9 @@ running unit never writes the run folder: it reports events to the driver, which
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 

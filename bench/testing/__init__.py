@@ -30,13 +30,27 @@ each check starts from a fresh unit restored from that state's checkpoint, as a 
 
 from bench.testing.blobs import Blobs, DropoutMLP
 from bench.testing.harness import data_root, registered, trained_context
-from bench.testing.strategy_checks import (STRATEGY_CHECKS, can_take_the_whole_remaining_pool, check_strategy,
-                                           is_reproducible_from_its_seed, leaves_the_target_model_unchanged,
-                                           refuses_bad_options, requires_is_honest, resumes_from_a_checkpoint,
-                                           returns_k_samples_the_harness_accepts, state_dict_round_trips)
-from bench.testing.task_checks import (TASK_CHECKS, augments_reproducibly, check_task,
-                                       declares_what_the_harness_needs, labels_synthetic_inputs,
-                                       loads_tensors_with_matching_targets, model_loss_scores_and_embeddings_fit)
+from bench.testing.strategy_checks import (
+                                           STRATEGY_CHECKS,
+                                           can_take_the_whole_remaining_pool,
+                                           check_strategy,
+                                           is_reproducible_from_its_seed,
+                                           leaves_the_target_model_unchanged,
+                                           refuses_bad_options,
+                                           requires_is_honest,
+                                           resumes_from_a_checkpoint,
+                                           returns_k_samples_the_harness_accepts,
+                                           state_dict_round_trips,
+)
+from bench.testing.task_checks import (
+                                           TASK_CHECKS,
+                                           augments_reproducibly,
+                                           check_task,
+                                           declares_what_the_harness_needs,
+                                           labels_synthetic_inputs,
+                                           loads_tensors_with_matching_targets,
+                                           model_loss_scores_and_embeddings_fit,
+)
 
 __all__ = [
     "Blobs", "DropoutMLP", "STRATEGY_CHECKS", "TASK_CHECKS", "check_strategy", "check_task", "data_root", "registered",

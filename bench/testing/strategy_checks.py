@@ -18,10 +18,10 @@ from bench.run.checkpoint import to_bytes
 from bench.run.config import ConfigError
 from bench.run.loop import UnitState
 from bench.run.plan import create_task, plan_run, strategy_options
+from bench.testing.harness import Options, StrategyLike, TaskLike, _checking, _loaded, _same, _show, registered
 from strategies.base import Selection, SelectionContext
 from tasks import TASKS
 from tasks.base import Capability, Labels, Task, describe_capability
-from bench.testing.harness import Options, StrategyLike, TaskLike, _checking, _loaded, _same, _show, registered
 
 
 def returns_k_samples_the_harness_accepts(strategy: StrategyLike, task: TaskLike = None,

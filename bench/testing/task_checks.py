@@ -11,10 +11,9 @@ from torch import nn
 from bench.paths import cache_root
 from bench.run.config import check_protocol
 from bench.run.plan import check_labels, create_task
-from tasks.base import Capability, Labels, Task, TaskData
 from bench.testing.harness import _cached, _factory, data_root
 from bench.testing.strategy_checks import returns_k_samples_the_harness_accepts
-
+from tasks.base import Capability, Labels, Task, TaskData
 
 TaskOrInstance = str | type[Task] | Task
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import bench.generative.alphagan as generative
-from bench.generative.alphagan import LOSS_NAMES, AlphaGAN, train_alphagan
 from bench.cli.main import main
+from bench.generative.alphagan import LOSS_NAMES, AlphaGAN, train_alphagan
 from bench.generative.cache import load_or_train
 from tasks.base import AlphaGANSpec
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.paths import cache_root, default_data_root
 from bench.run import config
 from bench.run.config import ConfigError, RunConfig, check_protocol, resolve_device, resolve_score_dtype
-from bench.paths import cache_root, default_data_root
 from tasks.base import Protocol
 
 DEFAULTS = Protocol(initial=10, increment=5, rounds=3, epochs=2, batch_size=8, lr=1e-3)

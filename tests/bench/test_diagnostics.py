@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as nnf
 
-from bench.run.config import RunConfig
-from bench.run.diagnostics import COLUMNS, POOL_SAMPLE, class_balance, diagnose, nearest_distance, pool_sample
+from bench.cli.runner import execute
 from bench.report.hardness import hardness_table
 from bench.report.tables import read_rounds, write_report
+from bench.run.config import RunConfig
+from bench.run.diagnostics import COLUMNS, POOL_SAMPLE, class_balance, diagnose, nearest_distance, pool_sample
 from bench.run.results import MetricInfo, RoundRecord, RoundsWriter
-from bench.cli.runner import execute
 from bench.testing import Blobs
 
 

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.run.config import ConfigError, Execution, RunConfig
 from bench.cli.runner import execute
+from bench.run.config import ConfigError, Execution, RunConfig
+from bench.testing import Blobs
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS
 from tests.bench.test_resume import same_results
-from bench.testing import Blobs
 
 
 @pytest.fixture

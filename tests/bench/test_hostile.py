@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.generative import cache as generative_module
 from bench.cli.main import main
-from bench.run.config import RunConfig
-from bench.run.assembly import Assembly, assemble
-from bench.run.plan import plan_run
-from bench.run.folder import FolderLock
 from bench.cli.runner import execute
+from bench.generative import cache as generative_module
+from bench.run.assembly import Assembly, assemble
+from bench.run.config import RunConfig
+from bench.run.folder import FolderLock
+from bench.run.plan import plan_run
 from bench.testing import Blobs
 from tasks import TASKS
 from tasks.base import TaskData

@@ -13,14 +13,14 @@ import torch
 
 import bench.generative.quality as latent_quality
 from bench.cli.main import main
-from bench.run.config import RunConfig
+from bench.cli.runner import execute
 from bench.generative.cache import load_or_train
 from bench.generative.quality import cached_quality, compute, posterior_fit, quality_file
-from bench.cli.runner import execute
+from bench.generative.realism import frechet_distance
+from bench.run.config import RunConfig
 from tasks.base import RealismSets, TaskData
 from tasks.ivus import LABELED, PEAK, TRIED, IVUSTask
 from tasks.ivus_cohort import make_cohort
-from bench.generative.realism import frechet_distance
 
 
 def draws(n: int, d: int, seed: int = 0) -> torch.Tensor:

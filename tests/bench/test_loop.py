@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from bench.cli.runner import execute
 from bench.run.config import ConfigError, RunConfig, resolve_device
 from bench.run.loop import fresh_weights, initial_indices, initial_weights, repeat_seed
 from bench.run.plan import plan_run
 from bench.run.results import ROUND_COLUMNS, load_labeled
-from bench.cli.runner import execute
 from bench.testing import Blobs
 from strategies import STRATEGIES
 from strategies.base import Selection, SelectionError, Strategy

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from bench.cli.main import main
+from bench.report.stats import paired_differences
 from bench.report.tables import ReportError, markdown_table, read_rounds, summarize, write_report
 from bench.run.results import MetricInfo
-from bench.report.stats import paired_differences
 
 ACCURACY = MetricInfo("accuracy", True, "test accuracy (%)")
 

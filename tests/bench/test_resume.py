@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from bench.cli.main import main
+from bench.cli.runner import execute, resume
 from bench.run.config import RunConfig
 from bench.run.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
 from bench.run.results import load_labeled
-from bench.cli.runner import execute, resume
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 

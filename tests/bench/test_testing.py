@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from bench.testing import harness
 from bench.run.config import ConfigError
 from bench.run.loop import UnitState
-from bench.testing import STRATEGY_CHECKS, TASK_CHECKS, Blobs, check_strategy, check_task, registered, trained_context
+from bench.testing import (
+    STRATEGY_CHECKS,
+    TASK_CHECKS,
+    Blobs,
+    check_strategy,
+    check_task,
+    harness,
+    registered,
+    trained_context,
+)
 from strategies import STRATEGIES
 from strategies.base import Selection, Strategy
 from strategies.uncertainty import UncertaintySampling

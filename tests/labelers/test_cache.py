@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labelers import LabelError
-from labelers import fem
+from labelers import LabelError, fem
 from labelers.cache import LabelCache, LabelCacheWarning
 from labelers.fem import FEMLabeler
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from labelers import LabelError
-from labelers import fem
+from labelers import LabelError, fem
 from labelers.fem import FEMLabeler
 from labelers.masks import clean_mask, segment_mask
 from labelers.material import MooneyRivlin

@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.run.config import ConfigError, RunConfig
 from bench.run.plan import plan_run
-from strategies.uncertainty import UncertaintySampling, uncertainty_scores
 from bench.testing import trained_context
+from strategies.uncertainty import UncertaintySampling, uncertainty_scores
 
 
 @pytest.fixture(scope="module")

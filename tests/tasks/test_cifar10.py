@@ -16,7 +16,7 @@ import tasks.cifar10_data as cifar10_data
 from bench.cli.main import main
 from bench.paths import cache_root
 from tasks.base import DataNotFoundError
-from tasks.cifar10 import CIFAR10Task, VGG16BN, flip_and_crop
+from tasks.cifar10 import VGG16BN, CIFAR10Task, flip_and_crop
 from tasks.cifar10_data import CLASSES, CorruptDataError, read_cifar10
 
 

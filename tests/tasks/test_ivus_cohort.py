@@ -9,7 +9,13 @@ import pytest
 from scipy import ndimage
 
 from tasks.ivus_cohort import (
-    COHORT_SIZE, PIXEL_MM, POOL_SIZE, TEST_SIZE, Cohort, make_cohort, valid_masks,
+    COHORT_SIZE,
+    PIXEL_MM,
+    POOL_SIZE,
+    TEST_SIZE,
+    Cohort,
+    make_cohort,
+    valid_masks,
 )
 
 SQUARE = np.ones((3, 3), dtype=bool)
