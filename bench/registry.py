@@ -88,12 +88,16 @@ class Registry(Generic[T]):
             raise ValueError(f"invalid {self.kind} name {name!r}: use a non-empty name without commas")
         own = name_of(factory, self.kind)
         if own != name:
-            raise ValueError(f"{self.kind} {factory.__qualname__} is named {own!r} (its `name`) but was "
-                             f"registered as {name!r}; a {self.kind} has one name: register it as {own!r}")
+            raise ValueError(
+                f"{self.kind} {factory.__qualname__} is named {own!r} (its `name`) but was "
+                f"registered as {name!r}; a {self.kind} has one name: register it as {own!r}"
+            )
         existing = self._factories.get(name)
         if existing is not None and existing is not factory and _qualified(existing) != _qualified(factory):
-            raise ValueError(f"{self.kind} {name!r} is already registered by {_qualified(existing)}; "
-                             f"{_qualified(factory)} needs another name")
+            raise ValueError(
+                f"{self.kind} {name!r} is already registered by {_qualified(existing)}; "
+                f"{_qualified(factory)} needs another name"
+            )
         self._factories[name] = factory
 
     def remove(self, name: str) -> None:
@@ -129,8 +133,15 @@ class Registry(Generic[T]):
             except Exception as err:  # a broken plug-in must not take the others down
                 why = f"{type(err).__name__}: {err}"
                 self.broken[ep.name] = f"from {where} ({ep.value}): {why}"
-                log.warning("left out the %s plug-in %r from %s (entry point %s = %s): %s",
-                            self.kind, ep.name, where, self.entry_point_group, ep.value, why)
+                log.warning(
+                    "left out the %s plug-in %r from %s (entry point %s = %s): %s",
+                    self.kind,
+                    ep.name,
+                    where,
+                    self.entry_point_group,
+                    ep.value,
+                    why,
+                )
                 continue
             if dist:
                 self._distributions[ep.name] = dist
@@ -147,13 +158,14 @@ class Registry(Generic[T]):
             return self._factories[name]
         except KeyError:
             if name in self.broken:
-                raise UnknownNameError(f"the {self.kind} plug-in {name!r} failed to import and was left "
-                                       f"out {self.broken[name]}; fix or uninstall it") from None
+                raise UnknownNameError(
+                    f"the {self.kind} plug-in {name!r} failed to import and was left "
+                    f"out {self.broken[name]}; fix or uninstall it"
+                ) from None
             known = ", ".join(self.names()) or "(none)"
             plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; registered {plural}: {known} "
-                f"(run `python -m bench list`)"
+                f"unknown {self.kind} {name!r}; registered {plural}: {known} (run `python -m bench list`)"
             ) from None
 
     def create(self, name: str, **kwargs) -> T:
@@ -181,8 +193,10 @@ def name_of(factory: Callable[..., Any], kind: str) -> str:
     """A class's registry name: its ``name`` attribute (which it must have)."""
     name = getattr(factory, "name", None)
     if not isinstance(name, str):
-        raise ValueError(f"{kind} {getattr(factory, '__qualname__', factory)!r} has no `name`: set the class "
-                         f"attribute name = \"...\" (its registry name)")
+        raise ValueError(
+            f"{kind} {getattr(factory, '__qualname__', factory)!r} has no `name`: set the class "
+            f'attribute name = "..." (its registry name)'
+        )
     return name
 
 

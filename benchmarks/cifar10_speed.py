@@ -101,15 +101,19 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
-          f"cudnn {torch.backends.cudnn.allow_tf32}")
+    print(
+        f"device: {name}; torch {torch.__version__}; TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+        f"cudnn {torch.backends.cudnn.allow_tf32}"
+    )
     print(f"{'model':<10} {'batch':>6} {'dtype':>9} {'bare/s':>9} {'harness/s':>10} {'share':>6}")
     for batch in map(int, args.batch_sizes.split(",")):
         for dtype_name in args.dtypes.split(","):
             dtype = getattr(torch, dtype_name)
             bare, harness = vgg_rates(device, batch, dtype, args.steps, args.repeats)
             print(f"{'VGG-16-BN':<10} {batch:>6} {dtype_name:>9} {bare:>9.0f} {harness:>10.0f} {harness / bare:>6.0%}")
-        print(f"{'alpha-GAN':<10} {batch:>6} {'float32':>9} {alphagan_rate(device, batch, args.steps, args.repeats):>9.0f}")
+        print(
+            f"{'alpha-GAN':<10} {batch:>6} {'float32':>9} {alphagan_rate(device, batch, args.steps, args.repeats):>9.0f}"
+        )
 
 
 if __name__ == "__main__":

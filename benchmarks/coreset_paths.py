@@ -95,10 +95,19 @@ def embeddings_of(kind: str, n: int, d: int, data_root: str) -> Tensor | None:
         index = torch.as_tensor(labeled)
         torch.manual_seed(0)
         model = task.make_model()
-        train_epochs(model, torch.optim.Adam(model.parameters(), 1e-3), task.loss, data.pool_x[index],
-                     data.pool_y[index], 10, 64, torch.Generator().manual_seed(0))
-        context = selection_context(task, model, data.pool_x, labeled, data.pool_x[index], data.pool_y[index],
-                                    np.random.default_rng(0), 1)
+        train_epochs(
+            model,
+            torch.optim.Adam(model.parameters(), 1e-3),
+            task.loss,
+            data.pool_x[index],
+            data.pool_y[index],
+            10,
+            64,
+            torch.Generator().manual_seed(0),
+        )
+        context = selection_context(
+            task, model, data.pool_x, labeled, data.pool_x[index], data.pool_y[index], np.random.default_rng(0), 1
+        )
         return context.pool_embeddings
     raise ValueError(f"unknown kind {kind!r}")
 
@@ -119,9 +128,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.data_root is None:
         from bench.paths import default_data_root
+
         args.data_root = str(default_data_root())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.picks} picks from "
-          f"{args.labeled} labeled centres")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.picks} picks from "
+        f"{args.labeled} labeled centres"
+    )
     small = torch.randn(4096, args.d, generator=torch.Generator().manual_seed(2))
     previous_k_center_greedy(small, np.arange(50), 20)
     for variant in ("auto", "plain", "bound"):
@@ -153,25 +165,38 @@ def main() -> None:
                     deciding.append(stats.deciding_s)
                 if variant != "previous":
                     fraction = stats.measured / max(1, stats.bound_picks) / len(x)
-                    notes[variant] = f"{stats.plain_picks} plain, {stats.bound_picks} bound picks, " \
-                        f"{stats.probes} probes" + (f", {fraction:.2%} of the pool measured per bound pick"
-                                                    if stats.bound_picks else "")
+                    notes[variant] = (
+                        f"{stats.plain_picks} plain, {stats.bound_picks} bound picks, "
+                        f"{stats.probes} probes"
+                        + (f", {fraction:.2%} of the pool measured per bound pick" if stats.bound_picks else "")
+                    )
         reference = picks[args.variants[0]]
         for variant in args.variants:
             times = sorted(seconds[variant])
-            same = "same picks" if picks[variant] == reference else "picks differ from " \
+            same = (
+                "same picks"
+                if picks[variant] == reference
+                else "picks differ from "
                 f"{args.variants[0]}'s at pick {next(j for j, (a, b) in enumerate(zip(picks[variant], reference)) if a != b)}"
+            )
             extra = "; ".join(filter(None, [notes.get(variant), same]))
-            print(f"{kind} {tuple(x.shape)}: {variant} best {times[0]:.2f} s, median {np.median(times):.2f} s "
-                  f"of {len(times)}, CPU time best {min(cpu[variant]):.2f} s ({extra})", flush=True)
+            print(
+                f"{kind} {tuple(x.shape)}: {variant} best {times[0]:.2f} s, median {np.median(times):.2f} s "
+                f"of {len(times)}, CPU time best {min(cpu[variant]):.2f} s ({extra})",
+                flush=True,
+            )
         if "plain" in seconds and "auto" in seconds:
             paired = np.median(np.divide(seconds["auto"], seconds["plain"]))
-            print(f"{kind}: auto / plain = {paired:.3f} (median of the {args.repeats} back-to-back pairs), "
-                  f"{min(seconds['auto']) / min(seconds['plain']):.3f} (best), "
-                  f"{np.median(seconds['auto']) / np.median(seconds['plain']):.3f} (median), "
-                  f"{min(cpu['auto']) / min(cpu['plain']):.3f} (CPU time, best); auto spent "
-                  f"{np.median(deciding):.3f} s (median) on the axes and probes = "
-                  f"{np.median(deciding) / min(seconds['plain']):.1%} of plain's best time", flush=True)
+            print(
+                f"{kind}: auto / plain = {paired:.3f} (median of the {args.repeats} back-to-back pairs), "
+                f"{min(seconds['auto']) / min(seconds['plain']):.3f} (best), "
+                f"{np.median(seconds['auto']) / np.median(seconds['plain']):.3f} (median), "
+                f"{min(cpu['auto']) / min(cpu['plain']):.3f} (CPU time, best); auto spent "
+                f"{np.median(deciding):.3f} s (median) on the axes and probes = "
+                f"{np.median(deciding) / min(seconds['plain']):.1%} of plain's best time",
+                flush=True,
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -93,10 +93,22 @@ def run_harness(args, out: Path) -> dict:
     """(a): the run through ``execute``; its rows, labeled sets and timings."""
     stamp_round_events()
     STAMPS.clear()
-    config = RunConfig(task=TASK, strategies=["random"], rounds=args.rounds, initial=args.initial,
-                       increment=args.increment, epochs=args.epochs, seed=args.seed, device=args.device,
-                       threads=args.threads, subset=args.subset, data_root=Path(args.data_root), download=False,
-                       out=out, quiet=True)
+    config = RunConfig(
+        task=TASK,
+        strategies=["random"],
+        rounds=args.rounds,
+        initial=args.initial,
+        increment=args.increment,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        subset=args.subset,
+        data_root=Path(args.data_root),
+        download=False,
+        out=out,
+        quiet=True,
+    )
     start = time.perf_counter()
     execute(config, Execution())
     total = time.perf_counter() - start
@@ -105,9 +117,12 @@ def run_harness(args, out: Path) -> dict:
     return {
         "total_s": total,
         "round_wall_s": list(np.diff(unit_stamps)),  # from the unit's start / previous round to this round's row
-        "train_s": rows["train_s"].tolist(), "eval_s": rows["eval_s"].tolist(),
-        "select_s": rows["select_s"].tolist(), "label_s": rows["label_s"].tolist(),
-        "accuracy": rows["value"].tolist(), "n_labeled": rows["n_labeled"].tolist(),
+        "train_s": rows["train_s"].tolist(),
+        "eval_s": rows["eval_s"].tolist(),
+        "select_s": rows["select_s"].tolist(),
+        "label_s": rows["label_s"].tolist(),
+        "accuracy": rows["value"].tolist(),
+        "n_labeled": rows["n_labeled"].tolist(),
         "seed": int(rows["seed"].iloc[0]),
         "labeled": {t: load_labeled(out / "labeled.npz")[f"random/repeat0/round{t}"] for t in rows["round"]},
         "manifest": json.loads((out / "manifest.json").read_text()),
@@ -153,7 +168,7 @@ def run_bare(task, args, device: torch.device, seed: int, labeled: dict[int, np.
         for _ in range(p.epochs):
             order = torch.randperm(len(x), generator=shuffle).to(device)
             for i in range(0, len(x), p.batch_size):
-                batch = order[i:i + p.batch_size]
+                batch = order[i : i + p.batch_size]
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
                 optimizer.step()
@@ -161,8 +176,10 @@ def run_bare(task, args, device: torch.device, seed: int, labeled: dict[int, np.
         trained = time.perf_counter()
         net.eval()
         with torch.inference_mode():
-            correct = sum(int((net(test_x[i:i + EVAL_BATCH]).argmax(1) == test_y[i:i + EVAL_BATCH]).sum())
-                          for i in range(0, len(test_x), EVAL_BATCH))
+            correct = sum(
+                int((net(test_x[i : i + EVAL_BATCH]).argmax(1) == test_y[i : i + EVAL_BATCH]).sum())
+                for i in range(0, len(test_x), EVAL_BATCH)
+            )
         done = time.perf_counter()
         result["accuracy"].append(100.0 * correct / len(test_x))
         result["train_s"].append(trained - round_start)
@@ -181,7 +198,7 @@ def warm_up(task, args, device: torch.device) -> None:
     x, y = data.pool_x[:1280].to(device), data.pool_y[:1280].to(device)
     for i in range(0, len(x), 64):
         optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x[i:i + 64]), y[i:i + 64]).backward()
+        nn.functional.cross_entropy(net(x[i : i + 64]), y[i : i + 64]).backward()
         optimizer.step()
     with torch.inference_mode():
         net.eval()(data.test_x[:2000].to(device))
@@ -198,14 +215,18 @@ def report(harnesses: list[dict], bares: list[dict], device: torch.device, threa
     b = {key: fastest(bares, key) for key in ("round_wall_s", "train_s", "eval_s")}
     chose = [s + lab for s, lab in zip(fastest(harnesses, "select_s"), fastest(harnesses, "label_s"))]
     h_acc, b_acc = harnesses[0]["accuracy"], bares[0]["accuracy"]
-    lines = [f"device {device}, torch threads {threads}, task {TASK}, strategy random, {len(h_acc)} rounds; "
-             f"seconds: the fastest of {len(harnesses)} alternating measurements of each, per round",
-             "",
-             "round  labeled | harness: wall   train  eval  select+label  acc (%) | bare: wall   train  eval  acc (%)"]
+    lines = [
+        f"device {device}, torch threads {threads}, task {TASK}, strategy random, {len(h_acc)} rounds; "
+        f"seconds: the fastest of {len(harnesses)} alternating measurements of each, per round",
+        "",
+        "round  labeled | harness: wall   train  eval  select+label  acc (%) | bare: wall   train  eval  acc (%)",
+    ]
     for i, n in enumerate(harnesses[0]["n_labeled"]):
-        lines.append(f"{i + 1:>5}  {n:>7} | {h['round_wall_s'][i]:>13.2f} {h['train_s'][i]:>7.2f} {h['eval_s'][i]:>5.2f} "
-                     f"{chose[i]:>13.3f} {h_acc[i]:>8.2f} | {b['round_wall_s'][i]:>10.2f} {b['train_s'][i]:>7.2f} "
-                     f"{b['eval_s'][i]:>5.2f} {b_acc[i]:>8.2f}")
+        lines.append(
+            f"{i + 1:>5}  {n:>7} | {h['round_wall_s'][i]:>13.2f} {h['train_s'][i]:>7.2f} {h['eval_s'][i]:>5.2f} "
+            f"{chose[i]:>13.3f} {h_acc[i]:>8.2f} | {b['round_wall_s'][i]:>10.2f} {b['train_s'][i]:>7.2f} "
+            f"{b['eval_s'][i]:>5.2f} {b_acc[i]:>8.2f}"
+        )
     rounds_h, rounds_b = sum(h["round_wall_s"]), sum(b["round_wall_s"])
     train_h, train_b = sum(h["train_s"]), sum(b["train_s"])
     total_h, total_b = min(r["total_s"] for r in harnesses), min(r["total_s"] for r in bares)
@@ -236,10 +257,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--times", type=int, default=4,
-                        help="measurements of each side, alternating; the fastest is reported (default 4)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the harness's run and summary.json (default: results/runs/deepal-speed-<time>)")
+    parser.add_argument(
+        "--times",
+        type=int,
+        default=4,
+        help="measurements of each side, alternating; the fastest is reported (default 4)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the harness's run and summary.json (default: results/runs/deepal-speed-<time>)",
+    )
     smaller = parser.add_argument_group("a smaller protocol (quick checks of this script; default: the task's)")
     for flag in ("rounds", "initial", "increment", "epochs", "subset"):
         smaller.add_argument(f"--{flag}", type=int, default=None)
@@ -261,16 +290,24 @@ def main() -> None:
                 labeled, seed = harnesses[-1].pop("labeled"), harnesses[-1]["seed"]
             else:
                 bares.append(run_bare(task, args, device, seed, labeled))
-        print(f"measurement {i + 1}: harness {harnesses[-1]['total_s']:.1f} s, bare {bares[-1]['total_s']:.1f} s",
-              flush=True)
+        print(
+            f"measurement {i + 1}: harness {harnesses[-1]['total_s']:.1f} s, bare {bares[-1]['total_s']:.1f} s",
+            flush=True,
+        )
     text = report(harnesses, bares, device, torch.get_num_threads())
     print(text)
     manifest = harnesses[0]["manifest"]
     for h in harnesses:
         h.pop("manifest")
-    summary = {"harness": harnesses, "bare": bares, "device": manifest["device"], "protocol": manifest["protocol"],
-               "provided_by": manifest["provided_by"]["task"], "versions": manifest["versions"],
-               "command": " ".join(sys.argv)}
+    summary = {
+        "harness": harnesses,
+        "bare": bares,
+        "device": manifest["device"],
+        "protocol": manifest["protocol"],
+        "provided_by": manifest["provided_by"]["task"],
+        "versions": manifest["versions"],
+        "command": " ".join(sys.argv),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.txt").write_text(text + "\n")
     print(f"\nwritten to {out}")

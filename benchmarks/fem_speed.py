@@ -35,8 +35,9 @@ def vessel_masks(count: int, size: int = 64, seed: int = 0) -> np.ndarray:
         outer = outer_radius * (1 + rng.uniform(0, 0.05) * np.cos(2 * (phi - rng.uniform(0, np.pi))))
         ly, lx = y - offset[0], x - offset[1]
         theta = np.arctan2(ly, lx)
-        lobes = sum(rng.uniform(0, 0.1) * (2 / k) ** 2 * np.cos(k * theta - rng.uniform(0, 2 * np.pi))
-                    for k in (2, 3, 4, 5))
+        lobes = sum(
+            rng.uniform(0, 0.1) * (2 / k) ** 2 * np.cos(k * theta - rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4, 5)
+        )
         mask = (np.hypot(ly, lx) > lumen_radius * (1 + lobes)) & (np.hypot(y, x) < outer)
         if 1000 <= mask.sum() <= 2000:
             masks.append(mask)
@@ -62,18 +63,21 @@ def main() -> None:
 
     masks = vessel_masks(args.masks)
     pixels = masks.sum(axis=(1, 2))
-    print(f"{len(masks)} masks of 64x64, {pixels.min()}-{pixels.max()} wall pixels "
-          f"(mean {pixels.mean():.0f})")
+    print(f"{len(masks)} masks of 64x64, {pixels.min()}-{pixels.max()} wall pixels (mean {pixels.mean():.0f})")
     for material in ("linear", "mooney-rivlin"):
         labeler = FEMLabeler(material, backend=args.backend)
         times = time_single(labeler, masks)
-        print(f"{material:>14}  one process:  mean {times.mean():.3f} s  median {np.median(times):.3f} s  "
-              f"max {times.max():.3f} s per mask")
+        print(
+            f"{material:>14}  one process:  mean {times.mean():.3f} s  median {np.median(times):.3f} s  "
+            f"max {times.max():.3f} s per mask"
+        )
         start = time.perf_counter()
         result = labeler.label_batch(masks, workers=args.workers, progress=False)
         elapsed = time.perf_counter() - start
-        print(f"{material:>14}  label_batch, {args.workers} workers:  {elapsed / len(masks):.3f} s per mask "
-              f"({elapsed:.2f} s in all, pool start included; {result.ok.sum()}/{len(masks)} labeled)")
+        print(
+            f"{material:>14}  label_batch, {args.workers} workers:  {elapsed / len(masks):.3f} s per mask "
+            f"({elapsed:.2f} s in all, pool start included; {result.ok.sum()}/{len(masks)} labeled)"
+        )
 
 
 if __name__ == "__main__":

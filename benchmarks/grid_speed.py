@@ -56,8 +56,13 @@ def main() -> None:
             wall = time.perf_counter() - start
             values = pd.read_csv(out / "rounds.csv").sort_values(["strategy", "repeat", "round"])["value"].tolist()
             first = first_by_threads.setdefault(threads, (config, values))
-            rows.append({"configuration": config, "wall_s": round(wall, 1),
-                         "values equal": f"{values == first[1]} (vs {first[0]})"})
+            rows.append(
+                {
+                    "configuration": config,
+                    "wall_s": round(wall, 1),
+                    "values equal": f"{values == first[1]} (vs {first[0]})",
+                }
+            )
             print(rows[-1], flush=True)
     print(f"\n{args.task}: {args.strategy} x {args.repeats} repeats {args.extra}")
     print(pd.DataFrame(rows).to_string(index=False))

@@ -202,10 +202,21 @@ def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device
     with Peak(device) as select:
         selection = strategy.select(context, k)
     assert len(np.unique(selection.indices)) == k
-    result = dict(strategy=strategy_name, n=n, kind=kind, k=k, device=str(device), threads=torch.get_num_threads(),
-                  prepare_s=prepare.seconds, prepare_mib=prepare.bytes / MIB, select_s=select.seconds,
-                  select_mib=select.bytes / MIB, peak_gib=max(built, prepare.total, select.total) / 2**30,
-                  pool_mib=x.numel() * 4 / MIB, vector_mib=4 * n / MIB)
+    result = dict(
+        strategy=strategy_name,
+        n=n,
+        kind=kind,
+        k=k,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        prepare_s=prepare.seconds,
+        prepare_mib=prepare.bytes / MIB,
+        select_s=select.seconds,
+        select_mib=select.bytes / MIB,
+        peak_gib=max(built, prepare.total, select.total) / 2**30,
+        pool_mib=x.numel() * 4 / MIB,
+        vector_mib=4 * n / MIB,
+    )
     stats = getattr(strategy, "stats", None)
     if stats is not None:
         result["paths"] = f"{stats.plain_picks} plain / {stats.bound_picks} bound"
@@ -216,8 +227,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[60000, 1000000])
     parser.add_argument("--strategies", nargs="+", default=["random", "uncertainty", "coreset", "snn"])
-    parser.add_argument("--kinds", nargs="+", default=["latent", "isotropic"],
-                        help="embedding kinds; isotropic runs for core-set only")
+    parser.add_argument(
+        "--kinds", nargs="+", default=["latent", "isotropic"], help="embedding kinds; isotropic runs for core-set only"
+    )
     parser.add_argument("--k", type=int, default=500)
     parser.add_argument("--labeled", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
@@ -230,10 +242,23 @@ def main() -> None:
         name, n, kind = args.worker
         print(json.dumps(worker(name, int(n), kind, args.k, args.labeled, device)))
         return
-    print(f"device {device}, {args.threads} threads, torch {torch.__version__}; k = {args.k}, "
-          f"{args.labeled} labeled; peak = extra memory over the phase's start")
-    header = ("strategy", "embeddings", "pool N", "k", "prepare s", "prepare peak MiB", "select s",
-              "select peak MiB", "select peak / 4N B", "process peak GiB", "notes")
+    print(
+        f"device {device}, {args.threads} threads, torch {torch.__version__}; k = {args.k}, "
+        f"{args.labeled} labeled; peak = extra memory over the phase's start"
+    )
+    header = (
+        "strategy",
+        "embeddings",
+        "pool N",
+        "k",
+        "prepare s",
+        "prepare peak MiB",
+        "select s",
+        "select peak MiB",
+        "select peak / 4N B",
+        "process peak GiB",
+        "notes",
+    )
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     # allocations of 64 KiB and more straight from the kernel (mmap) and back to it when freed, so
     # that the resident set follows what is allocated (glibc would otherwise keep freed blocks of
@@ -242,18 +267,35 @@ def main() -> None:
     for n in args.sizes:
         for name in args.strategies:
             for kind in args.kinds if name == "coreset" else args.kinds[:1]:
-                command = [sys.executable, __file__, "--worker", name, str(n), kind, "--k", str(args.k),
-                           "--labeled", str(args.labeled), "--threads", str(args.threads), "--device", args.device]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    name,
+                    str(n),
+                    kind,
+                    "--k",
+                    str(args.k),
+                    "--labeled",
+                    str(args.labeled),
+                    "--threads",
+                    str(args.threads),
+                    "--device",
+                    args.device,
+                ]
                 done = subprocess.run(command, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     print(f"| {name} | {kind} | {n:,} | {args.k} | failed: {done.stderr.strip().splitlines()[-1:]} |")
                     continue
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 notes = f"pool {r['pool_mib']:,.0f} MiB" + (f"; {r['paths']} picks" if "paths" in r else "")
-                print(f"| {name} | {kind} | {n:,} | {args.k} | {r['prepare_s']:.2f} | {r['prepare_mib']:,.1f} | "
-                      f"{r['select_s']:.2f} | {r['select_mib']:,.1f} | {r['select_mib'] / r['vector_mib']:.1f} | "
-                      f"{r['peak_gib']:.2f} | "
-                      f"{notes} |", flush=True)
+                print(
+                    f"| {name} | {kind} | {n:,} | {args.k} | {r['prepare_s']:.2f} | {r['prepare_mib']:,.1f} | "
+                    f"{r['select_s']:.2f} | {r['select_mib']:,.1f} | {r['select_mib'] / r['vector_mib']:.1f} | "
+                    f"{r['peak_gib']:.2f} | "
+                    f"{notes} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

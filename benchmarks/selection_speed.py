@@ -57,15 +57,33 @@ def main() -> None:
     torch.manual_seed(0)
     model = task.make_model().to(device)
     index = torch.as_tensor(labeled, device=device)
-    train_epochs(model, torch.optim.Adam(model.parameters(), 1e-3), task.loss, data.pool_x[index],
-                 data.pool_y[index], 10, 64, torch.Generator().manual_seed(0))
+    train_epochs(
+        model,
+        torch.optim.Adam(model.parameters(), 1e-3),
+        task.loss,
+        data.pool_x[index],
+        data.pool_y[index],
+        10,
+        64,
+        torch.Generator().manual_seed(0),
+    )
     print(f"device {device}, torch threads {torch.get_num_threads()}, pool {tuple(data.pool_x.shape)}")
 
     dtypes = [torch.float32] + ([torch.bfloat16] if fast_bfloat16(device) else [])
     for dtype in dtypes:
+
         def context() -> SelectionContext:
-            return selection_context(task, model, data.pool_x, labeled, data.pool_x[index], data.pool_y[index],
-                                     np.random.default_rng(0), 1, score_dtype=dtype)
+            return selection_context(
+                task,
+                model,
+                data.pool_x,
+                labeled,
+                data.pool_x[index],
+                data.pool_y[index],
+                np.random.default_rng(0),
+                1,
+                score_dtype=dtype,
+            )
 
         t_probs, probs = best_of(lambda: context().pool_probabilities, args.repeats, device)
         t_scores, _ = best_of(lambda: uncertainty_scores(probs.cpu().numpy(), "entropy"), args.repeats, device)
@@ -77,17 +95,20 @@ def main() -> None:
             return k_center_greedy(embeddings, labeled, 500, stats=stats)
 
         t_greedy, picks = best_of(greedy, args.repeats, device)
-        t_plain, plain_picks = best_of(lambda: k_center_greedy(embeddings, labeled, 500, "plain"), args.repeats,
-                                       device)
+        t_plain, plain_picks = best_of(lambda: k_center_greedy(embeddings, labeled, 500, "plain"), args.repeats, device)
         assert len(set(picks)) == 500
         name = str(dtype).removeprefix("torch.")
-        print(f"[{name}] uncertainty: pool softmax {t_probs:.2f} s + entropy {t_scores:.3f} s = "
-              f"{t_probs + t_scores:.2f} s (target <= 3 s)")
-        print(f"[{name}] coreset: pool embeddings {tuple(embeddings.shape)} {t_embed:.2f} s; greedy k-center, "
-              f"500 picks from 500 centres {t_greedy:.2f} s (target <= 2 s; {stats.plain_picks} plain, "
-              f"{stats.bound_picks} bound picks); plain update alone {t_plain:.2f} s"
-              f"{'' if plain_picks == picks else ' (picks differ: a near-tie)'}; whole selection "
-              f"{t_embed + t_greedy:.2f} s")
+        print(
+            f"[{name}] uncertainty: pool softmax {t_probs:.2f} s + entropy {t_scores:.3f} s = "
+            f"{t_probs + t_scores:.2f} s (target <= 3 s)"
+        )
+        print(
+            f"[{name}] coreset: pool embeddings {tuple(embeddings.shape)} {t_embed:.2f} s; greedy k-center, "
+            f"500 picks from 500 centres {t_greedy:.2f} s (target <= 2 s; {stats.plain_picks} plain, "
+            f"{stats.bound_picks} bound picks); plain update alone {t_plain:.2f} s"
+            f"{'' if plain_picks == picks else ' (picks differ: a near-tie)'}; whole selection "
+            f"{t_embed + t_greedy:.2f} s"
+        )
 
 
 if __name__ == "__main__":

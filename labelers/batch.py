@@ -144,9 +144,7 @@ class BatchLabeler:
             raise result
         return result
 
-    def label_batch(
-        self, masks: np.ndarray, workers: int | None = None, progress: bool = True
-    ) -> BatchLabels:
+    def label_batch(self, masks: np.ndarray, workers: int | None = None, progress: bool = True) -> BatchLabels:
         """Label masks ``[N, H, W]``, cached ones from the cache and the rest in worker processes.
 
         ``workers``: the most worker processes to start (an integer >= 1); ``None``: one per
@@ -225,8 +223,7 @@ class BatchLabeler:
             return {}
         bad = np.count_nonzero(~np.isfinite(masks.reshape(n, -1)), axis=1)
         return {
-            int(index): f"mask has {bad[index]} NaN or infinite pixel values: a mask must be finite "
-            "(nonzero = in)"
+            int(index): f"mask has {bad[index]} NaN or infinite pixel values: a mask must be finite (nonzero = in)"
             for index in np.flatnonzero(bad)
         }
 
@@ -274,9 +271,7 @@ def _check_dtype(masks: np.ndarray) -> None:
     """Refuse (ValueError) masks that are not bool, integer or float: a string or object array has
     no "nonzero = in" meaning to keep."""
     if masks.dtype.kind not in _MASK_KINDS:
-        raise ValueError(
-            f"masks must hold bool, integer or float values (nonzero = in), got dtype {masks.dtype}"
-        )
+        raise ValueError(f"masks must hold bool, integer or float values (nonzero = in), got dtype {masks.dtype}")
 
 
 def _prepare_and_solve(labeler: BatchLabeler, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | LabelError]:

@@ -285,9 +285,7 @@ class LabelCache:
         for query in ("mode=ro", "mode=ro&immutable=1"):
             conn = None
             try:
-                conn = sqlite3.connect(
-                    f"{uri}?{query}", uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None
-                )
+                conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
                 conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
                 conn.execute("SELECT 1 FROM labels LIMIT 1").fetchall()
             except sqlite3.Error as error:
@@ -354,15 +352,16 @@ class LabelCache:
     def _read_only(self, reason: str) -> None:
         if self.mode == "rw":
             self.mode = "ro"
-            self._warn("ro", f"label cache {self.path} is used read-only ({reason}): its labels are "
-                             "used, new labels are not saved")
+            self._warn(
+                "ro",
+                f"label cache {self.path} is used read-only ({reason}): its labels are used, new labels are not saved",
+            )
 
     def _turn_off(self, reason: str) -> None:
         if self.mode != "off":
             self.mode = "off"
             self.close()
-            self._warn("off", f"label cache {self.path} is not used ({reason}): labels are computed "
-                              "and not saved")
+            self._warn("off", f"label cache {self.path} is not used ({reason}): labels are computed and not saved")
 
     def _aside_name(self) -> Path:
         stem = f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -403,9 +402,12 @@ class LabelCache:
             return False
         if moved is not None:
             with_sides = f" with its {', '.join(sides)} file{'s' * (len(sides) > 1)}" if sides else ""
-            self._warn(None, f"label cache {self.path} is corrupt ({error}): moved it aside to "
-                             f"{moved}{with_sides}, and started a new one; labels not cached again "
-                             "are computed")
+            self._warn(
+                None,
+                f"label cache {self.path} is corrupt ({error}): moved it aside to "
+                f"{moved}{with_sides}, and started a new one; labels not cached again "
+                "are computed",
+            )
         return True
 
     def _recover(self, error: sqlite3.Error, writing: bool) -> bool:
@@ -523,8 +525,7 @@ class LabelCache:
             rows.append((key, kind, dtype, shape, payload, _checksum(kind, dtype, shape, payload)))
         if rows:
             self._write(
-                "INSERT OR REPLACE INTO labels (key, kind, dtype, shape, payload, checksum)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO labels (key, kind, dtype, shape, payload, checksum) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
 

@@ -183,9 +183,7 @@ class FEMParams:
 
 
 #: The keyword options FEMLabeler accepts besides material, pressure and pixel size.
-SOLVER_OPTIONS = tuple(
-    f.name for f in fields(FEMParams) if f.name not in ("material", "pressure_kpa", "pixel_mm")
-)
+SOLVER_OPTIONS = tuple(f.name for f in fields(FEMParams) if f.name not in ("material", "pressure_kpa", "pixel_mm"))
 
 
 class FEMBatchLabels(BatchLabels):

@@ -170,12 +170,20 @@ class ReferenceModel(NewtonSolver):
         dpsi = material.c1 + growth
         element_pressure = material.bulk_modulus * (jbar - 1.0)
         p = np.asarray(self.pressure_basis.interpolate(element_pressure))
-        return dict(f=f, f_inv_t=f_inv_t, cof_f=j * f_inv_t, g=g, j23=j23, i1=i1, dpsi=dpsi,
-                    curvature=material.d2 * growth, p=p, piola=dpsi * g + p * j * f_inv_t)
+        return dict(
+            f=f,
+            f_inv_t=f_inv_t,
+            cof_f=j * f_inv_t,
+            g=g,
+            j23=j23,
+            i1=i1,
+            dpsi=dpsi,
+            curvature=material.d2 * growth,
+            p=p,
+            piola=dpsi * g + p * j * f_inv_t,
+        )
 
-    def _evaluate(
-        self, u: np.ndarray, pressure: float, tangent: bool
-    ) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    def _evaluate(self, u: np.ndarray, pressure: float, tangent: bool) -> tuple[np.ndarray, sp.csr_matrix | None]:
         """Residual ``[n_dofs]`` and, if asked, the tangent (CSR); raises InvalidState where an
         element is inverted or a value is not finite."""
         fields = self._fields(u)
@@ -205,8 +213,7 @@ class ReferenceModel(NewtonSolver):
         for shift in TANGENT_SHIFTS:
             shifted = free + sp.diags(shift * diagonal)
             try:
-                lu = splu(shifted, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                          options={"SymmetricMode": True})
+                lu = splu(shifted, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
             except RuntimeError:  # exactly singular
                 continue
             if np.array_equal(lu.perm_r, lu.perm_c) and (lu.U.diagonal() > 0).all():

@@ -103,4 +103,3 @@ def _join_diagonal_contacts(wall: np.ndarray) -> np.ndarray:
             if wall[first] or wall[second]:
                 continue  # already joined by an earlier pixel of this sweep
             wall[first if score[first] >= score[second] else second] = True
-

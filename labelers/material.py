@@ -74,9 +74,7 @@ class MooneyRivlin:
         e11, e22 = grad_u[..., 0], grad_u[..., 3]
         e12 = 0.5 * (grad_u[..., 1] + grad_u[..., 2])
         trace = e11 + e22
-        return 2.0 * self.shear_modulus * _von_mises_of_deviator(
-            e11 - trace / 3, e22 - trace / 3, -trace / 3, e12
-        )
+        return 2.0 * self.shear_modulus * _von_mises_of_deviator(e11 - trace / 3, e22 - trace / 3, -trace / 3, e12)
 
 
 def _outer(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -86,4 +84,3 @@ def _outer(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _von_mises_of_deviator(s11: np.ndarray, s22: np.ndarray, s33: np.ndarray, s12: np.ndarray) -> np.ndarray:
     return np.sqrt(1.5 * (s11**2 + s22**2 + s33**2 + 2.0 * s12**2))
-

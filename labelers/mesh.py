@@ -113,8 +113,13 @@ def _smooth_boundary(
             # Samples sit at pixel centres: (x, y) = (col + 0.5, row + 0.5).
             at = [point[:, 1] - 0.5, point[:, 0] - 0.5]
             phi = ndimage.map_coordinates(value, at, order=1, mode="nearest") - 0.5
-            g = np.stack([ndimage.map_coordinates(grad_x, at, order=1, mode="nearest"),
-                          ndimage.map_coordinates(grad_y, at, order=1, mode="nearest")], axis=1)
+            g = np.stack(
+                [
+                    ndimage.map_coordinates(grad_x, at, order=1, mode="nearest"),
+                    ndimage.map_coordinates(grad_y, at, order=1, mode="nearest"),
+                ],
+                axis=1,
+            )
             step = -phi[:, None] * g / np.maximum((g * g).sum(1), 1e-12)[:, None]
             point += _clip_length(step, max_shift)
         moved[nodes] = point
@@ -164,4 +169,3 @@ def _gauss_point_jacobians(quads: np.ndarray) -> np.ndarray:
     corners = forward[..., 0] * backward[..., 1] - forward[..., 1] * backward[..., 0]
     mean = corners.mean(axis=1, keepdims=True)
     return mean + (corners - mean) / np.sqrt(3.0)
-

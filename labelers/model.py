@@ -146,9 +146,7 @@ class NewtonSolver:
         residual[self.fixed] = 0.0
         return residual
 
-    def _newton(
-        self, u: np.ndarray, pressure: float, atol: float, max_iter: int
-    ) -> tuple[np.ndarray, int] | None:
+    def _newton(self, u: np.ndarray, pressure: float, atol: float, max_iter: int) -> tuple[np.ndarray, int] | None:
         """Newton iterations with a line search from ``u``; ``(u, iterations)``, or None on failure."""
         try:
             residual = self._unpinned(self._evaluate(u, pressure, tangent=False)[0])
@@ -245,9 +243,7 @@ class WallModel(NewtonSolver):
         block_rows, self._block_cols = np.divmod(pairs, n_nodes)
         self._block_indptr = np.searchsorted(block_rows, np.arange(n_nodes + 1))
 
-        graph = sp.csr_matrix(
-            (np.ones(len(pairs)), self._block_cols, self._block_indptr), shape=(n_nodes, n_nodes)
-        )
+        graph = sp.csr_matrix((np.ones(len(pairs)), self._block_cols, self._block_indptr), shape=(n_nodes, n_nodes))
         dofs = (2 * reverse_cuthill_mckee(graph, symmetric_mode=True)[:, None] + np.arange(2)).ravel()
         self._band_dofs = dofs[~np.isin(dofs, self.fixed)]  # free dofs, in band order
         position = np.full(self.n_dofs, -1)
@@ -277,9 +273,7 @@ class WallModel(NewtonSolver):
         forces = pressure * ((self.x_edges + u[self.edge_dofs]) @ _EDGE_AREA_HESSIAN)
         return np.bincount(self.edge_dofs.ravel(), forces.ravel(), self.n_dofs)
 
-    def _evaluate(
-        self, u: np.ndarray, pressure: float, tangent: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _evaluate(self, u: np.ndarray, pressure: float, tangent: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Residual ``[n_dofs]`` and, if asked, the tangent's 2x2 blocks ``[n_blocks, 4]``;
         raises InvalidState where an element is inverted or a value is not finite."""
         material = self.material
@@ -312,10 +306,12 @@ class WallModel(NewtonSolver):
         stiffness += volumetric_pressure[:, None, None] * _QUAD_AREA_HESSIAN
         edge_stiffness = np.broadcast_to(-pressure * _EDGE_AREA_HESSIAN, (len(self.edge_dofs), 4, 4))
         # Element matrices as node-pair blocks, in the order of self._to_block.
-        values = np.concatenate([
-            stiffness.reshape(n_elements, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4),
-            edge_stiffness.reshape(-1, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4),
-        ])
+        values = np.concatenate(
+            [
+                stiffness.reshape(n_elements, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4),
+                edge_stiffness.reshape(-1, 2, 2, 2, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 4),
+            ]
+        )
         blocks = np.stack([np.bincount(self._to_block, values[:, k], self._n_blocks) for k in range(4)], 1)
         if not np.isfinite(blocks).all():
             raise InvalidState("non-finite tangent")
@@ -356,4 +352,3 @@ class WallModel(NewtonSolver):
         if linear:
             return self.material.linear_von_mises(grad_u)
         return self.material.von_mises(_IDENTITY + grad_u)
-

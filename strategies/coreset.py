@@ -178,8 +178,9 @@ class _Bound:
         return torch.nonzero(torch.lt(bound, min_sq, out=self.below)).squeeze(1)
 
 
-def k_center_greedy(embeddings: Tensor, labeled_idx, k: int, path: str = "auto",
-                    stats: KCenterStats | None = None) -> list[int]:
+def k_center_greedy(
+    embeddings: Tensor, labeled_idx, k: int, path: str = "auto", stats: KCenterStats | None = None
+) -> list[int]:
     """Greedy k-center: ``k`` new indices into ``embeddings`` [N, d], in the order picked.
 
     The rows ``labeled_idx`` are the initial centres and are never picked. Each pick maximises

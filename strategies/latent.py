@@ -31,8 +31,11 @@ def gaussian_fit(codes: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def loss_gradients(
-    model: nn.Module, generate: Callable[[Tensor], Tensor],
-    loss: Callable[[Tensor, Tensor], Tensor], p: Tensor, y: Tensor,
+    model: nn.Module,
+    generate: Callable[[Tensor], Tensor],
+    loss: Callable[[Tensor, Tensor], Tensor],
+    p: Tensor,
+    y: Tensor,
 ) -> Tensor:
     """dL/dp [J, latent] of the per-point losses L(F(G(p_j)), y_j) (each point gets the gradient
     of its own loss: F runs in eval mode, so samples do not interact)."""
@@ -54,8 +57,9 @@ def unit_directions(grad: Tensor, rng: np.random.Generator) -> Tensor:
     norms = grad.norm(dim=1, keepdim=True)
     flat = norms.squeeze(1) <= 1e-12
     if flat.any():
-        random = torch.as_tensor(rng.standard_normal((int(flat.sum()), grad.shape[1])), dtype=grad.dtype,
-                                 device=grad.device)
+        random = torch.as_tensor(
+            rng.standard_normal((int(flat.sum()), grad.shape[1])), dtype=grad.dtype, device=grad.device
+        )
         grad = grad.clone()
         grad[flat] = random
         norms = grad.norm(dim=1, keepdim=True)
@@ -63,8 +67,12 @@ def unit_directions(grad: Tensor, rng: np.random.Generator) -> Tensor:
 
 
 def harder_points(
-    model: nn.Module, generate: Callable[[Tensor], Tensor],
-    loss: Callable[[Tensor, Tensor], Tensor], p: Tensor, y: Tensor, alpha: float,
+    model: nn.Module,
+    generate: Callable[[Tensor], Tensor],
+    loss: Callable[[Tensor, Tensor], Tensor],
+    p: Tensor,
+    y: Tensor,
+    alpha: float,
     rng: np.random.Generator,
 ) -> Tensor:
     """p' = p + alpha * d [J, latent]: each latent point moved ``alpha`` towards a higher loss."""

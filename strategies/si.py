@@ -41,8 +41,9 @@ class SamplingByInterpolation(Strategy):
     description = "latent step towards higher loss, then synthesize G(z') and label it online (paper Alg. 2)"
     requires = frozenset({Capability.GENERATIVE, Capability.SYNTHETIC_LABELS})
 
-    def __init__(self, alpha: float = 0.5, max_candidates: int = 20, start: str = "prior",
-                 prior: str = "standard") -> None:
+    def __init__(
+        self, alpha: float = 0.5, max_candidates: int = 20, start: str = "prior", prior: str = "standard"
+    ) -> None:
         if alpha <= 0:
             raise ValueError(f"alpha must be positive (got {alpha})")
         if max_candidates < 1:
@@ -52,8 +53,10 @@ class SamplingByInterpolation(Strategy):
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)} (got {prior!r})")
         if start == "pool" and prior != "standard":
-            raise ValueError(f"prior={prior!r} has no effect with start='pool' (round 1 takes the shared real "
-                             f"initial set, no prior draw); drop one of the two")
+            raise ValueError(
+                f"prior={prior!r} has no effect with start='pool' (round 1 takes the shared real "
+                f"initial set, no prior draw); drop one of the two"
+            )
         self.alpha = alpha
         self.max_candidates = max_candidates  # candidates tried per requested sample, at most
         self.start = start
@@ -89,10 +92,12 @@ class SamplingByInterpolation(Strategy):
             self.latents = encode_in_batches(vae.encode, context.train_x)
 
         def candidates(n: int) -> Tensor:
-            rows = torch.as_tensor(context.rng.choice(len(self.latents), size=n, replace=n > len(self.latents)),
-                                   device=context.device)
-            return harder_points(context.model, vae.decode, task.loss, self.latents[rows], context.train_y[rows],
-                                 self.alpha, context.rng)
+            rows = torch.as_tensor(
+                context.rng.choice(len(self.latents), size=n, replace=n > len(self.latents)), device=context.device
+            )
+            return harder_points(
+                context.model, vae.decode, task.loss, self.latents[rows], context.train_y[rows], self.alpha, context.rng
+            )
 
         return self._synthesize(context, k, candidates)
 
@@ -105,7 +110,8 @@ class SamplingByInterpolation(Strategy):
             if tried + need > self.max_candidates * max(k, 1):
                 raise SynthesisError(
                     f"si: the labeler rejected {rejected} of {tried} synthesized candidates, so a round of "
-                    f"{k} could not be filled; reasons include: {'; '.join(list(reasons)[:3])}")
+                    f"{k} could not be filled; reasons include: {'; '.join(list(reasons)[:3])}"
+                )
             z = candidates(need)
             with torch.no_grad():
                 labels = context.label_inputs(context.generative.decode(z))

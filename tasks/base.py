@@ -82,8 +82,11 @@ OptimizerSpec = str | Callable[..., Any]
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     """The ``torch.optim`` class called ``name`` in any case (``"sgd"`` -> ``torch.optim.SGD``);
     an unknown name raises ValueError listing the known ones."""
-    known = {k.lower(): v for k, v in vars(torch.optim).items()
-             if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
+    known = {
+        k.lower(): v
+        for k, v in vars(torch.optim).items()
+        if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer
+    }
     try:
         return known[name.lower()]
     except KeyError:
@@ -196,8 +199,9 @@ class TaskData:
         return TaskData(self.pool_x[pool], self.pool_y[pool], self.test_x[test], self.test_y[test], self.source)
 
     def to(self, device: torch.device) -> TaskData:
-        return TaskData(self.pool_x.to(device), self.pool_y.to(device), self.test_x.to(device), self.test_y.to(device),
-                        self.source)
+        return TaskData(
+            self.pool_x.to(device), self.pool_y.to(device), self.test_x.to(device), self.test_y.to(device), self.source
+        )
 
 
 class Task(ABC):

@@ -75,10 +75,12 @@ def _image_folder(root: Path) -> Path | None:
 
 
 def _missing_message(root: Path, why: str) -> str:
-    return (f"CIFAR-10 not found under {root} ({why}): looked for {OFFICIAL_FOLDER}/ (official release), "
-            f"{JPEG_ZIP} and {JPEG_FOLDER}/ (ImageFolder layout train/<class>/*, test/<class>/*). Run once "
-            f"with internet access to download the official release, put one of these there, or point "
-            f"--data-root (or the BENCH_DATA environment variable) at the folder that holds one.")
+    return (
+        f"CIFAR-10 not found under {root} ({why}): looked for {OFFICIAL_FOLDER}/ (official release), "
+        f"{JPEG_ZIP} and {JPEG_FOLDER}/ (ImageFolder layout train/<class>/*, test/<class>/*). Run once "
+        f"with internet access to download the official release, put one of these there, or point "
+        f"--data-root (or the BENCH_DATA environment variable) at the folder that holds one."
+    )
 
 
 def read_official(root: Path, download: bool) -> Cifar10Arrays:
@@ -151,8 +153,10 @@ def _zip_files(path: Path) -> _Files:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise CorruptDataError(f"{path} is not a readable zip file ({err}); download it again or "
-                               f"remove it so another CIFAR-10 copy is used") from None
+        raise CorruptDataError(
+            f"{path} is not a readable zip file ({err}); download it again or "
+            f"remove it so another CIFAR-10 copy is used"
+        ) from None
     members: dict[tuple[str, str], list[str]] = {}
     for info in archive.infolist():
         key = _split_member(info.filename)
@@ -163,8 +167,9 @@ def _zip_files(path: Path) -> _Files:
         try:
             return archive.read(name)
         except (zipfile.BadZipFile, OSError, EOFError) as err:  # CRC mismatch, truncated archive
-            raise CorruptDataError(f"{path}: member {name} is corrupt ({err}); the archive is damaged, "
-                                   f"download it again") from None
+            raise CorruptDataError(
+                f"{path}: member {name} is corrupt ({err}); the archive is damaged, download it again"
+            ) from None
 
     return _Files(members, read)
 
@@ -186,16 +191,19 @@ def _decode_split(source: Path, split: str, files: _Files) -> tuple[np.ndarray, 
     found = {cls for (s, cls) in files.members if s == split}
     extra = sorted(found - set(CLASSES))
     if extra:
-        raise CorruptDataError(f"{source}: {split}/ has folders that are not CIFAR-10 classes: "
-                               f"{', '.join(extra)} (expected {', '.join(CLASSES)})")
+        raise CorruptDataError(
+            f"{source}: {split}/ has folders that are not CIFAR-10 classes: "
+            f"{', '.join(extra)} (expected {', '.join(CLASSES)})"
+        )
     expected = PER_CLASS[split]
     images, labels = [], []
     for label, cls in enumerate(CLASSES):
         names = sorted(files.members.get((split, cls), []))
         if len(names) != expected:
             what = "is missing" if not names else f"has {len(names)} images, expected {expected}"
-            raise CorruptDataError(f"{source}: class folder {split}/{cls}/ {what}; the copy is incomplete, "
-                                   f"download it again")
+            raise CorruptDataError(
+                f"{source}: class folder {split}/{cls}/ {what}; the copy is incomplete, download it again"
+            )
         for name in names:
             try:
                 with Image.open(io.BytesIO(files.read(name))) as image:
@@ -205,8 +213,9 @@ def _decode_split(source: Path, split: str, files: _Files) -> tuple[np.ndarray, 
             except Exception as err:  # PIL.UnidentifiedImageError, truncated data
                 raise CorruptDataError(f"{source}: {name} is not a readable image ({err})") from None
             if pixels.shape != (32, 32, 3):
-                raise CorruptDataError(f"{source}: {name} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                                       f"CIFAR-10 images are 32x32")
+                raise CorruptDataError(
+                    f"{source}: {name} is {pixels.shape[1]}x{pixels.shape[0]}, CIFAR-10 images are 32x32"
+                )
             images.append(pixels)
         labels.append(np.full(len(names), label, dtype=np.int64))
     return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)), np.concatenate(labels)

@@ -66,10 +66,12 @@ class StressNet(nn.Module):
         def up(i: int, o: int) -> list[nn.Module]:
             return [nn.ConvTranspose2d(i, o, 2), nn.BatchNorm2d(o), nn.ReLU(), nn.Upsample(scale_factor=2)]
 
-        self.encoder = nn.Sequential(*down(1, 8), *down(8, 16), *down(16, 32), *down(32, 64),
-                                     nn.Conv2d(64, 64, 2), nn.BatchNorm2d(64), nn.ReLU())
-        self.decoder = nn.Sequential(*up(64, 64), *up(64, 32), *up(32, 16), *up(16, 8),
-                                     nn.ConvTranspose2d(8, 1, 3), nn.Sigmoid())
+        self.encoder = nn.Sequential(
+            *down(1, 8), *down(8, 16), *down(16, 32), *down(32, 64), nn.Conv2d(64, 64, 2), nn.BatchNorm2d(64), nn.ReLU()
+        )
+        self.decoder = nn.Sequential(
+            *up(64, 64), *up(64, 32), *up(32, 16), *up(16, 8), nn.ConvTranspose2d(8, 1, 3), nn.Sigmoid()
+        )
 
     def embed(self, x: Tensor) -> Tensor:
         """Bottleneck features [B, 256] (64 channels x 2 x 2)."""
@@ -95,16 +97,21 @@ def wall_shape(masks: np.ndarray) -> dict[str, np.ndarray]:
 
 def labeler(cache_dir: Path | None) -> FEMLabeler:
     """The task's FEM labeler, with its on-disk cache under ``cache_dir`` (None: no cache)."""
-    return FEMLabeler("mooney-rivlin", pressure_kpa=PRESSURE_KPA, pixel_mm=PIXEL_MM,
-                      cache=cache_dir and cache_dir / "labels" / "fem.sqlite")
+    return FEMLabeler(
+        "mooney-rivlin",
+        pressure_kpa=PRESSURE_KPA,
+        pixel_mm=PIXEL_MM,
+        cache=cache_dir and cache_dir / "labels" / "fem.sqlite",
+    )
 
 
 @register_task
 class IVUSTask(Task):
     name = "ivus"
     description = "synthetic IVUS wall masks -> FEM stress maps (990 pool, 210 test), Table S6 net, MSE"
-    metric = Metric("mse", higher_is_better=False, label="test MSE x 1e4 (stress / 300 kPa)",
-                    decimals=2, display_scale=1e4)
+    metric = Metric(
+        "mse", higher_is_better=False, label="test MSE x 1e4 (stress / 300 kPa)", decimals=2, display_scale=1e4
+    )
     protocol = Protocol(initial=50, increment=50, rounds=10, epochs=50, batch_size=16, lr=1e-3)
     capabilities = frozenset({Capability.EMBEDDINGS, Capability.GENERATIVE, Capability.SYNTHETIC_LABELS})
     generative = VAESpec(hidden=400, latent_dim=3, epochs=300, batch_size=64, lr=1e-3)  # Tables S11, S12
@@ -120,8 +127,12 @@ class IVUSTask(Task):
         masks = make_cohort(self.cohort_size, seed=COHORT_SEED).masks
         result = labeler(self.cache_dir).label_batch(masks, workers=self.workers, progress=self.progress)
         if result.errors:
-            log.warning("ivus: %d of %d cohort masks could not be labeled and are left out: %s",
-                        len(result.errors), len(masks), next(iter(result.errors.values())))
+            log.warning(
+                "ivus: %d of %d cohort masks could not be labeled and are left out: %s",
+                len(result.errors),
+                len(masks),
+                next(iter(result.errors.values())),
+            )
         x = torch.from_numpy(result.masks.astype(np.float32)).unsqueeze(1)
         y = torch.from_numpy(scale_stress(result.stress)).unsqueeze(1)
         pool = np.flatnonzero(result.ok[: self.pool_size])
@@ -149,8 +160,11 @@ class IVUSTask(Task):
         result = labeler(self.cache_dir).label_batch(masks, workers=self.workers, progress=False)
         clipped = int((result.stress > STRESS_SCALE_KPA).sum())
         if clipped:
-            log.info("ivus: %d pixels of synthesized stress maps exceed %.0f kPa and are clipped to 1",
-                     clipped, STRESS_SCALE_KPA)
+            log.info(
+                "ivus: %d pixels of synthesized stress maps exceed %.0f kPa and are clipped to 1",
+                clipped,
+                STRESS_SCALE_KPA,
+            )
         inputs = torch.from_numpy(result.masks.astype(np.float32)).unsqueeze(1).to(x.device)
         targets = torch.from_numpy(scale_stress(result.stress)).unsqueeze(1).to(x.device)
         return Labels(inputs, targets, result.ok, result.errors)
@@ -169,9 +183,18 @@ class IVUSTask(Task):
             values.setdefault(PEAK, {})[name] = float(peaks.mean()) * STRESS_SCALE_KPA if len(peaks) else float("nan")
             values.setdefault(TRIED, {})[name] = float(tried)
             values.setdefault(LABELED, {})[name] = float(labels.ok.sum())
-        about = {**SHAPE, PEAK: f"mean over the labeled masks of each one's largest von Mises stress, clipped at "
-                                f"{STRESS_SCALE_KPA:.0f} kPa as F's targets are ({PRESSURE_KPA:g} kPa lumen pressure)",
-                 TRIED: "the first masks of a set given to the FEM labeler (cleaned as for SI)",
-                 LABELED: "of those, the masks the labeler accepted (it rejects e.g. a mask without a closed lumen)"}
-        return Realism(values, about, notes=["every set is thresholded at 0.5, as SI thresholds G(z); the shape "
-                                             "statistics are means over all masks of a set"])
+        about = {
+            **SHAPE,
+            PEAK: f"mean over the labeled masks of each one's largest von Mises stress, clipped at "
+            f"{STRESS_SCALE_KPA:.0f} kPa as F's targets are ({PRESSURE_KPA:g} kPa lumen pressure)",
+            TRIED: "the first masks of a set given to the FEM labeler (cleaned as for SI)",
+            LABELED: "of those, the masks the labeler accepted (it rejects e.g. a mask without a closed lumen)",
+        }
+        return Realism(
+            values,
+            about,
+            notes=[
+                "every set is thresholded at 0.5, as SI thresholds G(z); the shape "
+                "statistics are means over all masks of a set"
+            ],
+        )

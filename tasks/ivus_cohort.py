@@ -128,10 +128,20 @@ MIN_LUMEN_PX = 8
 N_UNIFORMS = 10 + 2 * len(LUMEN_HARMONICS)  # uniforms consumed per parameter draw
 
 _PARAM_NAMES = (
-    "eem_diameter_mm", "eem_area_mm2", "lumen_area_mm2", "plaque_burden",
-    "eccentricity_index", "min_wall_mm", "max_wall_mm", "lumen_offset_mm", "rotation_rad",
-    "eem_ellipticity", "eem_orientation_rad", "lumen_irregularity",
-    "centre_row_px", "centre_col_px",
+    "eem_diameter_mm",
+    "eem_area_mm2",
+    "lumen_area_mm2",
+    "plaque_burden",
+    "eccentricity_index",
+    "min_wall_mm",
+    "max_wall_mm",
+    "lumen_offset_mm",
+    "rotation_rad",
+    "eem_ellipticity",
+    "eem_orientation_rad",
+    "lumen_irregularity",
+    "centre_row_px",
+    "centre_col_px",
 )
 _RAYS = 256  # rays through the lumen centre for wall thickness
 _RAY_ITERATIONS = 6  # fixed-point steps to the EEM crossing of a ray (error < 1e-5 px)
@@ -178,8 +188,7 @@ def make_cohort(n: int = COHORT_SIZE, seed: int = 0, size: int = 64) -> Cohort:
         raise ValueError(f"n must be >= 0, got {n}")
     if size < 48:
         raise ValueError(f"size must be >= 48 pixels to hold the vessel sizes, got {size}")
-    streams = [np.random.Generator(np.random.PCG64(child))
-               for child in np.random.SeedSequence(seed).spawn(n)]
+    streams = [np.random.Generator(np.random.PCG64(child)) for child in np.random.SeedSequence(seed).spawn(n)]
     masks = np.zeros((n, size, size), dtype=bool)
     params = {name: np.zeros(n) for name in _PARAM_NAMES}
     draws = np.zeros(n, dtype=np.int64)
@@ -272,17 +281,22 @@ def _shapes(u: np.ndarray, size: int) -> dict[str, np.ndarray]:
     ei_target = 1 + np.exp(ECCENTRICITY_LOG_MU + ECCENTRICITY_LOG_SIGMA * normal)
     ellipticity = EEM_ELLIPTICITY_MAX * u[:, 5]
     decay = (2 / np.asarray(LUMEN_HARMONICS, dtype=float)) ** 2
-    amplitude = LUMEN_IRREGULARITY_MAX * u[:, 7:8] * decay * u[:, 10:10 + k]
-    phase = 2 * np.pi * u[:, 10 + k:10 + 2 * k]
+    amplitude = LUMEN_IRREGULARITY_MAX * u[:, 7:8] * decay * u[:, 10 : 10 + k]
+    phase = 2 * np.pi * u[:, 10 + k : 10 + 2 * k]
     radius = radius_eq / np.sqrt(1 + ellipticity**2 / 2)
     lumen_eq = radius_eq * np.sqrt(1 - burden)
     room = size / 2 - BORDER_MARGIN_PX - radius * (1 + ellipticity)
     offset = np.clip(room, 0, CENTRE_OFFSET_MAX_PX) * np.sqrt(u[:, 8])
     shape = {
-        "radius_eq": radius_eq, "burden": burden, "rotation": 2 * np.pi * u[:, 4],
-        "radius": radius, "ellipticity": ellipticity, "orientation": np.pi * u[:, 6],
+        "radius_eq": radius_eq,
+        "burden": burden,
+        "rotation": 2 * np.pi * u[:, 4],
+        "radius": radius,
+        "ellipticity": ellipticity,
+        "orientation": np.pi * u[:, 6],
         "rho": lumen_eq / np.sqrt(1 + (amplitude**2).sum(axis=1) / 2),
-        "cos_amp": amplitude * np.cos(phase), "sin_amp": amplitude * np.sin(phase),
+        "cos_amp": amplitude * np.cos(phase),
+        "sin_amp": amplitude * np.sin(phase),
         "eem_x": size / 2 + offset * np.cos(2 * np.pi * u[:, 9]),
         "eem_y": size / 2 + offset * np.sin(2 * np.pi * u[:, 9]),
         "shift": np.zeros(len(u)),
@@ -300,7 +314,9 @@ def _shapes(u: np.ndarray, size: int) -> dict[str, np.ndarray]:
 
 
 def _broadcast(
-    shape: dict[str, np.ndarray], rows: slice, extra_dims: int,
+    shape: dict[str, np.ndarray],
+    rows: slice,
+    extra_dims: int,
 ) -> dict[str, np.ndarray]:
     """Rows ``rows`` of ``shape`` with ``extra_dims`` singleton axes after the mask axis."""
     out = {}
@@ -312,12 +328,14 @@ def _broadcast(
 
 def _lumen_centre(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Lumen centre: the EEM centre moved by ``shift`` away from the plaque direction."""
-    return (s["eem_x"] - s["shift"] * np.cos(s["rotation"]),
-            s["eem_y"] - s["shift"] * np.sin(s["rotation"]))
+    return (s["eem_x"] - s["shift"] * np.cos(s["rotation"]), s["eem_y"] - s["shift"] * np.sin(s["rotation"]))
 
 
 def _eem_radius(
-    qx: np.ndarray, qy: np.ndarray, q2: np.ndarray, s: dict[str, np.ndarray],
+    qx: np.ndarray,
+    qy: np.ndarray,
+    q2: np.ndarray,
+    s: dict[str, np.ndarray],
 ) -> np.ndarray:
     """EEM radius towards ``(qx, qy)`` from the EEM centre, with ``q2 = qx^2 + qy^2``."""
     q2 = np.maximum(q2, np.finfo(float).tiny)
@@ -394,8 +412,7 @@ def _describe(shape: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
         "rotation_rad": shape["rotation"],
         "eem_ellipticity": shape["ellipticity"],
         "eem_orientation_rad": shape["orientation"],
-        "lumen_irregularity": np.sqrt(
-            (shape["cos_amp"] ** 2 + shape["sin_amp"] ** 2).sum(axis=1) / 2),
+        "lumen_irregularity": np.sqrt((shape["cos_amp"] ** 2 + shape["sin_amp"] ** 2).sum(axis=1) / 2),
         "centre_row_px": shape["eem_y"],
         "centre_col_px": shape["eem_x"],
     }

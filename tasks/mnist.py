@@ -17,8 +17,10 @@ from tasks.base import Capability, DataError, DataNotFoundError, Metric, Protoco
 from tasks.registry import register_task
 
 RAW_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 )
 
 
@@ -28,9 +30,15 @@ class LeNet(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
+            nn.Conv2d(1, 20, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(800, 500),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(500, num_classes)
 
@@ -62,8 +70,10 @@ def read_mnist(data_root: Path, download: bool) -> TaskData:
     for labels, name in ((train_y, "train-labels-idx1-ubyte"), (test_y, "t10k-labels-idx1-ubyte")):
         if len(labels) and int(labels.max()) > 9:
             at = int(labels.argmax())
-            raise DataError(f"{raw / name} holds label {int(labels[at])} at index {at}: MNIST labels are 0-9. "
-                            f"The file is damaged: replace it with the official one")
+            raise DataError(
+                f"{raw / name} holds label {int(labels[at])} at index {at}: MNIST labels are 0-9. "
+                f"The file is damaged: replace it with the official one"
+            )
     as_images = lambda x: x.unsqueeze(1).float().div_(255.0)  # noqa: E731
     return TaskData(as_images(train_x), train_y.long(), as_images(test_x), test_y.long())
 

@@ -32,11 +32,16 @@ def plugin_env(tmp_path_factory) -> dict[str, str]:
     site = tmp_path_factory.mktemp("site")
     dist = site / f"{PROJECT['name'].replace('-', '_')}-{PROJECT['version']}.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {PROJECT['name']}\nVersion: {PROJECT['version']}\n"
-                                   + "".join(f"Requires-Dist: {r}\n" for r in PROJECT["dependencies"]))
-    (dist / "entry_points.txt").write_text("".join(
-        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in entries.items()) + "\n"
-        for group, entries in PROJECT["entry-points"].items()))
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {PROJECT['name']}\nVersion: {PROJECT['version']}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in PROJECT["dependencies"])
+    )
+    (dist / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in entries.items()) + "\n"
+            for group, entries in PROJECT["entry-points"].items()
+        )
+    )
     (dist / "top_level.txt").write_text("deepal_task\n")
     path = os.pathsep.join(filter(None, [str(site), str(EXAMPLE), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, "BENCH_CACHE": str(tmp_path_factory.mktemp("cache"))}
@@ -47,8 +52,10 @@ def run(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.
 
 
 def test_the_example_declares_both_entry_points():
-    assert PROJECT["entry-points"] == {"latent_bench.tasks": {"deepal-mnist": "deepal_task.task:DeepALMNISTTask"},
-                                       "latent_bench.strategies": {"bald": "deepal_task.bald:BALD"}}
+    assert PROJECT["entry-points"] == {
+        "latent_bench.tasks": {"deepal-mnist": "deepal_task.task:DeepALMNISTTask"},
+        "latent_bench.strategies": {"bald": "deepal_task.bald:BALD"},
+    }
     assert "latent-bench" in PROJECT["dependencies"]
 
 
@@ -59,7 +66,7 @@ def test_bench_list_shows_the_plugin_and_where_bald_applies(plugin_env):
     lines = result.stdout.splitlines()
     assert any(line.split()[:1] == ["deepal-mnist"] for line in lines)
     assert any(line.split()[:1] == ["bald"] and "MC dropout" in line for line in lines)
-    matrix = lines[next(i for i, line in enumerate(lines) if line.startswith("which strategy applies")) + 1:]
+    matrix = lines[next(i for i, line in enumerate(lines) if line.startswith("which strategy applies")) + 1 :]
     columns = matrix[0].split()
     applies = {row.split()[0]: dict(zip(columns, row.split()[1:])) for row in matrix[1:] if row.strip()}
     assert applies["bald"]["deepal-mnist"] == "x" and applies["bald"]["mnist"] == "-"
@@ -68,9 +75,36 @@ def test_bench_list_shows_the_plugin_and_where_bald_applies(plugin_env):
 
 def test_a_run_of_the_plugin_records_who_provided_it_and_the_recipe(plugin_env, mnist_root, tmp_path):
     out = tmp_path / "run"
-    result = run(["-m", "bench", "run", "--task", "deepal-mnist", "--strategy", "random,bald", "--subset", "600",
-                  "--initial", "50", "--increment", "50", "--rounds", "2", "--epochs", "1", "--threads", "1",
-                  "--quiet", "--no-download", "--data-root", str(mnist_root), "--out", str(out)], plugin_env)
+    result = run(
+        [
+            "-m",
+            "bench",
+            "run",
+            "--task",
+            "deepal-mnist",
+            "--strategy",
+            "random,bald",
+            "--subset",
+            "600",
+            "--initial",
+            "50",
+            "--increment",
+            "50",
+            "--rounds",
+            "2",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--no-download",
+            "--data-root",
+            str(mnist_root),
+            "--out",
+            str(out),
+        ],
+        plugin_env,
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
@@ -80,7 +114,11 @@ def test_a_run_of_the_plugin_records_who_provided_it_and_the_recipe(plugin_env, 
     assert {k: provided["strategies"]["bald"][k] for k in plugin} == plugin
     assert provided["strategies"]["random"]["distribution"] == "latent-bench"
     protocol = manifest["protocol"]
-    assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == ("sgd", {"momentum": 0.5}, "fresh")
+    assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == (
+        "sgd",
+        {"momentum": 0.5},
+        "fresh",
+    )
     assert (protocol["lr"], protocol["batch_size"], protocol["initial"], protocol["rounds"]) == (0.01, 64, 50, 2)
     rows = (out / "rounds.csv").read_text().splitlines()[1:]
     assert sorted(row.split(",")[1] + row.split(",")[4] for row in rows) == ["bald1", "bald2", "random1", "random2"]

@@ -66,8 +66,14 @@ def test_plugin_facing_modules_import_no_harness_module(name):
 
 @pytest.mark.parametrize("wing", sorted(FORBIDDEN))
 def test_each_wing_keeps_out_of_the_wings_above_it(wing):
-    broken = {f"{name} -> {target}" for name in GRAPH if in_wing(name, wing) for target in GRAPH[name]
-              for forbidden in FORBIDDEN[wing] if in_wing(target, forbidden) and not in_wing(target, wing)}
+    broken = {
+        f"{name} -> {target}"
+        for name in GRAPH
+        if in_wing(name, wing)
+        for target in GRAPH[name]
+        for forbidden in FORBIDDEN[wing]
+        if in_wing(target, forbidden) and not in_wing(target, wing)
+    }
     assert not broken, f"{wing} must not import {', '.join(FORBIDDEN[wing])}: {sorted(broken)}"
 
 
@@ -85,7 +91,7 @@ def test_nothing_imports_in_a_circle():
         state[name] = "open"
         for target in sorted(GRAPH[name]):
             if state.get(target) == "open":
-                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif target not in state:
                 visit(target, stack + [target])
         state[name] = "done"

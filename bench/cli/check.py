@@ -45,8 +45,16 @@ class GridRun:
 
     def config(self, out: Path, data_root: Path | None, threads: int) -> RunConfig:
         extra = {"data_root": data_root} if data_root is not None else {}
-        return RunConfig(task=self.task, strategies=self.strategies, out=out, quiet=True, download=False,
-                         threads=threads, **self.settings, **extra)
+        return RunConfig(
+            task=self.task,
+            strategies=self.strategies,
+            out=out,
+            quiet=True,
+            download=False,
+            threads=threads,
+            **self.settings,
+            **extra,
+        )
 
 
 @dataclass
@@ -63,11 +71,21 @@ class Grid:
     def load(cls, path: Path) -> Grid:
         try:
             raw = json.loads(Path(path).read_text())
-            runs = [GridRun(r["task"], r["strategies"], r.get("settings", {}), float(r["tolerance"]["same_machine"]),
-                            float(r["tolerance"]["other_machine"]), r["tolerance"].get("why", "")) for r in raw["runs"]]
+            runs = [
+                GridRun(
+                    r["task"],
+                    r["strategies"],
+                    r.get("settings", {}),
+                    float(r["tolerance"]["same_machine"]),
+                    float(r["tolerance"]["other_machine"]),
+                    r["tolerance"].get("why", ""),
+                )
+                for r in raw["runs"]
+            ]
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ConfigError(f"cannot read the check grid {path} ({err}); see results/reference/ci/grid.json "
-                              f"for the layout") from None
+            raise ConfigError(
+                f"cannot read the check grid {path} ({err}); see results/reference/ci/grid.json for the layout"
+            ) from None
         return cls(Path(path), runs, raw.get("threads", 1), raw.get("jobs", 2))
 
     @property
@@ -86,8 +104,14 @@ def machine() -> dict[str, str]:
     import numpy
     import scipy
 
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "numpy": numpy.__version__, "scipy": scipy.__version__, "machine": platform.machine(), **processor()}
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "machine": platform.machine(),
+        **processor(),
+    }
 
 
 def processor() -> dict[str, str]:
@@ -100,8 +124,10 @@ def processor() -> dict[str, str]:
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = " ".join(sorted(fields.get("flags", "").split()))
-    return {"cpu": fields.get("model name", platform.processor()),
-            "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:12]}
+    return {
+        "cpu": fields.get("model name", platform.processor()),
+        "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:12],
+    }
 
 
 def run_grid(grid: Grid, data_root: Path | None, log=print) -> pd.DataFrame:
@@ -117,8 +143,10 @@ def run_grid(grid: Grid, data_root: Path | None, log=print) -> pd.DataFrame:
             rows = read_rounds_csv(out / "rounds.csv")
             failures = json.loads((out / "manifest.json").read_text()).get("failures", [])
             if failures:
-                raise ConfigError(f"check grid: {run.task} had failed units ({'; '.join(f['error'] for f in failures)}); "
-                                  f"fix them before comparing or updating the reference")
+                raise ConfigError(
+                    f"check grid: {run.task} had failed units ({'; '.join(f['error'] for f in failures)}); "
+                    f"fix them before comparing or updating the reference"
+                )
             log(f"{run.task}: {', '.join(run.strategies)}: {len(rows)} rounds in {time.perf_counter() - start:.0f} s")
             frames.append(rows[REFERENCE_COLUMNS])
     return pd.concat(frames, ignore_index=True).sort_values(KEYS).reset_index(drop=True)
@@ -130,9 +158,12 @@ def compare(grid: Grid, now: pd.DataFrame, reference: pd.DataFrame, same_machine
     tolerance = {r.task: (r.same_machine if same_machine else r.other_machine) for r in grid.runs}
     merged = reference.merge(now, on=KEYS, how="outer", suffixes=("_ref", "_now"), indicator=True)
     merged["tolerance"] = merged["task"].map(tolerance)
-    drift = (merged["_merge"] != "both") | (merged["n_labeled_ref"] != merged["n_labeled_now"]) | \
-            ((merged["value_now"] - merged["value_ref"]).abs() > merged["tolerance"]) | \
-            (merged["value_now"].isna() != merged["value_ref"].isna())
+    drift = (
+        (merged["_merge"] != "both")
+        | (merged["n_labeled_ref"] != merged["n_labeled_now"])
+        | ((merged["value_now"] - merged["value_ref"]).abs() > merged["tolerance"])
+        | (merged["value_now"].isna() != merged["value_ref"].isna())
+    )
     table = merged[drift].rename(columns={"value_ref": "reference", "value_now": "now"})
     return table[["task", "strategy", "seed", "round", "reference", "now", "tolerance"]]
 
@@ -146,20 +177,26 @@ def check(grid_path: Path = GRID, update: bool = False, data_root: Path | None =
     if update:
         now.to_csv(grid.reference, index=False)
         grid.machine_file.write_text(json.dumps(machine(), indent=2) + "\n")
-        log(f"wrote {grid.reference} ({len(now)} values) and {grid.machine_file} in {time.perf_counter() - start:.0f} s")
+        log(
+            f"wrote {grid.reference} ({len(now)} values) and {grid.machine_file} in {time.perf_counter() - start:.0f} s"
+        )
         return 0
     if not grid.reference.exists():
         raise ConfigError(f"no reference at {grid.reference}; make one with python -m bench check --update")
     recorded = json.loads(grid.machine_file.read_text()) if grid.machine_file.exists() else {}
     same = recorded == machine()
     if not same:
-        log(f"this machine ({machine()}) is not the reference's ({recorded}): values are compared within the "
-            f"other-machine tolerances")
+        log(
+            f"this machine ({machine()}) is not the reference's ({recorded}): values are compared within the "
+            f"other-machine tolerances"
+        )
     drift = compare(grid, now, pd.read_csv(grid.reference), same)
     elapsed = time.perf_counter() - start
     if drift.empty:
-        log(f"check passed: {len(now)} values as in {grid.reference} "
-            f"({'exact, same kind of machine' if same else 'within the other-machine tolerances'}) in {elapsed:.0f} s")
+        log(
+            f"check passed: {len(now)} values as in {grid.reference} "
+            f"({'exact, same kind of machine' if same else 'within the other-machine tolerances'}) in {elapsed:.0f} s"
+        )
         return 0
     log(f"check FAILED: {len(drift)} of {len(now)} values drifted from {grid.reference}:")
     log(drift.to_string(index=False))

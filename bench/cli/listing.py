@@ -18,17 +18,21 @@ def listing() -> str:
     for name, task in tasks.items():
         p = task.protocol
         lines.append(f"  {name:<{width}}  {task.description}")
-        lines.append(f"  {'':<{width}}  defaults: --initial {p.initial} --increment {p.increment} "
-                     f"--rounds {p.rounds} --epochs {p.epochs} --batch-size {p.batch_size} --lr {p.lr:g} "
-                     f"--optimizer {optimizer_name(p.optimizer)}"
-                     + "".join(f" --optimizer-option {k}={v}" for k, v in p.optimizer_options.items())
-                     + f" --start {p.start}")
+        lines.append(
+            f"  {'':<{width}}  defaults: --initial {p.initial} --increment {p.increment} "
+            f"--rounds {p.rounds} --epochs {p.epochs} --batch-size {p.batch_size} --lr {p.lr:g} "
+            f"--optimizer {optimizer_name(p.optimizer)}"
+            + "".join(f" --optimizer-option {k}={v}" for k, v in p.optimizer_options.items())
+            + f" --start {p.start}"
+        )
         if task.augmentation:
             lines.append(f"  {'':<{width}}  --augment: {task.augmentation}")
         if task.generative is not None:
             settings = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(task.generative).items())
-            lines.append(f"  {'':<{width}}  generative model ({type(task.generative).__name__}, "
-                         f"--generative-option KEY=VALUE): {settings}")
+            lines.append(
+                f"  {'':<{width}}  generative model ({type(task.generative).__name__}, "
+                f"--generative-option KEY=VALUE): {settings}"
+            )
     lines += ["", "strategies:"]
     lines += [f"  {name:<{width}}  {cls.description}" for name, cls in strategies.items()]
     lines += ["", "which strategy applies to which task (x = applies, - = refused: it needs what the task lacks):"]
@@ -36,8 +40,9 @@ def listing() -> str:
     for name, cls in strategies.items():
         cells = ["-" if cls.refuses(task) else "x" for task in tasks.values()]
         lines.append(f"  {name:<{width}}  " + "  ".join(f"{c:^{max(len(t), 3)}}" for c, t in zip(cells, tasks)))
-    broken = [f"  {registry.kind} {name}: {why}" for registry in (TASKS, STRATEGIES)
-              for name, why in registry.broken.items()]
+    broken = [
+        f"  {registry.kind} {name}: {why}" for registry in (TASKS, STRATEGIES) for name, why in registry.broken.items()
+    ]
     if broken:
         lines += ["", "plug-ins left out because they failed to import:", *broken]
     return "\n".join(lines)

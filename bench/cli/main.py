@@ -46,39 +46,75 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help="training epochs per round")
     g.add_argument("--batch-size", type=int, help="mini-batch size")
     g.add_argument("--lr", type=finite_float, help="the optimizer's learning rate")
-    g.add_argument("--optimizer", help="a torch.optim optimizer by name, e.g. sgd, adamw (default: the task's, "
-                                       "Adam for the built-in tasks); another one drops the task's optimizer options")
-    g.add_argument("--optimizer-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an optimizer keyword argument, e.g. momentum=0.5, weight_decay=5e-4; repeatable")
-    g.add_argument("--start", choices=["warm", "reset", "fresh"],
-                   help="how F starts each round after the first: warm (keep training it, as the paper "
-                        "did), reset (the repeat's initial weights) or fresh (a new seeded initialisation, "
-                        "the same for every strategy); default: the task's (warm for the built-in tasks)")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="train F on randomly augmented batches (tasks that offer it, e.g. cifar10: "
-                        "flip and crop, on the device; default: off)")
+    g.add_argument(
+        "--optimizer",
+        help="a torch.optim optimizer by name, e.g. sgd, adamw (default: the task's, "
+        "Adam for the built-in tasks); another one drops the task's optimizer options",
+    )
+    g.add_argument(
+        "--optimizer-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an optimizer keyword argument, e.g. momentum=0.5, weight_decay=5e-4; repeatable",
+    )
+    g.add_argument(
+        "--start",
+        choices=["warm", "reset", "fresh"],
+        help="how F starts each round after the first: warm (keep training it, as the paper "
+        "did), reset (the repeat's initial weights) or fresh (a new seeded initialisation, "
+        "the same for every strategy); default: the task's (warm for the built-in tasks)",
+    )
+    g.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train F on randomly augmented batches (tasks that offer it, e.g. cifar10: "
+        "flip and crop, on the device; default: off)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed; repeat r derives its own")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
-    parser.add_argument("--score-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="precision of the pool scoring that strategies select with (probabilities, "
-                             "embeddings); auto: bfloat16 where the device computes it natively (2-3x "
-                             "faster), else float32. Test-set metrics are always float32")
-    parser.add_argument("--train-dtype", default="float32", choices=["auto", "float32", "bfloat16"],
-                        help="autocast precision of training F (default float32; bfloat16 is not always "
-                             "faster on a GPU: measure with `perf`)")
-    parser.add_argument("--threads", type=positive_int,
-                        help="CPU threads for torch per unit (default: torch's choice, or cores // --jobs; "
-                             "use 1 per run when several runs share the machine, or they slow each other "
-                             "down badly). Results are identical only at the same thread count")
-    parser.add_argument("--nondeterministic", action="store_true", default=False,
-                        help="on CUDA, allow the fastest (nondeterministic) kernels: a few percent faster, "
-                             "but the same command no longer gives the same numbers (recorded in the manifest)")
-    parser.add_argument("--subset", type=positive_int,
-                        help="use N random pool samples and at most N test samples (quick runs, CI)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help=f"data folder (default: $BENCH_DATA, else {default_data_root()})")
-    parser.add_argument("--no-download", dest="download", action="store_false",
-                        help="never download missing data; fail with a message instead")
+    parser.add_argument(
+        "--score-dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="precision of the pool scoring that strategies select with (probabilities, "
+        "embeddings); auto: bfloat16 where the device computes it natively (2-3x "
+        "faster), else float32. Test-set metrics are always float32",
+    )
+    parser.add_argument(
+        "--train-dtype",
+        default="float32",
+        choices=["auto", "float32", "bfloat16"],
+        help="autocast precision of training F (default float32; bfloat16 is not always "
+        "faster on a GPU: measure with `perf`)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads for torch per unit (default: torch's choice, or cores // --jobs; "
+        "use 1 per run when several runs share the machine, or they slow each other "
+        "down badly). Results are identical only at the same thread count",
+    )
+    parser.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        default=False,
+        help="on CUDA, allow the fastest (nondeterministic) kernels: a few percent faster, "
+        "but the same command no longer gives the same numbers (recorded in the manifest)",
+    )
+    parser.add_argument(
+        "--subset", type=positive_int, help="use N random pool samples and at most N test samples (quick runs, CI)"
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help=f"data folder (default: $BENCH_DATA, else {default_data_root()})"
+    )
+    parser.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never download missing data; fail with a message instead",
+    )
 
 
 def add_strategy_args(parser: argparse.ArgumentParser) -> None:
@@ -86,14 +122,27 @@ def add_strategy_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("strategy options")
     g.add_argument("--alpha", type=finite_float, help="snn, si: latent step size along the normalised gradient")
     g.add_argument("--latent-dim", type=int, help="latent dimension of the task's generative model")
-    g.add_argument("--generative-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting of the task's generative model, e.g. epochs=2 (a short schedule), "
-                        "layout=unpooled (cifar10's other alpha-GAN reading); see `list`; repeatable")
-    g.add_argument("--uncertainty-measure", choices=["entropy", "margin", "least-confidence"],
-                   help="uncertainty: the modAL measure (default entropy)")
-    g.add_argument("--option", action="append", default=[], metavar="[STRATEGY.]KEY=VALUE",
-                   help="a strategy constructor option, e.g. coreset.foo=1 (one strategy) or foo=1 "
-                        "(every chosen strategy that accepts it); repeatable")
+    g.add_argument(
+        "--generative-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the task's generative model, e.g. epochs=2 (a short schedule), "
+        "layout=unpooled (cifar10's other alpha-GAN reading); see `list`; repeatable",
+    )
+    g.add_argument(
+        "--uncertainty-measure",
+        choices=["entropy", "margin", "least-confidence"],
+        help="uncertainty: the modAL measure (default entropy)",
+    )
+    g.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="[STRATEGY.]KEY=VALUE",
+        help="a strategy constructor option, e.g. coreset.foo=1 (one strategy) or foo=1 "
+        "(every chosen strategy that accepts it); repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,49 +151,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run strategies on a task with the progressive protocol")
     add_protocol_args(run)
-    run.add_argument("--strategy",
-                     help="a strategy name, a comma-separated list, or `all` (all that apply); required")
+    run.add_argument("--strategy", help="a strategy name, a comma-separated list, or `all` (all that apply); required")
     run.add_argument("--repeats", type=positive_int, default=1, help="repeats (paired across strategies)")
     run.add_argument("--out", type=Path, help="output folder (default: a new one under results/runs/)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
-                     help="skip the per-round diagnostics of the picks (pick_loss, pool_loss, pick_balance, "
-                          "pick_novelty in rounds.csv); they change no metric value")
+    run.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip the per-round diagnostics of the picks (pick_loss, pool_loss, pick_balance, "
+        "pick_novelty in rounds.csv); they change no metric value",
+    )
     add_strategy_args(run)
     g = run.add_argument_group("execution (at the same --threads per unit, none of these changes a result)")
-    g.add_argument("--resume", type=Path, metavar="DIR",
-                   help="go on with the killed or interrupted run in DIR: its plan comes from DIR/manifest.json "
-                        "(no other flags needed), finished units are skipped, unfinished ones continue from "
-                        "their last checkpoint")
-    g.add_argument("--jobs", type=positive_int, default=1,
-                   help="worker processes running units side by side on this machine (default 1); on a GPU "
-                        "they share it, which small nets need to keep it busy")
-    g.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local (this machine, --jobs workers) or ray (units as Ray tasks on a cluster; "
-                        'pip install "latent-bench[ray]")')
-    g.add_argument("--ray-address", help="the Ray cluster to join (auto: the one `ray start` made this machine "
-                                         "part of); default: start a local one")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="go on with the killed or interrupted run in DIR: its plan comes from DIR/manifest.json "
+        "(no other flags needed), finished units are skipped, unfinished ones continue from "
+        "their last checkpoint",
+    )
+    g.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="worker processes running units side by side on this machine (default 1); on a GPU "
+        "they share it, which small nets need to keep it busy",
+    )
+    g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local (this machine, --jobs workers) or ray (units as Ray tasks on a cluster; "
+        'pip install "latent-bench[ray]")',
+    )
+    g.add_argument(
+        "--ray-address",
+        help="the Ray cluster to join (auto: the one `ray start` made this machine "
+        "part of); default: start a local one",
+    )
     g.add_argument("--cpus-per-job", type=finite_float, help="Ray: CPUs per unit (default: its --threads)")
-    g.add_argument("--gpus-per-job", type=finite_float,
-                   help="Ray: GPUs per unit, fractions share one, e.g. 0.25 (default: 1 on --device cuda, else 0)")
-    g.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes")
+    g.add_argument(
+        "--gpus-per-job",
+        type=finite_float,
+        help="Ray: GPUs per unit, fractions share one, e.g. 0.25 (default: 1 on --device cuda, else 0)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes",
+    )
 
     sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
 
     report = sub.add_parser("report", help="rebuild table.csv, table.md and curves.png from rounds.csv")
     report.add_argument("runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task)")
     report.add_argument("--out", type=Path, help="where to write (default: the single run folder)")
-    report.add_argument("--target", type=finite_float,
-                        help="the metric value whose labels-to-reach each strategy needs, in the units the tables "
-                             "show (default: random's final mean)")
+    report.add_argument(
+        "--target",
+        type=finite_float,
+        help="the metric value whose labels-to-reach each strategy needs, in the units the tables "
+        "show (default: random's final mean)",
+    )
     report.add_argument("--paper", action="store_true", help="print the paper's Table 1 rows beside the measured ones")
 
     show = sub.add_parser("show", help="save a figure of pool samples beside their targets (Fig. S1)")
     add_figure_args(show)
     show.add_argument("--n", type=positive_int, default=6, help="samples shown")
-    show.add_argument("--synthesized", action="store_true",
-                      help="show SI-synthesized samples G(z) and their labels instead (tasks with a labeler)")
+    show.add_argument(
+        "--synthesized",
+        action="store_true",
+        help="show SI-synthesized samples G(z) and their labels instead (tasks with a labeler)",
+    )
 
     traj = sub.add_parser("trajectories", help="SNN trajectories in a 2-D latent space (Fig. 4)")
     add_figure_args(traj)
@@ -153,18 +232,29 @@ def build_parser() -> argparse.ArgumentParser:
     traj.add_argument("--alpha", type=finite_float, default=0.5, help="latent step size")
     traj.add_argument("--initial", type=positive_int, default=500, help="labeled samples F is trained on")
 
-    check = sub.add_parser("check", help="the regression check on small subsets (CI): run the committed grid "
-                                         "and compare every value with its reference")
+    check = sub.add_parser(
+        "check",
+        help="the regression check on small subsets (CI): run the committed grid "
+        "and compare every value with its reference",
+    )
     check.add_argument("--update", action="store_true", help="rewrite the reference with this run's values")
     check.add_argument("--grid", type=Path, help="the grid file (default: results/reference/ci/grid.json)")
     check.add_argument("--data-root", type=Path, default=None, help="data folder (as for run)")
 
-    latent = sub.add_parser("latent", help="the quality of the task's generative model: reconstruction, its codes "
-                                           "against the N(0, I) prior, realism of prior samples G(z)")
+    latent = sub.add_parser(
+        "latent",
+        help="the quality of the task's generative model: reconstruction, its codes "
+        "against the N(0, I) prior, realism of prior samples G(z)",
+    )
     latent.add_argument("--task", required=True, help="task name (see `python -m bench list`)")
     latent.add_argument("--latent-dim", type=positive_int, help="latent dimension of the generative model (as for run)")
-    latent.add_argument("--generative-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting of the generative model (as for run); repeatable")
+    latent.add_argument(
+        "--generative-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the generative model (as for run); repeatable",
+    )
     latent.add_argument("--seed", type=int, default=0, help="the model's seed (as for run), also of every draw")
     latent.add_argument("--subset", type=positive_int, help="use N random pool samples and at most N test samples")
     latent.add_argument("--threads", type=positive_int, help="CPU threads for torch and the task's workers")
@@ -198,19 +288,44 @@ def figure(args: argparse.Namespace) -> Path:
     trajectories = args.command == "trajectories"
     synthesized = getattr(args, "synthesized", False)
     if trajectories and Capability.PROBABILITIES not in create_task(args.task).capabilities:
-        raise ConfigError(f"trajectories colour the latent space by class, and {args.task!r} is not a "
-                          f"classification task; use a task such as mnist")
+        raise ConfigError(
+            f"trajectories colour the latent space by class, and {args.task!r} is not a "
+            f"classification task; use a task such as mnist"
+        )
     strategies = ["snn"] if trajectories else ["si"] if synthesized else ["random"]
     # a one-sample protocol: nothing is labeled here, and any --subset passes the plan's size checks
-    assembly = assemble(RunConfig(task=args.task, strategies=strategies, device="cpu", seed=args.seed,
-                                  subset=args.subset, latent_dim=2 if trajectories else None, rounds=1, initial=1,
-                                  increment=1, data_root=args.data_root or default_data_root(),
-                                  download=args.download))
+    assembly = assemble(
+        RunConfig(
+            task=args.task,
+            strategies=strategies,
+            device="cpu",
+            seed=args.seed,
+            subset=args.subset,
+            latent_dim=2 if trajectories else None,
+            rounds=1,
+            initial=1,
+            increment=1,
+            data_root=args.data_root or default_data_root(),
+            download=args.download,
+        )
+    )
     task, data = assembly.plan.task, assembly.data
-    out = args.out or Path("results") / "figures" / f"{args.command}{'-synthesized' if synthesized else ''}-{task.name}.png"
+    out = (
+        args.out
+        or Path("results") / "figures" / f"{args.command}{'-synthesized' if synthesized else ''}-{task.name}.png"
+    )
     if trajectories:
-        return figures.trajectory_figure(task, data, assembly.generative, out, n_paths=args.paths, steps=args.steps,
-                                         alpha=args.alpha, initial=args.initial, seed=args.seed)
+        return figures.trajectory_figure(
+            task,
+            data,
+            assembly.generative,
+            out,
+            n_paths=args.paths,
+            steps=args.steps,
+            alpha=args.alpha,
+            initial=args.initial,
+            seed=args.seed,
+        )
     if synthesized:
         return figures.synthesized_figure(task, assembly.generative, out, n=args.n, seed=args.seed)
     return figures.sample_figure(task, data, out, n=args.n, seed=args.seed)
@@ -251,17 +366,35 @@ def given_flags(argv: Sequence[str] | None) -> set[str]:
 
 
 #: RunConfig fields set by each ``run`` flag (for checking a resume against the manifest).
-FLAG_FIELDS = {"strategy": "strategies", "option": "strategy_options", "alpha": "strategy_options",
-               "uncertainty_measure": "strategy_options", "generative_option": "generative_options",
-               "optimizer_option": "optimizer_options"}
-EXECUTION_FLAGS = {"resume", "jobs", "executor", "ray_address", "cpus_per_job", "gpus_per_job", "keep_checkpoints",
-                   "out"}
+FLAG_FIELDS = {
+    "strategy": "strategies",
+    "option": "strategy_options",
+    "alpha": "strategy_options",
+    "uncertainty_measure": "strategy_options",
+    "generative_option": "generative_options",
+    "optimizer_option": "optimizer_options",
+}
+EXECUTION_FLAGS = {
+    "resume",
+    "jobs",
+    "executor",
+    "ray_address",
+    "cpus_per_job",
+    "gpus_per_job",
+    "keep_checkpoints",
+    "out",
+}
 
 
 def execution(args: argparse.Namespace) -> Execution:
-    return Execution(jobs=args.jobs, executor=args.executor, ray_address=args.ray_address,
-                     cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
-                     keep_checkpoints=args.keep_checkpoints)
+    return Execution(
+        jobs=args.jobs,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        cpus_per_job=args.cpus_per_job,
+        gpus_per_job=args.gpus_per_job,
+        keep_checkpoints=args.keep_checkpoints,
+    )
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
@@ -275,8 +408,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
         return execute(run_config(args), execution(args))
     given = given_flags(argv) - EXECUTION_FLAGS
     if args.out is not None and args.out != args.resume:
-        raise ConfigError(f"--out {args.out} with --resume {args.resume}: a resumed run writes into its own folder; "
-                          f"drop --out")
+        raise ConfigError(
+            f"--out {args.out} with --resume {args.resume}: a resumed run writes into its own folder; drop --out"
+        )
     filled = run_config(args)
     values = {FLAG_FIELDS.get(flag, flag): getattr(filled, FLAG_FIELDS.get(flag, flag)) for flag in given}
     return resume(args.resume, execution(args), values)
@@ -289,18 +423,34 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     if args.alpha is not None:
         options["alpha"] = args.alpha
     return RunConfig(
-        task=args.task, strategies=[s.strip() for s in (args.strategy or "").split(",") if s.strip()],
-        rounds=args.rounds, initial=args.initial, increment=args.increment, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, repeats=getattr(args, "repeats", 1), seed=args.seed,
-        device=args.device, threads=args.threads, score_dtype=args.score_dtype, start=args.start,
-        optimizer=args.optimizer, optimizer_options=parse_options(args.optimizer_option, "--optimizer-option"),
-        augment=args.augment, train_dtype=args.train_dtype,
+        task=args.task,
+        strategies=[s.strip() for s in (args.strategy or "").split(",") if s.strip()],
+        rounds=args.rounds,
+        initial=args.initial,
+        increment=args.increment,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        repeats=getattr(args, "repeats", 1),
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        score_dtype=args.score_dtype,
+        start=args.start,
+        optimizer=args.optimizer,
+        optimizer_options=parse_options(args.optimizer_option, "--optimizer-option"),
+        augment=args.augment,
+        train_dtype=args.train_dtype,
         subset=args.subset,
-        data_root=args.data_root or default_data_root(), download=args.download,
-        out=getattr(args, "out", None), quiet=getattr(args, "quiet", False),
-        strategy_options=options, latent_dim=args.latent_dim,
+        data_root=args.data_root or default_data_root(),
+        download=args.download,
+        out=getattr(args, "out", None),
+        quiet=getattr(args, "quiet", False),
+        strategy_options=options,
+        latent_dim=args.latent_dim,
         generative_options=parse_options(args.generative_option, "--generative-option"),
-        nondeterministic=args.nondeterministic, diagnostics=getattr(args, "diagnostics", True),
+        nondeterministic=args.nondeterministic,
+        diagnostics=getattr(args, "diagnostics", True),
     )
 
 
@@ -331,8 +481,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     from bench.report.tables import ReportError
     from tasks.base import DataError
 
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(message)s")
     logging.captureWarnings(True)  # e.g. a label cache moved aside or read-only: one line, no source dump
     try:
         if args.command == "list":
@@ -344,8 +493,11 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             print(f"results in {out}")
             failed = json.loads((out / "manifest.json").read_text()).get("failures", [])
             if failed:
-                print(f"{len(failed)} unit(s) failed: {', '.join(f['strategy'] + '-r' + str(f['repeat']) for f in failed)}"
-                      f" (errors in {out / 'manifest.json'})", file=sys.stderr)
+                print(
+                    f"{len(failed)} unit(s) failed: {', '.join(f['strategy'] + '-r' + str(f['repeat']) for f in failed)}"
+                    f" (errors in {out / 'manifest.json'})",
+                    file=sys.stderr,
+                )
                 return 1
         elif args.command == "report":
             from bench.report.tables import metric_info, read_rounds, unfinished, write_report
@@ -370,11 +522,22 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         elif args.command == "latent":
             from bench.cli.latent import latent_report
 
-            print(latent_report(RunConfig(
-                task=args.task, strategies=[], seed=args.seed, subset=args.subset, latent_dim=args.latent_dim,
-                generative_options=parse_options(args.generative_option, "--generative-option"),
-                threads=args.threads, device=args.device, data_root=args.data_root or default_data_root(),
-                download=args.download)))
+            print(
+                latent_report(
+                    RunConfig(
+                        task=args.task,
+                        strategies=[],
+                        seed=args.seed,
+                        subset=args.subset,
+                        latent_dim=args.latent_dim,
+                        generative_options=parse_options(args.generative_option, "--generative-option"),
+                        threads=args.threads,
+                        device=args.device,
+                        data_root=args.data_root or default_data_root(),
+                        download=args.download,
+                    )
+                )
+            )
         elif args.command == "perf":
             from bench.cli.perf import perf
 

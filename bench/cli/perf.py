@@ -25,13 +25,19 @@ def perf(config: RunConfig) -> str:
 
     def on_round(record, _sources, _latents) -> None:
         samples = record.n_labeled * plan.protocol.epochs
-        rows.append({
-            "round": record.round, "n_labeled": record.n_labeled,
-            "train_s": record.train_s, "train_samples_per_s": samples / max(record.train_s, 1e-9),
-            "eval_s": record.eval_s, "eval_samples_per_s": len(data.test_x) / max(record.eval_s, 1e-9),
-            "select_s": record.select_s, "label_s": record.label_s,
-            record.metric: record.value,
-        })
+        rows.append(
+            {
+                "round": record.round,
+                "n_labeled": record.n_labeled,
+                "train_s": record.train_s,
+                "train_samples_per_s": samples / max(record.train_s, 1e-9),
+                "eval_s": record.eval_s,
+                "eval_samples_per_s": len(data.test_x) / max(record.eval_s, 1e-9),
+                "select_s": record.select_s,
+                "label_s": record.label_s,
+                record.metric: record.value,
+            }
+        )
 
     generative = assembly.generative
     start = time.perf_counter()

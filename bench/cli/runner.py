@@ -44,17 +44,21 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot write to --out {out} ({err.strerror or err}); "
-                          f"choose a folder you can write to") from None
+        raise ConfigError(
+            f"cannot write to --out {out} ({err.strerror or err}); choose a folder you can write to"
+        ) from None
     lock = FolderLock(out)
     if (out / "rounds.csv").exists() or (out / "manifest.json").exists():
         lock.release()
-        raise ConfigError(f"--out {out} already holds a run; choose a new folder, or continue it with "
-                          f"python -m bench run --resume {out}")
+        raise ConfigError(
+            f"--out {out} already holds a run; choose a new folder, or continue it with "
+            f"python -m bench run --resume {out}"
+        )
     if any(p.name != LOCK for p in out.iterdir()):
         lock.release()
-        raise ConfigError(f"--out {out} is not empty and holds no run (nothing there is overwritten); "
-                          f"choose a new or empty folder")
+        raise ConfigError(
+            f"--out {out} is not empty and holds no run (nothing there is overwritten); choose a new or empty folder"
+        )
     return out, lock
 
 
@@ -87,7 +91,9 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes)
-        folder = RunFolder.create(out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints)
+        folder = RunFolder.create(
+            out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints
+        )
         run_units(assembly, folder, execution)
     finally:
         lock.release()
@@ -125,29 +131,38 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
     if manifest.get("status") in ("complete", "complete with failures"):
         raise ConfigError(f"--resume {folder}: the run is already {manifest['status']}; nothing to do")
     if "units" not in manifest:
-        raise ConfigError(f"--resume {folder}: the run predates resumable runs (no units in its manifest); "
-                          f"start it again")
+        raise ConfigError(
+            f"--resume {folder}: the run predates resumable runs (no units in its manifest); start it again"
+        )
     for name, value in (given or {}).items():
         if name == "strategy_options":
             clash = {k: v for k, v in value.items() if config.strategy_options.get(k) != v} or None
         else:
             clash = value if getattr(config, name) != value and name not in RESUMABLE else None
         if clash is not None:
-            raise ConfigError(f"--resume {folder}: {name.replace('_', '-')} {clash!r} contradicts the run's "
-                              f"manifest ({name} = {getattr(config, name)!r}); drop the flag to resume the run "
-                              f"as it was started")
+            raise ConfigError(
+                f"--resume {folder}: {name.replace('_', '-')} {clash!r} contradicts the run's "
+                f"manifest ({name} = {getattr(config, name)!r}); drop the flag to resume the run "
+                f"as it was started"
+            )
     # the device and precisions the run resolved stay as they were ("auto" may resolve otherwise here)
     ran_on = manifest.get("device", {})
-    pinned = {k: ran_on[m] for k, m in (("device", "device"), ("score_dtype", "score_dtype"),
-                                        ("train_dtype", "train_dtype")) if m in ran_on}
-    config = dataclasses.replace(config, out=folder, **pinned,
-                                 **{k: v for k, v in (given or {}).items() if k in RESUMABLE})
+    pinned = {
+        k: ran_on[m]
+        for k, m in (("device", "device"), ("score_dtype", "score_dtype"), ("train_dtype", "train_dtype"))
+        if m in ran_on
+    }
+    config = dataclasses.replace(
+        config, out=folder, **pinned, **{k: v for k, v in (given or {}).items() if k in RESUMABLE}
+    )
     assembly = assemble(config)
     plan, data = assembly.plan, assembly.data
     sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
     if any(manifest.get("data", {}).get(k) != v for k, v in sizes.items()):
-        raise ConfigError(f"--resume {folder}: the data differ from the run's ({sizes} samples now, "
-                          f"{manifest.get('data')} then); point --data-root at the data the run started with")
+        raise ConfigError(
+            f"--resume {folder}: the data differ from the run's ({sizes} samples now, "
+            f"{manifest.get('data')} then); point --data-root at the data the run started with"
+        )
     run_folder = RunFolder.reopen(folder, plan.task.extra_metrics(), execution.keep_checkpoints)
     run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
     run_units(assembly, run_folder, execution)
@@ -166,9 +181,13 @@ def executor_for(assembly: Assembly, execution: Execution):
     if execution.jobs > 1:
         cores = available_cores()
         if execution.jobs * plan.config.threads > cores:
-            log.warning("%d workers x %d threads on %d cores: they will slow each other down (the threads "
-                        "per unit are the run's, so that its numbers stay the same)", execution.jobs,
-                        plan.config.threads, cores)
+            log.warning(
+                "%d workers x %d threads on %d cores: they will slow each other down (the threads "
+                "per unit are the run's, so that its numbers stay the same)",
+                execution.jobs,
+                plan.config.threads,
+                cores,
+            )
         return LocalProcesses(WorkerSpec.of(uuid.uuid4().hex, plan, generative), execution.jobs)
     return InProcess(assembly)
 
@@ -200,8 +219,9 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
             quality = cached_quality(generative_file, generative, plan.generative, plan.task, data, config.seed)
             manifest["generative"]["quality"] = quality.as_dict()
         except Exception as err:  # a diagnostic: it must never cost the run
-            log.warning("could not measure the latent quality of %s (%s); the run goes on without it",
-                        generative_file.name, err)
+            log.warning(
+                "could not measure the latent quality of %s (%s); the run goes on without it", generative_file.name, err
+            )
             manifest["generative"]["quality"] = {"error": f"{type(err).__name__}: {err}"}
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
         if samples.exists():
@@ -210,8 +230,13 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
     jobs = [Job(unit, folder.latest_checkpoint(unit)) for unit in units]
     folder.start()
     total = len(manifest["units"]) * protocol.rounds
-    bar = tqdm(total=total, initial=min(folder.rounds_written(), total), desc=f"{plan.task.name} rounds",
-               unit="round", disable=config.quiet)
+    bar = tqdm(
+        total=total,
+        initial=min(folder.rounds_written(), total),
+        desc=f"{plan.task.name} rounds",
+        unit="round",
+        disable=config.quiet,
+    )
     in_flight: dict[str, str] = {}
 
     def on_event(event: Event) -> None:

@@ -40,8 +40,13 @@ from tqdm.auto import tqdm
 from bench.generative.base import GenerativeSpec, Trained, unit_images
 
 LAYOUTS = ("pooled", "unpooled")
-LOSS_NAMES = ("reconstruction_l1", "encoder_adversarial", "generator_adversarial", "image_discriminator",
-              "code_discriminator")
+LOSS_NAMES = (
+    "reconstruction_l1",
+    "encoder_adversarial",
+    "generator_adversarial",
+    "image_discriminator",
+    "code_discriminator",
+)
 log = logging.getLogger(__name__)
 
 
@@ -84,8 +89,9 @@ class AlphaGANSpec(GenerativeSpec):
     def save_extras(self, trained: Trained, pool_x: Tensor, path: Path, seed: int) -> None:
         """The per-epoch losses (``.json``) and a grid of pool images, reconstructions and prior
         samples (``.png``) beside the weights."""
-        path.with_suffix(".json").write_text(json.dumps({"spec": self.settings(), "seed": seed,
-                                                         "losses_per_epoch": trained.history}, indent=1))
+        path.with_suffix(".json").write_text(
+            json.dumps({"spec": self.settings(), "seed": seed, "losses_per_epoch": trained.history}, indent=1)
+        )
         sample_grid(trained.model, pool_x, path.with_suffix(".png"), seed)
 
 
@@ -95,8 +101,12 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(0.2),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,9 +119,16 @@ def image_to_vector(channels: int, out_features: int, pooled: bool) -> nn.Sequen
     pool = (lambda: [nn.AvgPool2d(2)]) if pooled else (lambda: [])
     side = 4 if pooled else 32
     return nn.Sequential(
-        nn.Conv2d(3, channels, 5, padding=2), *pool(), nn.ReLU(),
-        ResidualBlock(channels), *pool(), ResidualBlock(channels), *pool(), ResidualBlock(channels),
-        nn.Flatten(), nn.Linear(channels * side * side, out_features),
+        nn.Conv2d(3, channels, 5, padding=2),
+        *pool(),
+        nn.ReLU(),
+        ResidualBlock(channels),
+        *pool(),
+        ResidualBlock(channels),
+        *pool(),
+        ResidualBlock(channels),
+        nn.Flatten(),
+        nn.Linear(channels * side * side, out_features),
     )
 
 
@@ -143,8 +160,15 @@ class Generator(nn.Module):
         self.project = nn.Sequential(nn.Linear(latent_dim, channels * self.side**2), nn.ReLU())
         up = (lambda: [Upsample2x()]) if pooled else (lambda: [])
         self.body = nn.Sequential(
-            ResidualBlock(channels), *up(), ResidualBlock(channels), *up(), ResidualBlock(channels), *up(),
-            ResidualBlock(channels), nn.Conv2d(channels, 3, 1), nn.Tanh(),
+            ResidualBlock(channels),
+            *up(),
+            ResidualBlock(channels),
+            *up(),
+            ResidualBlock(channels),
+            *up(),
+            ResidualBlock(channels),
+            nn.Conv2d(channels, 3, 1),
+            nn.Tanh(),
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -165,7 +189,10 @@ class AlphaGAN(nn.Module):
         self.generator = Generator(spec.latent_dim, spec.channels, pooled)
         self.image_discriminator = image_to_vector(spec.channels, 1, pooled)
         self.code_discriminator = nn.Sequential(  # Table S5; its sigmoid is inside the loss
-            nn.Linear(spec.latent_dim, 700), nn.LeakyReLU(0.2), nn.Linear(700, 700), nn.LeakyReLU(0.2),
+            nn.Linear(spec.latent_dim, 700),
+            nn.LeakyReLU(0.2),
+            nn.Linear(700, 700),
+            nn.LeakyReLU(0.2),
             nn.Linear(700, 1),
         )
         self.latent_dim = spec.latent_dim
@@ -199,7 +226,10 @@ def _fake(logits: Tensor) -> Tensor:
 
 
 def train_alphagan(
-    pool_x: Tensor, spec: AlphaGANSpec, seed: int, progress: bool = True,
+    pool_x: Tensor,
+    spec: AlphaGANSpec,
+    seed: int,
+    progress: bool = True,
 ) -> tuple[AlphaGAN, list[dict[str, float]]]:
     """Train an alpha-GAN on ``pool_x`` [N, 3, 32, 32] (on its device); returns it in eval mode,
     frozen, and the per-epoch means of each loss term (``LOSS_NAMES``)."""
@@ -232,7 +262,9 @@ def train_alphagan(
         means = dict(zip(LOSS_NAMES, (sums / max(batches, 1)).tolist()))
         history.append(means)
         epochs.set_postfix_str(f"L1 {means['reconstruction_l1']:.3f}, D {means['image_discriminator']:.2f}")
-        log.info("alpha-GAN epoch %d/%d: %s", epoch + 1, spec.epochs, ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        log.info(
+            "alpha-GAN epoch %d/%d: %s", epoch + 1, spec.epochs, ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+        )
     return model.eval().requires_grad_(False), history
 
 

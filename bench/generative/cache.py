@@ -24,8 +24,18 @@ log = logging.getLogger(__name__)
 def cache_key(task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int) -> str:
     """A digest of everything the trained model depends on: task, pool contents, seed, settings."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"task": task, "seed": seed, "spec": dataclasses.asdict(spec), "version": VERSION,
-                              "shape": list(pool_x.shape)}, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {
+                "task": task,
+                "seed": seed,
+                "spec": dataclasses.asdict(spec),
+                "version": VERSION,
+                "shape": list(pool_x.shape),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     digest.update(spec.cache_salt(pool_x).encode())  # empty for a VAE: its key is as it always was
     digest.update(pool_x.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
@@ -37,7 +47,11 @@ def cache_path(task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int, cache
 
 
 def load_or_train(
-    task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int, cache_dir: Path,
+    task: str,
+    pool_x: Tensor,
+    spec: GenerativeSpec,
+    seed: int,
+    cache_dir: Path,
     progress: bool = True,
 ) -> nn.Module:
     """The generative model for (task, pool, seed, spec), in eval mode and frozen, on the pool's
@@ -46,7 +60,11 @@ def load_or_train(
 
 
 def load_or_train_at(
-    path: Path, pool_x: Tensor, spec: GenerativeSpec, seed: int, progress: bool = True,
+    path: Path,
+    pool_x: Tensor,
+    spec: GenerativeSpec,
+    seed: int,
+    progress: bool = True,
 ) -> nn.Module:
     """:func:`load_or_train` with the cache file ``path`` (from :func:`cache_path`) given."""
     model = spec.build(tuple(pool_x.shape[1:]))
@@ -56,11 +74,13 @@ def load_or_train_at(
             problem = integrity_problem(saved)
             if problem is None:
                 model.load_state_dict(saved["state_dict"])
-                log.info("loaded the cached generative model %s (final reconstruction loss %.4g)", path,
-                         saved["final_loss"])
+                log.info(
+                    "loaded the cached generative model %s (final reconstruction loss %.4g)", path, saved["final_loss"]
+                )
                 return model.to(pool_x.device).eval().requires_grad_(False)
-            log.warning("cached generative model %s fails its integrity check (%s); retraining and replacing it",
-                        path, problem)
+            log.warning(
+                "cached generative model %s fails its integrity check (%s); retraining and replacing it", path, problem
+            )
         except Exception as err:  # corrupt or stale file: retrain and replace it
             log.warning("cached generative model %s is unreadable (%s); retraining", path, err)
     start = time.perf_counter()
@@ -72,13 +92,25 @@ def load_or_train_at(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": state, "checksum": weights_digest(state), "final_loss": final,
-                    "spec": dataclasses.asdict(spec), "seed": seed, **extra}, tmp)
+        torch.save(
+            {
+                "state_dict": state,
+                "checksum": weights_digest(state),
+                "final_loss": final,
+                "spec": dataclasses.asdict(spec),
+                "seed": seed,
+                **extra,
+            },
+            tmp,
+        )
         tmp.replace(path)
         spec.save_extras(trained, pool_x, path, seed)
     except OSError as err:  # a read-only or full cache: the run goes on with the model in memory
-        log.warning("could not cache the trained generative model in %s (%s); going on without caching it",
-                    path.parent, err.strerror or err)
+        log.warning(
+            "could not cache the trained generative model in %s (%s); going on without caching it",
+            path.parent,
+            err.strerror or err,
+        )
     return model
 
 

@@ -72,7 +72,14 @@ class LatentQuality:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> LatentQuality:
-        return cls(**{"loss": "", **saved, "posterior": PosteriorFit(**saved["posterior"]), "realism": Realism(**saved["realism"])})
+        return cls(
+            **{
+                "loss": "",
+                **saved,
+                "posterior": PosteriorFit(**saved["posterior"]),
+                "realism": Realism(**saved["realism"]),
+            }
+        )
 
 
 def posterior_fit(codes: Tensor) -> PosteriorFit:
@@ -104,8 +111,7 @@ def reconstruct(model: nn.Module, x: Tensor) -> tuple[dict[str, Tensor], Tensor,
     return {"loss": torch.cat(losses), "mse": torch.cat(errors)}, torch.cat(codes), torch.cat(outputs)
 
 
-def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData,
-            seed: int) -> LatentQuality:
+def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData, seed: int) -> LatentQuality:
     """The statistics of ``model`` (trained on ``data``'s pool) on at most :data:`SAMPLES` random
     pool samples, test samples and prior draws, all drawn from ``seed``."""
     device = data.pool_x.device
@@ -117,8 +123,9 @@ def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData,
         z = torch.randn(len(pool), model.latent_dim, generator=draws).to(device)
         start = time.perf_counter()
         (pool_errors, codes, reconstructions), (test_errors, _, _) = reconstruct(model, pool), reconstruct(model, test)
-        reconstruction = {k: {"pool": float(pool_errors[k].mean()), "test": float(test_errors[k].mean())}
-                          for k in pool_errors}
+        reconstruction = {
+            k: {"pool": float(pool_errors[k].mean()), "test": float(test_errors[k].mean())} for k in pool_errors
+        }
         seconds["reconstruction"] = time.perf_counter() - start
         start = time.perf_counter()
         posterior = posterior_fit(codes)
@@ -127,11 +134,18 @@ def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData,
         realism = task_realism(task, RealismSets(pool, test, reconstructions, batched(model.decode, z)), data, seed)
         seconds["realism"] = time.perf_counter() - start
     return LatentQuality(
-        task=task.name, model=spec.label, loss=spec.loss, spec=spec.settings(),
-        seed=seed, weights=weights_digest(model.state_dict()),
+        task=task.name,
+        model=spec.label,
+        loss=spec.loss,
+        spec=spec.settings(),
+        seed=seed,
+        weights=weights_digest(model.state_dict()),
         data={"pool": len(data.pool_x), "test": len(data.test_x)},
         samples={"pool": len(pool), "test": len(test), "prior": len(z)},
-        reconstruction=reconstruction, posterior=posterior, realism=realism, seconds=seconds,
+        reconstruction=reconstruction,
+        posterior=posterior,
+        realism=realism,
+        seconds=seconds,
     )
 
 
@@ -140,8 +154,9 @@ def quality_file(model_file: Path) -> Path:
     return Path(model_file).with_suffix(".quality.json")
 
 
-def cached_quality(model_file: Path, model: nn.Module, spec: GenerativeSpec, task: Task,
-                   data: TaskData, seed: int) -> LatentQuality:
+def cached_quality(
+    model_file: Path, model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData, seed: int
+) -> LatentQuality:
     """The statistics of the model cached at ``model_file``: read from :func:`quality_file` when
     they belong to these weights and this version, else computed now and kept there."""
     path = quality_file(model_file)
@@ -156,8 +171,11 @@ def cached_quality(model_file: Path, model: nn.Module, spec: GenerativeSpec, tas
     except (ValueError, TypeError, KeyError) as err:  # damaged, or an older layout
         log.warning("latent-quality file %s is unreadable (%s); computing it again", path, err)
     quality = compute(model, spec, task, data, seed)
-    log.info("latent quality of %s computed in %s", Path(model_file).name,
-             ", ".join(f"{k} {v:.1f} s" for k, v in quality.seconds.items()))
+    log.info(
+        "latent quality of %s computed in %s",
+        Path(model_file).name,
+        ", ".join(f"{k} {v:.1f} s" for k, v in quality.seconds.items()),
+    )
     try:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(quality.as_dict(), indent=1))
@@ -174,35 +192,68 @@ def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
     lines = [f"Latent quality of the {q.task} generative model: {q.model} ({settings}), seed {q.seed}"]
     if model_file is not None:
         lines.append(f"weights: {model_file} (statistics kept beside them: {quality_file(model_file).name})")
-    lines += [f"data: {q.data['pool']} pool and {q.data['test']} test samples; the statistics use {n['pool']} random "
-              f"pool samples x, {n['test']} random test samples and {n['prior']} prior draws z ~ N(0, I), "
-              f"drawn with seed {q.seed}", "",
-              "1. Reconstruction G(E(x)) of x, E(x) the posterior mean: mean over the samples (the test samples are",
-              "   held out from the model's training: a gap to the pool's is overfitting)"]
-    lines += _table([["", f"pool x ({n['pool']})", f"test ({n['test']})"],
-                     *([label, *(_num(v) for v in q.reconstruction[key].values())]
-                       for key, label in (("loss", q.loss), ("mse", "squared error per pixel, in [0, 1]")))])
+    lines += [
+        f"data: {q.data['pool']} pool and {q.data['test']} test samples; the statistics use {n['pool']} random "
+        f"pool samples x, {n['test']} random test samples and {n['prior']} prior draws z ~ N(0, I), "
+        f"drawn with seed {q.seed}",
+        "",
+        "1. Reconstruction G(E(x)) of x, E(x) the posterior mean: mean over the samples (the test samples are",
+        "   held out from the model's training: a gap to the pool's is overfitting)",
+    ]
+    lines += _table(
+        [
+            ["", f"pool x ({n['pool']})", f"test ({n['test']})"],
+            *(
+                [label, *(_num(v) for v in q.reconstruction[key].values())]
+                for key, label in (("loss", q.loss), ("mse", "squared error per pixel, in [0, 1]"))
+            ),
+        ]
+    )
     dim = len(fit.mean)
-    lines += ["", f"2. Aggregate posterior: the codes E(x) of the {n['pool']} pool samples x ({dim}-d) against the "
-                  f"prior N(0, I)", "   (the prior column: what codes drawn from the prior would give)"]
-    lines += _table([["", "codes", "prior"],
-                     ["mean", _vector(fit.mean), "0"],
-                     ["covariance eigenvalues, largest first", _vector(fit.eigenvalues), "all 1"],
-                     ["KL(N(mean, cov) || N(0, I)) of their Gaussian fit, nats", _num(fit.kl), "0"],
-                     [f"share with ||z||^2 > {fit.ball:.4g} (outside the prior's {BALL:.0%} ball)",
-                      f"{fit.outside:.2%}", f"{1 - BALL:.0%}"]])
+    lines += [
+        "",
+        f"2. Aggregate posterior: the codes E(x) of the {n['pool']} pool samples x ({dim}-d) against the prior N(0, I)",
+        "   (the prior column: what codes drawn from the prior would give)",
+    ]
+    lines += _table(
+        [
+            ["", "codes", "prior"],
+            ["mean", _vector(fit.mean), "0"],
+            ["covariance eigenvalues, largest first", _vector(fit.eigenvalues), "all 1"],
+            ["KL(N(mean, cov) || N(0, I)) of their Gaussian fit, nats", _num(fit.kl), "0"],
+            [
+                f"share with ||z||^2 > {fit.ball:.4g} (outside the prior's {BALL:.0%} ball)",
+                f"{fit.outside:.2%}",
+                f"{1 - BALL:.0%}",
+            ],
+        ]
+    )
     columns = list(SET_LABELS)
     sizes = {"pool": n["pool"], "test": n["test"], "reconstructions": n["pool"], "prior": n["prior"]}
-    lines += ["", f"3. Realism, by the {q.task} task's measures of each set (defined below the table):",
-              *_wrap(f"pool x = the {n['pool']} pool samples; test = the {n['test']} test samples; G(E(x)) = the pool "
-                     f"samples' reconstructions; G(z) = the {n['prior']} prior draws z decoded")]
-    lines += _table([["", *(f"{SET_LABELS[c]} ({sizes[c]})" for c in columns)],
-                     *([measure, *(_num(row[c]) if c in row else "-" for c in columns)]
-                       for measure, row in q.realism.values.items())])
+    lines += [
+        "",
+        f"3. Realism, by the {q.task} task's measures of each set (defined below the table):",
+        *_wrap(
+            f"pool x = the {n['pool']} pool samples; test = the {n['test']} test samples; G(E(x)) = the pool "
+            f"samples' reconstructions; G(z) = the {n['prior']} prior draws z decoded"
+        ),
+    ]
+    lines += _table(
+        [
+            ["", *(f"{SET_LABELS[c]} ({sizes[c]})" for c in columns)],
+            *(
+                [measure, *(_num(row[c]) if c in row else "-" for c in columns)]
+                for measure, row in q.realism.values.items()
+            ),
+        ]
+    )
     for text in [*(f"{measure}: {about}" for measure, about in q.realism.about.items()), *q.realism.notes]:
         lines += _wrap(text)
-    lines += ["", "Seconds to compute (once, when the statistics were made): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in q.seconds.items())]
+    lines += [
+        "",
+        "Seconds to compute (once, when the statistics were made): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in q.seconds.items()),
+    ]
     return "\n".join(lines)
 
 
@@ -222,5 +273,10 @@ def _vector(values: list[float]) -> str:
 def _table(rows: list[list[str]], indent: str = "   ") -> list[str]:
     """Rows of cells as aligned lines: the first column left-aligned, the others right-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [(indent + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                                for i, (cell, w) in enumerate(zip(row, widths)))).rstrip() for row in rows]
+    return [
+        (
+            indent
+            + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        ).rstrip()
+        for row in rows
+    ]

@@ -65,10 +65,17 @@ class Reference:
 def reference_key(task: Task, data: TaskData, seed: int) -> str:
     """A digest of everything the reference F depends on: task, labeled pool, seed, recipe."""
     protocol = task.protocol
-    settings = {"task": task.name, "seed": seed, "epochs": REFERENCE_EPOCHS, "batch_size": protocol.batch_size,
-                "lr": protocol.lr, "optimizer": optimizer_name(protocol.optimizer),
-                "optimizer_options": protocol.optimizer_options, "version": VERSION,
-                "pool": [list(data.pool_x.shape), str(data.pool_x.dtype), str(data.pool_y.dtype)]}
+    settings = {
+        "task": task.name,
+        "seed": seed,
+        "epochs": REFERENCE_EPOCHS,
+        "batch_size": protocol.batch_size,
+        "lr": protocol.lr,
+        "optimizer": optimizer_name(protocol.optimizer),
+        "optimizer_options": protocol.optimizer_options,
+        "version": VERSION,
+        "pool": [list(data.pool_x.shape), str(data.pool_x.dtype), str(data.pool_y.dtype)],
+    }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for tensor in (data.pool_x, data.pool_y):
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -79,16 +86,18 @@ def reference_model(task: Task, data: TaskData, seed: int) -> Reference:
     """The task's reference F for this labeled pool: loaded (``weights_only``) from
     ``<cache_dir>/realism/`` when trained before, else trained now and kept there."""
     device = data.pool_x.device
-    path = None if task.cache_dir is None else (
-        Path(task.cache_dir) / "realism" / f"reference-{task.name}-{reference_key(task, data, seed)}.pt")
+    path = (
+        None
+        if task.cache_dir is None
+        else (Path(task.cache_dir) / "realism" / f"reference-{task.name}-{reference_key(task, data, seed)}.pt")
+    )
     with isolated_rng(device):
         if path is not None and path.exists():
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
                 model = task.make_model().to(device)
                 model.load_state_dict(saved["state_dict"])
-                return Reference(model.eval().requires_grad_(False), saved["epochs"], saved["samples"],
-                                 saved["scores"])
+                return Reference(model.eval().requires_grad_(False), saved["epochs"], saved["samples"], saved["scores"])
             except Exception as err:  # a corrupt or stale file: train again and replace it
                 log.warning("cached reference model %s is unreadable (%s); training it again", path, err)
         torch.manual_seed(seed)
@@ -101,8 +110,15 @@ def reference_model(task: Task, data: TaskData, seed: int) -> Reference:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "epochs": reference.epochs,
-                        "samples": reference.samples, "scores": scores}, tmp)
+            torch.save(
+                {
+                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "epochs": reference.epochs,
+                    "samples": reference.samples,
+                    "scores": scores,
+                },
+                tmp,
+            )
             tmp.replace(path)
         except OSError as err:  # a read-only or full cache: go on with the model in memory
             log.warning("could not cache the reference model in %s (%s)", path.parent, err.strerror or err)
@@ -115,8 +131,16 @@ def train(task: Task, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> None
     protocol = task.protocol
     optimizer = make_optimizer(protocol.optimizer, model.parameters(), protocol.lr, protocol.optimizer_options)
     with torch.enable_grad():
-        train_epochs(model, optimizer, task.loss, x, y, REFERENCE_EPOCHS, protocol.batch_size,
-                     torch.Generator().manual_seed(seed))
+        train_epochs(
+            model,
+            optimizer,
+            task.loss,
+            x,
+            y,
+            REFERENCE_EPOCHS,
+            protocol.batch_size,
+            torch.Generator().manual_seed(seed),
+        )
 
 
 @torch.no_grad()
@@ -146,10 +170,14 @@ def frechet_realism(task: Task, sets: RealismSets, data: TaskData, seed: int) ->
     protocol = task.protocol
     return Realism(
         values={FRECHET: {name: frechet_distance(pool, f) for name, f in embedded.items()}},
-        about={FRECHET: f"between Gaussian fits of the reference F's {pool.shape[1]}-d embed features of a set "
-                        f"and of the pool samples, squared feature units: 0 is the same mean and covariance, "
-                        f"the test set's is the floor that finite real samples give"},
-        notes=[f"reference F: the {task.name} target model, trained {reference.epochs} epochs on all "
-               f"{reference.samples} labeled pool samples ({optimizer_name(protocol.optimizer)}, lr {protocol.lr:g}, "
-               f"batch {protocol.batch_size}, seed {seed}); on the {len(data.test_x)} test samples: {scores}"],
+        about={
+            FRECHET: f"between Gaussian fits of the reference F's {pool.shape[1]}-d embed features of a set "
+            f"and of the pool samples, squared feature units: 0 is the same mean and covariance, "
+            f"the test set's is the floor that finite real samples give"
+        },
+        notes=[
+            f"reference F: the {task.name} target model, trained {reference.epochs} epochs on all "
+            f"{reference.samples} labeled pool samples ({optimizer_name(protocol.optimizer)}, lr {protocol.lr:g}, "
+            f"batch {protocol.batch_size}, seed {seed}); on the {len(data.test_x)} test samples: {scores}"
+        ],
     )

@@ -24,8 +24,17 @@ def plot_curves(rounds: pd.DataFrame, diffs: pd.DataFrame | None, stem: Path, me
     order = list(dict.fromkeys(rounds["strategy"]))
     palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
     ax = axes[0, 0]
-    sns.lineplot(data=shown, x="n_labeled", y="value", hue="strategy", hue_order=order, palette=palette,
-                 errorbar=("sd", 1), marker="o", ax=ax)
+    sns.lineplot(
+        data=shown,
+        x="n_labeled",
+        y="value",
+        hue="strategy",
+        hue_order=order,
+        palette=palette,
+        errorbar=("sd", 1),
+        marker="o",
+        ax=ax,
+    )
     ax.set_xlabel("labeled samples")
     ax.set_ylabel(f"{metric.label} ({metric.direction})")
     repeats = len(rounds[["seed", "repeat"]].drop_duplicates())

@@ -76,14 +76,22 @@ def synthesized_figure(task: Task, vae, path: Path, n: int = 6, seed: int = 0) -
         targets.append(labels.targets[labels.ok])
         tried += n
     inputs, targets = torch.cat(inputs), torch.cat(targets)
-    title = (f"{task.name}: SI-synthesized G(z), z ~ N(0, I), thresholded and labeled "
-             f"({len(inputs)} of {tried} accepted by the labeler)")
+    title = (
+        f"{task.name}: SI-synthesized G(z), z ~ N(0, I), thresholded and labeled "
+        f"({len(inputs)} of {tried} accepted by the labeler)"
+    )
     inputs, targets = inputs[:n], targets[:n]
     return pairs_figure(task, inputs, targets, path, title)
 
 
 def trajectories(
-    task: Task, data: TaskData, vae, model, starts: np.ndarray, steps: int, alpha: float,
+    task: Task,
+    data: TaskData,
+    vae,
+    model,
+    starts: np.ndarray,
+    steps: int,
+    alpha: float,
     rng: np.random.Generator,
 ) -> list[list[int]]:
     """SNN without re-selection (the paper's Fig. 4): from each start, step towards a higher loss
@@ -105,8 +113,16 @@ def trajectories(
 
 
 def trajectory_figure(
-    task: Task, data: TaskData, vae, path: Path, n_paths: int = 6, steps: int = 8, alpha: float = 0.5,
-    initial: int = 500, epochs: int = 10, seed: int = 0,
+    task: Task,
+    data: TaskData,
+    vae,
+    path: Path,
+    n_paths: int = 6,
+    steps: int = 8,
+    alpha: float = 0.5,
+    initial: int = 500,
+    epochs: int = 10,
+    seed: int = 0,
 ) -> Path:
     """Fig. 4: the pool embedded in a 2-D latent space coloured by class, SNN trajectories of a
     model trained on ``initial`` random labeled samples, and the samples along each trajectory."""
@@ -120,8 +136,16 @@ def trajectory_figure(
     index = torch.as_tensor(labeled)
     recipe = task.protocol
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.optimizer_options)
-    train_epochs(model, optimizer, task.loss, data.pool_x[index], data.pool_y[index], epochs,
-                 task.protocol.batch_size, torch.Generator().manual_seed(seed))
+    train_epochs(
+        model,
+        optimizer,
+        task.loss,
+        data.pool_x[index],
+        data.pool_y[index],
+        epochs,
+        task.protocol.batch_size,
+        torch.Generator().manual_seed(seed),
+    )
     paths = trajectories(task, data, vae, model, labeled[:n_paths], steps, alpha, rng)
     codes = encode_in_batches(vae.encode, data.pool_x).numpy()
 

@@ -16,12 +16,14 @@ from bench.report.curves import save_figure
 from bench.run.diagnostics import COLUMNS, POOL_SAMPLE
 
 #: What each column of ``hardness.csv`` is (written into the file's ``description`` column).
-DESCRIPTION = ("per strategy and round t: the samples that joined the training set for round t, measured under F "
-               "of round t - 1 when they were chosen; hardness = pick_loss / pool_loss of each repeat (above 1: "
-               f"harder than the unlabeled pool: its part in a fixed seeded sample of {POOL_SAMPLE} pool samples, "
-               "or all of a smaller pool), balance = entropy of the picks' classes / log C, novelty = "
-               "mean distance to the nearest training sample in F's embedding / the same for the unlabeled pool; "
-               "mean and sample std over repeats")
+DESCRIPTION = (
+    "per strategy and round t: the samples that joined the training set for round t, measured under F "
+    "of round t - 1 when they were chosen; hardness = pick_loss / pool_loss of each repeat (above 1: "
+    f"harder than the unlabeled pool: its part in a fixed seeded sample of {POOL_SAMPLE} pool samples, "
+    "or all of a smaller pool), balance = entropy of the picks' classes / log C, novelty = "
+    "mean distance to the nearest training sample in F's embedding / the same for the unlabeled pool; "
+    "mean and sample std over repeats"
+)
 MEASURES = {"hardness": "pick_loss / pool_loss", "balance": "pick_balance", "novelty": "pick_novelty"}
 
 
@@ -35,12 +37,18 @@ def hardness_table(rounds: pd.DataFrame) -> pd.DataFrame:
     """Per (strategy, round) with diagnostics: n_labeled, repeats, and mean and std over repeats
     of hardness, balance and novelty (see :data:`DESCRIPTION`)."""
     rows = rounds[rounds["pick_loss"].notna()]
-    rows = rows.assign(hardness=rows["pick_loss"] / rows["pool_loss"], balance=rows["pick_balance"],
-                       novelty=rows["pick_novelty"])
-    table = (rows.groupby(["strategy", "round"], sort=False)
-             .agg(n_labeled=("n_labeled", "mean"), repeats=("hardness", "size"),
-                  **{f"{m}_{s}": (m, s) for m in MEASURES for s in ("mean", "std")})
-             .reset_index())
+    rows = rows.assign(
+        hardness=rows["pick_loss"] / rows["pool_loss"], balance=rows["pick_balance"], novelty=rows["pick_novelty"]
+    )
+    table = (
+        rows.groupby(["strategy", "round"], sort=False)
+        .agg(
+            n_labeled=("n_labeled", "mean"),
+            repeats=("hardness", "size"),
+            **{f"{m}_{s}": (m, s) for m in MEASURES for s in ("mean", "std")},
+        )
+        .reset_index()
+    )
     table["n_labeled"] = table["n_labeled"].round().astype(int)
     return table
 

@@ -16,8 +16,9 @@ from scipy import stats
 PAIR_KEYS = ["seed", "repeat", "round"]
 
 
-def paired_differences(rounds: pd.DataFrame, baseline: str = "random",
-                       higher_is_better: bool = True) -> pd.DataFrame | None:
+def paired_differences(
+    rounds: pd.DataFrame, baseline: str = "random", higher_is_better: bool = True
+) -> pd.DataFrame | None:
     """Each strategy minus ``baseline`` in the same repeat and round: mean and sample std of the
     difference over repeats, in how many repeats it is strictly better, and two-sided p-values
     of a paired t-test and of a Wilcoxon signed-rank test (exact for small samples). None when
@@ -31,9 +32,19 @@ def paired_differences(rounds: pd.DataFrame, baseline: str = "random",
     for (strategy, round_), group in others.groupby(["strategy", "round"], sort=False):
         delta = group["delta"].to_numpy(dtype=float)
         better = int((delta > 0).sum() if higher_is_better else (delta < 0).sum())
-        rows.append(dict(strategy=strategy, round=round_, n_labeled=int(round(group["n_labeled"].mean())),
-                         mean=delta.mean(), std=delta.std(ddof=1) if len(delta) > 1 else math.nan,
-                         better=better, repeats=len(delta), t_p=t_test_p(delta), wilcoxon_p=wilcoxon_p(delta)))
+        rows.append(
+            dict(
+                strategy=strategy,
+                round=round_,
+                n_labeled=int(round(group["n_labeled"].mean())),
+                mean=delta.mean(),
+                std=delta.std(ddof=1) if len(delta) > 1 else math.nan,
+                better=better,
+                repeats=len(delta),
+                t_p=t_test_p(delta),
+                wilcoxon_p=wilcoxon_p(delta),
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -77,9 +88,11 @@ def aubc(rounds: pd.DataFrame) -> pd.DataFrame:
         area = v[0] if len(v) == 1 or n[-1] == n[0] else ((v[1:] + v[:-1]) / 2 * np.diff(n)).sum() / (n[-1] - n[0])
         rows.append(dict(strategy=strategy, aubc=float(area)))
     per_repeat = pd.DataFrame(rows)
-    return (per_repeat.groupby("strategy", sort=False)["aubc"]
-            .agg(aubc_mean="mean", aubc_std=lambda a: a.std(ddof=1) if len(a) > 1 else math.nan, repeats="size")
-            .reset_index())
+    return (
+        per_repeat.groupby("strategy", sort=False)["aubc"]
+        .agg(aubc_mean="mean", aubc_std=lambda a: a.std(ddof=1) if len(a) > 1 else math.nan, repeats="size")
+        .reset_index()
+    )
 
 
 def labels_to_reach(n_labeled: np.ndarray, values: np.ndarray, target: float, higher_is_better: bool) -> float:
@@ -95,8 +108,9 @@ def labels_to_reach(n_labeled: np.ndarray, values: np.ndarray, target: float, hi
     return float(n0 + (target - v0) / (v1 - v0) * (n1 - n0))
 
 
-def label_savings(rounds: pd.DataFrame, target: float | None, higher_is_better: bool,
-                  baseline: str = "random") -> tuple[float | None, pd.DataFrame]:
+def label_savings(
+    rounds: pd.DataFrame, target: float | None, higher_is_better: bool, baseline: str = "random"
+) -> tuple[float | None, pd.DataFrame]:
     """The target (default: the baseline's final mean) and, per strategy, the labels its mean
     curve needs to reach it and the saving against the baseline in percent (NaN where either
     does not reach it). With no target and no baseline, (None, empty)."""
@@ -105,8 +119,10 @@ def label_savings(rounds: pd.DataFrame, target: float | None, higher_is_better: 
         if baseline not in set(rounds["strategy"]):
             return None, pd.DataFrame()
         target = float(means.loc[baseline]["v"].iloc[-1])
-    needed = {s: labels_to_reach(m["n"].to_numpy(), m["v"].to_numpy(), target, higher_is_better)
-              for s, m in means.groupby(level="strategy", sort=False)}
+    needed = {
+        s: labels_to_reach(m["n"].to_numpy(), m["v"].to_numpy(), target, higher_is_better)
+        for s, m in means.groupby(level="strategy", sort=False)
+    }
     base = needed.get(baseline, math.nan)
     table = pd.DataFrame({"strategy": list(needed), "labels_to_target": list(needed.values())})
     table["saving_pct"] = 100.0 * (base - table["labels_to_target"]) / base

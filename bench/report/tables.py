@@ -65,22 +65,28 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
             bad = numbers.isna() & frame[column].notna()
             if bad.any():
                 line = int(bad.to_numpy().argmax()) + 2  # the header is line 1
-                raise ReportError(f"{csv_path} line {line}: {column} {frame[column][bad].iloc[0]!r} is not a number; "
-                                  f"fix or remove that row")
+                raise ReportError(
+                    f"{csv_path} line {line}: {column} {frame[column][bad].iloc[0]!r} is not a number; "
+                    f"fix or remove that row"
+                )
         frames.append(frame)
     label_variants(frames, [_manifest(path) for path in map(Path, paths)])
     rounds = pd.concat(frames, ignore_index=True)
     for column in ("task", "metric"):
         values = rounds[column].unique()
         if len(values) > 1:
-            raise ReportError(f"cannot report several {column}s together ({', '.join(map(str, values))}); "
-                              f"report each {column} separately")
+            raise ReportError(
+                f"cannot report several {column}s together ({', '.join(map(str, values))}); "
+                f"report each {column} separately"
+            )
     _check_protocols(paths, rounds)
     duplicated = rounds.duplicated(["strategy", "seed", "repeat", "round"])
     if duplicated.any():
         row = rounds[duplicated].iloc[0]
-        raise ReportError(f"duplicate rows for strategy {row['strategy']!r}, seed {row['seed']}, repeat "
-                          f"{row['repeat']}, round {row['round']}: the inputs overlap (pass each run once)")
+        raise ReportError(
+            f"duplicate rows for strategy {row['strategy']!r}, seed {row['seed']}, repeat "
+            f"{row['repeat']}, round {row['round']}: the inputs overlap (pass each run once)"
+        )
     return rounds
 
 
@@ -95,8 +101,11 @@ def label_variants(frames: list[pd.DataFrame], manifests: list[dict | None]) -> 
             continue
         for name in frame["strategy"].unique():
             defaults = _defaults(name, manifest.get("task"))
-            changed = [f"{k}={v}" for k, v in sorted(_settings(manifest, name).items())
-                       if k in defaults and json.dumps(v) != json.dumps(defaults[k])]
+            changed = [
+                f"{k}={v}"
+                for k, v in sorted(_settings(manifest, name).items())
+                if k in defaults and json.dumps(v) != json.dumps(defaults[k])
+            ]
             if changed:
                 frame.loc[frame["strategy"] == name, "strategy"] = f"{name} ({', '.join(changed)})"
 
@@ -148,13 +157,17 @@ def _check_protocols(paths: list[Path], rounds: pd.DataFrame) -> None:
         for key, value in settings.items():
             first = seen.setdefault(key, (path, value))
             if first[1] != value:
-                raise ReportError(f"runs of different protocols: {key} is {first[1]!r} in {first[0]} but {value!r} "
-                                  f"in {path}; report them separately")
+                raise ReportError(
+                    f"runs of different protocols: {key} is {first[1]!r} in {first[0]} but {value!r} "
+                    f"in {path}; report them separately"
+                )
     sizes = rounds.groupby("round")["n_labeled"].unique()
     for t, values in sizes.items():
         if len(values) > 1:
-            raise ReportError(f"runs of different protocols: round {t} has {sorted(values)} labeled samples "
-                              f"in different inputs; report them separately")
+            raise ReportError(
+                f"runs of different protocols: round {t} has {sorted(values)} labeled samples "
+                f"in different inputs; report them separately"
+            )
 
 
 def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
@@ -169,8 +182,10 @@ def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
     task, metric = rounds["task"].iloc[0], rounds["metric"].iloc[0]
     if task in TASKS and TASKS.get(task).metric.name == metric:
         return MetricInfo.of(TASKS.get(task).metric)
-    raise ReportError(f"no manifest.json beside the inputs records whether {metric!r} is better higher or lower, "
-                      f"and task {task!r} is not installed; report a run folder with its manifest.json")
+    raise ReportError(
+        f"no manifest.json beside the inputs records whether {metric!r} is better higher or lower, "
+        f"and task {task!r} is not installed; report a run folder with its manifest.json"
+    )
 
 
 def unfinished(folder: Path) -> str | None:
@@ -187,8 +202,10 @@ def unfinished(folder: Path) -> str | None:
     total = manifest["protocol"]["rounds"]
     open_units = [u for u in manifest["units"].values() if u["status"] not in ("complete", "failed")]
     missing = sum(total - done.get((u["strategy"], u["repeat"]), 0) for u in open_units)
-    return (f"{folder} is an unfinished run ({manifest['status']}): {len(open_units)} of {len(manifest['units'])} "
-            f"units unfinished, {missing} rounds missing; go on with: python -m bench run --resume {folder}")
+    return (
+        f"{folder} is an unfinished run ({manifest['status']}): {len(open_units)} of {len(manifest['units'])} "
+        f"units unfinished, {missing} rounds missing; go on with: python -m bench run --resume {folder}"
+    )
 
 
 def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
@@ -197,8 +214,7 @@ def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(rounds["strategy"]))
     table = (
         rounds.groupby(["strategy", "round"], sort=False)
-        .agg(n_labeled=("n_labeled", "mean"), mean=("value", "mean"), std=("value", "std"),
-             repeats=("value", "size"))
+        .agg(n_labeled=("n_labeled", "mean"), mean=("value", "mean"), std=("value", "std"), repeats=("value", "size"))
         .reset_index()
     )
     table["strategy"] = pd.Categorical(table["strategy"], categories=order, ordered=True)
@@ -208,8 +224,9 @@ def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
     return table[TABLE_COLUMNS]
 
 
-def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 1,
-                   paper: list[tuple[str, tuple[float, ...]]] = ()) -> str:
+def markdown_table(
+    table: pd.DataFrame, task: str, metric: str, decimals: int = 1, paper: list[tuple[str, tuple[float, ...]]] = ()
+) -> str:
     """The paper's Table 1 layout: a row per strategy, a column per round t, ``mean ± std``;
     ``paper`` rows (name, values per round) go first."""
     rounds = sorted(table["round"].unique())
@@ -224,7 +241,9 @@ def markdown_table(table: pd.DataFrame, task: str, metric: str, decimals: int = 
         "| n_labeled | " + " | ".join(str(sizes[t]) for t in rounds) + " |",
     ]
     for name, values in paper:
-        lines.append(f"| {name} | " + " | ".join(f"{values[t - 1]:.1f}" if t <= len(values) else "" for t in rounds) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{values[t - 1]:.1f}" if t <= len(values) else "" for t in rounds) + " |"
+        )
     for strategy, rows in table.groupby("strategy", sort=False):
         cells = {r["round"]: _mean_std(r["mean"], r["std"], decimals) for _, r in rows.iterrows()}
         lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
@@ -246,9 +265,11 @@ def markdown_differences(diffs: pd.DataFrame, baseline: str, higher_is_better: b
         "|" + "---|" * (len(rounds) + 1),
     ]
     for strategy, rows in diffs.groupby("strategy", sort=False):
-        cells = {r["round"]: f"{r['mean']:+.{decimals}f} ± {_std(r['std'], decimals)} ({r['better']}/{r['repeats']}) "
-                             f"p {_p(r['t_p'])}/{_p(r['wilcoxon_p'])}"
-                 for _, r in rows.iterrows()}
+        cells = {
+            r["round"]: f"{r['mean']:+.{decimals}f} ± {_std(r['std'], decimals)} ({r['better']}/{r['repeats']}) "
+            f"p {_p(r['t_p'])}/{_p(r['wilcoxon_p'])}"
+            for _, r in rows.iterrows()
+        }
         lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
     return "\n".join(lines) + "\n"
 
@@ -259,7 +280,7 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
     if target is None:
         target_text = "no target: random did not run (pass --target VALUE)"
     else:
-        target_text = (f"{target * metric.display_scale:.{d}f} ({'--target' if target_given else 'random’s final mean'})")
+        target_text = f"{target * metric.display_scale:.{d}f} ({'--target' if target_given else 'random’s final mean'})"
     lines = [
         f"summary over the whole budget ({metric.direction}): AUBC is the area under each repeat's learning curve "
         f"divided by the budget span (the curve's mean over the budget), mean ± std over repeats; labels to reach "
@@ -275,8 +296,10 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
         else:
             labels = "not reached" if pd.isna(r["labels_to_target"]) else f"{r['labels_to_target']:.0f}"
         saving = "n/a" if pd.isna(r.get("saving_pct")) else f"{r['saving_pct']:+.0f}%"
-        lines.append(f"| {r['strategy']} | {_mean_std(r['aubc_mean'] * metric.display_scale, r['aubc_std'] * metric.display_scale, d)} "
-                     f"| {labels} | {saving} |")
+        lines.append(
+            f"| {r['strategy']} | {_mean_std(r['aubc_mean'] * metric.display_scale, r['aubc_std'] * metric.display_scale, d)} "
+            f"| {labels} | {saving} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -298,12 +321,20 @@ def paper_rows(task: str) -> tuple[list[tuple[str, tuple[float, ...]]], str]:
     if rows is None:
         return [], f"the paper reports no {task} rows"
     note = f"; {rows.note}" if rows.note else ""
-    return ([("paper Rand", rows.rand), (f"paper Ours ({rows.ours_is})", rows.ours)],
-            f"paper rows: {CITATION}, {rows.metric}{note}")
+    return (
+        [("paper Rand", rows.rand), (f"paper Ours ({rows.ours_is})", rows.ours)],
+        f"paper rows: {CITATION}, {rows.metric}{note}",
+    )
 
 
-def write_report(rounds: pd.DataFrame, out: Path, metric: MetricInfo, notes: list[str] = (),
-                 target: float | None = None, paper: bool = False) -> list[Path]:
+def write_report(
+    rounds: pd.DataFrame,
+    out: Path,
+    metric: MetricInfo,
+    notes: list[str] = (),
+    target: float | None = None,
+    paper: bool = False,
+) -> list[Path]:
     """Write into ``out``: ``table.csv`` (mean ± std per strategy and round), ``differences.csv``
     (paired differences to random with p-values), ``summary.csv`` (AUBC, labels to target),
     ``table.md`` (all three, ``notes`` first, the paper's rows with ``paper``) and ``curves.png``
@@ -321,18 +352,26 @@ def write_report(rounds: pd.DataFrame, out: Path, metric: MetricInfo, notes: lis
     table.assign(**described).to_csv(out / "table.csv", index=False)
     rows, citation = paper_rows(task) if paper else ([], "")
     text = "".join(f"> {note}\n\n" for note in [*notes, *([citation] if citation else [])])
-    text += markdown_table(table.assign(mean=table["mean"] * scale, std=table["std"] * scale), task,
-                           f"{metric.label} ({metric.direction})", d, rows)
+    text += markdown_table(
+        table.assign(mean=table["mean"] * scale, std=table["std"] * scale),
+        task,
+        f"{metric.label} ({metric.direction})",
+        d,
+        rows,
+    )
     diffs = paired_differences(rounds, BASELINE, metric.higher_is_better)
     if diffs is not None and len(diffs):
         diffs.assign(**described).to_csv(out / "differences.csv", index=False)
-        text += "\n" + markdown_differences(diffs.assign(mean=diffs["mean"] * scale, std=diffs["std"] * scale),
-                                            BASELINE, metric.higher_is_better, d)
+        text += "\n" + markdown_differences(
+            diffs.assign(mean=diffs["mean"] * scale, std=diffs["std"] * scale), BASELINE, metric.higher_is_better, d
+        )
     chosen, savings = label_savings(rounds, target, metric.higher_is_better, BASELINE)
     summary = aubc(rounds)
     if len(savings):
         summary = summary.merge(savings, on="strategy", how="left")
-    summary.assign(target=chosen if chosen is not None else math.nan, **described).to_csv(out / "summary.csv", index=False)
+    summary.assign(target=chosen if chosen is not None else math.nan, **described).to_csv(
+        out / "summary.csv", index=False
+    )
     text += "\n" + markdown_summary(summary, metric, chosen, target is not None)
     paths = plot_curves(rounds, diffs, out / "curves", metric, BASELINE)
     if has_diagnostics(rounds):

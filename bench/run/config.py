@@ -20,8 +20,16 @@ class ConfigError(ValueError):
 
 #: Upper bounds of integer settings: beyond them a value is a typo, not a plan (a billion torch
 #: threads or repeats would exhaust the machine before any message could say why).
-LIMITS = {"rounds": 10_000, "epochs": 100_000, "batch_size": 2**24, "repeats": 10_000, "threads": 1024,
-          "latent_dim": 4096, "seed": 2**63 - 1, "jobs": 1024}
+LIMITS = {
+    "rounds": 10_000,
+    "epochs": 100_000,
+    "batch_size": 2**24,
+    "repeats": 10_000,
+    "threads": 1024,
+    "latent_dim": 4096,
+    "seed": 2**63 - 1,
+    "jobs": 1024,
+}
 
 
 #: The largest learning rate accepted: beyond it every optimizer here diverges at once.
@@ -79,8 +87,10 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(saved) - names - {"warm_start"})
         if unknown:
-            raise ConfigError(f"the manifest's config has settings this version does not know "
-                              f"({', '.join(unknown)}); resume it with the version that started it")
+            raise ConfigError(
+                f"the manifest's config has settings this version does not know "
+                f"({', '.join(unknown)}); resume it with the version that started it"
+            )
         values = dict(saved)
         values.setdefault("diagnostics", False)  # runs started before diagnostics have no columns for them
         if "warm_start" in values:  # manifests before --start
@@ -97,9 +107,18 @@ class RunConfig:
         if self.optimizer is not None and self.optimizer.lower() != optimizer_name(defaults.optimizer).lower():
             options = {}
         options.update(self.optimizer_options)
-        return defaults.replace(rounds=self.rounds, initial=self.initial, increment=self.increment,
-                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, augment=self.augment,
-                                start=self.start, optimizer=self.optimizer, optimizer_options=options)
+        return defaults.replace(
+            rounds=self.rounds,
+            initial=self.initial,
+            increment=self.increment,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            augment=self.augment,
+            start=self.start,
+            optimizer=self.optimizer,
+            optimizer_options=options,
+        )
 
 
 EXECUTORS = ("local", "ray")
@@ -123,13 +142,18 @@ class Execution:
         if self.executor not in EXECUTORS:
             raise ConfigError(f"unknown --executor {self.executor!r}; use {' or '.join(EXECUTORS)}")
         if self.executor != "ray":
-            for flag, value in (("--ray-address", self.ray_address), ("--cpus-per-job", self.cpus_per_job),
-                                ("--gpus-per-job", self.gpus_per_job)):
+            for flag, value in (
+                ("--ray-address", self.ray_address),
+                ("--cpus-per-job", self.cpus_per_job),
+                ("--gpus-per-job", self.gpus_per_job),
+            ):
                 if value is not None:
                     raise ConfigError(f"{flag} applies to --executor ray only; add --executor ray or drop it")
         elif self.jobs != 1:
-            raise ConfigError("--jobs is for the local executor; with --executor ray, Ray runs as many units "
-                              "at once as the cluster has room for (see --cpus-per-job, --gpus-per-job)")
+            raise ConfigError(
+                "--jobs is for the local executor; with --executor ray, Ray runs as many units "
+                "at once as the cluster has room for (see --cpus-per-job, --gpus-per-job)"
+            )
         for flag, value in (("--cpus-per-job", self.cpus_per_job), ("--gpus-per-job", self.gpus_per_job)):
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{flag} must be a non-negative number (got {value})")
@@ -142,8 +166,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; "
-                          "use --device cpu (or auto)")
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu (or auto)")
     if name != "cpu" and not name.startswith("cuda"):
         raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
@@ -186,11 +209,14 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
     if protocol.start not in START_MODES:
         raise ConfigError(f"unknown start mode {protocol.start!r}; use --start {', '.join(START_MODES)}")
     try:
-        make_optimizer(protocol.optimizer, [torch.zeros(1, requires_grad=True)], protocol.lr,
-                       protocol.optimizer_options)
+        make_optimizer(
+            protocol.optimizer, [torch.zeros(1, requires_grad=True)], protocol.lr, protocol.optimizer_options
+        )
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"optimizer {optimizer_name(protocol.optimizer)} with options "
-                          f"{protocol.optimizer_options or '{}'}: {err}; fix --optimizer / --optimizer-option") from None
+        raise ConfigError(
+            f"optimizer {optimizer_name(protocol.optimizer)} with options "
+            f"{protocol.optimizer_options or '{}'}: {err}; fix --optimizer / --optimizer-option"
+        ) from None
     budget = protocol.initial + (protocol.rounds - 1) * protocol.increment
     if budget > pool_size:
         raise ConfigError(

@@ -60,9 +60,18 @@ def pool_sample(seed: int, pool_size: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, _TAG]).choice(pool_size, POOL_SAMPLE, replace=False))
 
 
-def diagnose(task: Task, model: nn.Module, pool_x: Tensor, pool_y: Tensor, labeled: np.ndarray,
-             train_x: Tensor, picks_x: Tensor, picks_y: Tensor, seed: int,
-             score_dtype: torch.dtype = torch.float32) -> Diagnostics:
+def diagnose(
+    task: Task,
+    model: nn.Module,
+    pool_x: Tensor,
+    pool_y: Tensor,
+    labeled: np.ndarray,
+    train_x: Tensor,
+    picks_x: Tensor,
+    picks_y: Tensor,
+    seed: int,
+    score_dtype: torch.dtype = torch.float32,
+) -> Diagnostics:
     """The diagnostics of picks ``picks_x``/``picks_y`` [k, ...] under F (``model``), before they
     join the training set ``train_x`` [n, ...]; ``labeled`` are the pool indices already labeled.
     Losses are computed in float32, embeddings in ``score_dtype`` (as strategies score the pool)."""
@@ -97,5 +106,9 @@ def nearest_distance(queries: Tensor, references: Tensor, block: int = 1024) -> 
     (fast; a distance far below the embeddings' norms, a near-duplicate, loses relative precision,
     which a mean over many picks does not notice)."""
     references = references.flatten(1).float()
-    return torch.cat([torch.cdist(queries[i : i + block].flatten(1).float(), references).amin(1)
-                      for i in range(0, len(queries), block)]).double()
+    return torch.cat(
+        [
+            torch.cdist(queries[i : i + block].flatten(1).float(), references).amin(1)
+            for i in range(0, len(queries), block)
+        ]
+    ).double()

@@ -53,11 +53,19 @@ class WorkerSpec:
     def of(cls, run_id: str, plan: Plan, generative: Any) -> WorkerSpec:
         """The spec of ``plan``'s units; what the driver resolved (device, precisions) is fixed,
         so a worker on other hardware refuses to run rather than compute something else."""
-        config = dataclasses.replace(plan.config, device=str(plan.device),
-                                     score_dtype=str(plan.score_dtype).removeprefix("torch."),
-                                     train_dtype=str(plan.train_dtype).removeprefix("torch."))
-        return cls(run_id, config, type(plan.task), list(plan.strategies),
-                   None if generative is None else generative_weights(generative))
+        config = dataclasses.replace(
+            plan.config,
+            device=str(plan.device),
+            score_dtype=str(plan.score_dtype).removeprefix("torch."),
+            train_dtype=str(plan.train_dtype).removeprefix("torch."),
+        )
+        return cls(
+            run_id,
+            config,
+            type(plan.task),
+            list(plan.strategies),
+            None if generative is None else generative_weights(generative),
+        )
 
 
 _WORKER_STATE: dict[str, Assembly] = {}  # run_id -> what its units run on, per process
@@ -178,18 +186,30 @@ class LocalProcesses:
             if not worker.heard:
                 silent_deaths += 1
                 if silent_deaths > MAX_RETRIES:
-                    raise RuntimeError(f"worker processes keep exiting before they run a unit (the last, "
-                                       f"{name}, with code {code}); their error is printed above")
+                    raise RuntimeError(
+                        f"worker processes keep exiting before they run a unit (the last, "
+                        f"{name}, with code {code}); their error is printed above"
+                    )
             unit = worker.unit
             if unit is not None and unit in unfinished:
                 retries[unit] = retries.get(unit, 0) + 1
                 if retries[unit] > MAX_RETRIES:
                     unfinished.discard(unit)
-                    on_event(Failed(unit, f"its worker {name} died (exit code {code}) {retries[unit]} times",
-                                    "", selection=False))
+                    on_event(
+                        Failed(
+                            unit,
+                            f"its worker {name} died (exit code {code}) {retries[unit]} times",
+                            "",
+                            selection=False,
+                        )
+                    )
                 else:
-                    log.warning("%s: worker %s exited with code %s; running it again from its last checkpoint",
-                                unit.key, name, code)
+                    log.warning(
+                        "%s: worker %s exited with code %s; running it again from its last checkpoint",
+                        unit.key,
+                        name,
+                        code,
+                    )
                     pending.appendleft(Job(unit, latest(unit)))
             if unfinished and len(workers) < self.jobs:
                 start_worker()

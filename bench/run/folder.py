@@ -52,7 +52,9 @@ class FolderLock:
         try:
             self._file = open(self.path, "a+")
         except OSError as err:
-            raise ConfigError(f"cannot write to {out} ({err.strerror or err}); choose a folder you can write to") from None
+            raise ConfigError(
+                f"cannot write to {out} ({err.strerror or err}); choose a folder you can write to"
+            ) from None
         if fcntl is not None:
             try:
                 fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -60,8 +62,9 @@ class FolderLock:
                 self._file.seek(0)
                 holder = self._file.read().strip() or "another process"
                 self._file.close()
-                raise ConfigError(f"{out} is in use by another run ({holder}); wait for it to end, or choose "
-                                  f"another folder") from None
+                raise ConfigError(
+                    f"{out} is in use by another run ({holder}); wait for it to end, or choose another folder"
+                ) from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -75,8 +78,9 @@ class FolderLock:
 class RunFolder:
     """Writes one run's outputs into ``out`` as its units' events arrive."""
 
-    def __init__(self, out: Path, manifest: dict[str, Any], extra_metrics: list[str],
-                 keep_checkpoints: bool = False) -> None:
+    def __init__(
+        self, out: Path, manifest: dict[str, Any], extra_metrics: list[str], keep_checkpoints: bool = False
+    ) -> None:
         self.out = Path(out)
         self.manifest = manifest
         self.keep_checkpoints = keep_checkpoints
@@ -91,11 +95,18 @@ class RunFolder:
         self.writer = RoundsWriter(self.out / "rounds.csv", extra_metrics)
 
     @classmethod
-    def create(cls, out: Path, manifest: dict[str, Any], units: list[Unit], extra_metrics: list[str],
-               keep_checkpoints: bool = False) -> RunFolder:
+    def create(
+        cls,
+        out: Path,
+        manifest: dict[str, Any],
+        units: list[Unit],
+        extra_metrics: list[str],
+        keep_checkpoints: bool = False,
+    ) -> RunFolder:
         """A new run: the manifest lists every unit as pending."""
-        manifest["units"] = {u.key: {"strategy": u.strategy, "repeat": u.repeat, "status": "pending",
-                                     "rounds_done": 0} for u in units}
+        manifest["units"] = {
+            u.key: {"strategy": u.strategy, "repeat": u.repeat, "status": "pending", "rounds_done": 0} for u in units
+        }
         folder = cls(out, manifest, extra_metrics, keep_checkpoints)
         folder.save_manifest()
         return folder
@@ -107,8 +118,9 @@ class RunFolder:
         out = Path(out)
         manifest = json.loads((out / "manifest.json").read_text())
         if repair_rounds_csv(out / "rounds.csv"):
-            log.warning("%s ended in a half-written row (the run was killed while writing it); dropped it",
-                        out / "rounds.csv")
+            log.warning(
+                "%s ended in a half-written row (the run was killed while writing it); dropped it", out / "rounds.csv"
+            )
         if manifest["status"] == "running":
             manifest["status"] = "interrupted"
             manifest.setdefault("interruptions", []).append({"found": now()})
@@ -118,8 +130,11 @@ class RunFolder:
 
     def unfinished(self) -> list[Unit]:
         """Units that are neither complete nor failed, in plan order."""
-        return [Unit(u["strategy"], u["repeat"]) for u in self.manifest["units"].values()
-                if u["status"] not in ("complete", "failed")]
+        return [
+            Unit(u["strategy"], u["repeat"])
+            for u in self.manifest["units"].values()
+            if u["status"] not in ("complete", "failed")
+        ]
 
     def rounds_written(self) -> int:
         return sum(self.written.values())
@@ -151,11 +166,17 @@ class RunFolder:
             self._drop_checkpoint(event.unit)
         elif isinstance(event, Failed):
             entry.update(status="failed", error=event.error)
-            failure = dict(strategy=event.unit.strategy, repeat=event.unit.repeat,
-                           rounds_done=entry["rounds_done"], error=event.error, traceback=event.traceback)
+            failure = dict(
+                strategy=event.unit.strategy,
+                repeat=event.unit.repeat,
+                rounds_done=entry["rounds_done"],
+                error=event.error,
+                traceback=event.traceback,
+            )
             self.manifest.setdefault("failures", []).append(failure)
             (log.warning if event.selection else log.error)(
-                "%s stopped after %d rounds: %s", event.unit.key, entry["rounds_done"], event.error)
+                "%s stopped after %d rounds: %s", event.unit.key, entry["rounds_done"], event.error
+            )
             self._drop_checkpoint(event.unit)
         self.save_manifest()
 
@@ -188,8 +209,10 @@ class RunFolder:
             self.manifest.setdefault("interruptions", []).append({"at": now(), "by": by})
         elif error is not None:
             status = "failed"
-            self.manifest["error"] = {"error": f"{type(error).__name__}: {error}",
-                                      "traceback": traceback.format_exception(error)[-3:]}
+            self.manifest["error"] = {
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exception(error)[-3:],
+            }
         elif any(state not in ("complete", "failed") for state in states):
             status = "interrupted"
         else:

@@ -73,8 +73,16 @@ def fresh_weights(task: Task, seed: int, t: int) -> dict[str, Tensor]:
 
 
 def selection_context(
-    task: Task, model: torch.nn.Module, pool_x: Tensor, labeled: np.ndarray, train_x: Tensor, train_y: Tensor,
-    rng: np.random.Generator, t: int, score_dtype: torch.dtype = torch.float32, generative: Any = None,
+    task: Task,
+    model: torch.nn.Module,
+    pool_x: Tensor,
+    labeled: np.ndarray,
+    train_x: Tensor,
+    train_y: Tensor,
+    rng: np.random.Generator,
+    t: int,
+    score_dtype: torch.dtype = torch.float32,
+    generative: Any = None,
     label_inputs: Callable[[Tensor], Labels] | None = None,
 ) -> SelectionContext:
     """The :class:`SelectionContext` after round ``t``: the one place that builds it (the loop,
@@ -86,14 +94,25 @@ def selection_context(
     batch_size = inference_batch(pool_x.device)
     infer = functools.partial(_infer, model, batch_size)
     return SelectionContext(
-        task=task, model=model, pool_x=pool_x, labeled=labeled, train_x=train_x, train_y=train_y, rng=rng,
-        round=t, batch_size=batch_size, infer=infer, score_dtype=score_dtype, generative=generative,
+        task=task,
+        model=model,
+        pool_x=pool_x,
+        labeled=labeled,
+        train_x=train_x,
+        train_y=train_y,
+        rng=rng,
+        round=t,
+        batch_size=batch_size,
+        infer=infer,
+        score_dtype=score_dtype,
+        generative=generative,
         label_inputs=label_inputs,
     )
 
 
-def _infer(model: torch.nn.Module, batch_size: int, fn: Callable[[Tensor], Tensor], x: Tensor,
-           dropout: bool = False) -> Tensor:
+def _infer(
+    model: torch.nn.Module, batch_size: int, fn: Callable[[Tensor], Tensor], x: Tensor, dropout: bool = False
+) -> Tensor:
     return predict(model, x, batch_size, fn, dropout=dropout)
 
 
@@ -126,8 +145,10 @@ class TrainingSet:
             raise StrategyError(f"{who} returned {len(selection)} samples, expected {k}")
         if selection.indices is None:
             if selection.targets is None or len(selection.targets) != len(selection.inputs):
-                raise StrategyError(f"{who} returned synthesized inputs without one target each "
-                                    f"(label them through context.label_inputs)")
+                raise StrategyError(
+                    f"{who} returned synthesized inputs without one target each "
+                    f"(label them through context.label_inputs)"
+                )
             return
         idx = selection.indices
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self._labeled)):
@@ -189,7 +210,8 @@ class Timer:
     """Accumulates seconds per phase (train, eval, select, label, diagnose)."""
 
     seconds: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("train", "eval", "select", "label", "diagnose"), 0.0))
+        default_factory=lambda: dict.fromkeys(("train", "eval", "select", "label", "diagnose"), 0.0)
+    )
 
     def timed(self, phase: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         start = time.perf_counter()
@@ -247,8 +269,9 @@ class UnitState:
     """Everything one (strategy, repeat) carries from round to round: F and its optimizer, the
     training set, every random generator it draws from, the strategy and its timings."""
 
-    def __init__(self, plan: Plan, data: TaskData, strategy_cls: type[Strategy], repeat: int,
-                 generative: Any = None) -> None:
+    def __init__(
+        self, plan: Plan, data: TaskData, strategy_cls: type[Strategy], repeat: int, generative: Any = None
+    ) -> None:
         task, device = plan.task, plan.device
         self.plan, self.data, self.generative = plan, data, generative
         self.name = strategy_cls.name
@@ -280,9 +303,17 @@ class UnitState:
         """The selection context after round ``t``."""
         data, training = self.data, self.training
         return selection_context(
-            self.plan.task, self.model, data.pool_x, training.pool_indices,
-            training.x if len(training) else data.pool_x[:0], training.y if len(training) else data.pool_y[:0],
-            self.rng, t, self.plan.score_dtype, self.generative, self.label_inputs,
+            self.plan.task,
+            self.model,
+            data.pool_x,
+            training.pool_indices,
+            training.x if len(training) else data.pool_x[:0],
+            training.y if len(training) else data.pool_y[:0],
+            self.rng,
+            t,
+            self.plan.score_dtype,
+            self.generative,
+            self.label_inputs,
         )
 
     def propose(self, t: int, k: int, initial: bool) -> None:
@@ -313,8 +344,18 @@ class UnitState:
         else:
             picks_x, picks_y = selection.inputs, selection.targets
         train_x = training.x if len(training) else data.pool_x[:0]
-        return diagnose(self.plan.task, self.model, data.pool_x, data.pool_y, training.pool_indices, train_x,
-                        picks_x, picks_y, self.seed, self.plan.score_dtype)
+        return diagnose(
+            self.plan.task,
+            self.model,
+            data.pool_x,
+            data.pool_y,
+            training.pool_indices,
+            train_x,
+            picks_x,
+            picks_y,
+            self.seed,
+            self.plan.score_dtype,
+        )
 
     def train_and_evaluate(self, t: int) -> tuple[RoundRecord, np.ndarray, np.ndarray | None]:
         """Round ``t``: train F on the training set, score it on the test set; the row, the
@@ -324,22 +365,47 @@ class UnitState:
             weights = self.init_state if protocol.start == "reset" else fresh_weights(task, self.seed, t)
             self.model.load_state_dict(weights)
             self.optimizer = self.new_optimizer()
-        timer.timed("train", train_epochs, self.model, self.optimizer, task.loss, training.x, training.y,
-                    protocol.epochs, protocol.batch_size, self.shuffle,
-                    task.augment if protocol.augment else None, plan.train_dtype)
+        timer.timed(
+            "train",
+            train_epochs,
+            self.model,
+            self.optimizer,
+            task.loss,
+            training.x,
+            training.y,
+            protocol.epochs,
+            protocol.batch_size,
+            self.shuffle,
+            task.augment if protocol.augment else None,
+            plan.train_dtype,
+        )
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise TrainingDiverged(f"training diverged in round {t}: F's weights are not finite (optimizer "
-                                   f"{protocol.optimizer}, lr {protocol.lr:g}); lower --lr")
+            raise TrainingDiverged(
+                f"training diverged in round {t}: F's weights are not finite (optimizer "
+                f"{protocol.optimizer}, lr {protocol.lr:g}); lower --lr"
+            )
         outputs = timer.timed("eval", predict, self.model, self.data.test_x)
         scores = timer.timed("eval", task.scores, outputs, self.data.test_y)
         seconds = timer.take()
         value = scores.pop(task.metric.name)
         record = RoundRecord(
-            task=task.name, strategy=self.name, repeat=self.repeat, seed=self.seed, round=t,
-            n_labeled=len(training), metric=task.metric.name, value=value,
-            train_s=seconds["train"], select_s=seconds["select"], label_s=seconds["label"],
-            eval_s=seconds["eval"], diagnose_s=seconds["diagnose"], n_synthetic=training.n_synthetic,
-            n_rejected=self.n_rejected, diagnostics=self.diagnostics.row(), extra=scores,
+            task=task.name,
+            strategy=self.name,
+            repeat=self.repeat,
+            seed=self.seed,
+            round=t,
+            n_labeled=len(training),
+            metric=task.metric.name,
+            value=value,
+            train_s=seconds["train"],
+            select_s=seconds["select"],
+            label_s=seconds["label"],
+            eval_s=seconds["eval"],
+            diagnose_s=seconds["diagnose"],
+            n_synthetic=training.n_synthetic,
+            n_rejected=self.n_rejected,
+            diagnostics=self.diagnostics.row(),
+            extra=scores,
         )
         latents = torch.cat(training.latents).numpy() if training.latents else None
         return record, np.concatenate(training.sources), latents
@@ -371,8 +437,9 @@ class UnitState:
         self.training.load_state_dict(state["training"], device)
         self.shuffle.set_state(state["shuffle"])
         self.rng.bit_generator.state = state["strategy_rng"]
-        self.strategy.load_state_dict({k: v.to(device) if isinstance(v, Tensor) else v
-                                       for k, v in state["strategy"].items()})
+        self.strategy.load_state_dict(
+            {k: v.to(device) if isinstance(v, Tensor) else v for k, v in state["strategy"].items()}
+        )
         self.timer.seconds = {**Timer().seconds, **state["pending_seconds"]}  # older checkpoints lack phases
         self.n_rejected = int(state["n_rejected"])
         self.diagnostics = Diagnostics(**state.get("diagnostics", {}))  # checkpoints before diagnostics: none

@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("latent-bench", "torch", "torchvision", "numpy", "scipy", "pandas", "seaborn",
-            "modAL-python", "scikit-fem")
+PACKAGES = ("latent-bench", "torch", "torchvision", "numpy", "scipy", "pandas", "seaborn", "modAL-python", "scikit-fem")
 
 
 def now() -> str:
@@ -38,8 +37,9 @@ def git_commit() -> dict[str, Any] | None:
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
 
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
@@ -48,8 +48,11 @@ def git_commit() -> dict[str, Any] | None:
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device), "torch_threads": torch.get_num_threads(),
-                            "cpu": platform.processor() or platform.machine()}
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -89,8 +92,11 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         "repeat_seeds": repeat_seeds,
         "data": data_sizes,
         "versions": package_versions(),
-        "device": {**device_info(plan.device), "score_dtype": str(plan.score_dtype).removeprefix("torch."),
-                   "train_dtype": str(plan.train_dtype).removeprefix("torch.")},
+        "device": {
+            **device_info(plan.device),
+            "score_dtype": str(plan.score_dtype).removeprefix("torch."),
+            "train_dtype": str(plan.train_dtype).removeprefix("torch."),
+        },
         "host": socket.gethostname(),
         "git": git_commit(),
     }

@@ -61,14 +61,17 @@ def strategy_options(cls: type[Strategy], options: dict[str, Any]) -> dict[str, 
     accepted = inspect.signature(cls).parameters
     chosen = {k: v for k, v in options.items() if "." not in k and k in accepted}
     prefix = f"{cls.name}."
-    chosen.update({k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)})
+    chosen.update({k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix)})
     return chosen
 
 
 def strategy_settings(cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
     """Every constructor option of strategy ``cls`` with the value it runs with."""
-    settings = {name: p.default for name, p in inspect.signature(cls).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    settings = {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
     settings.update(strategy_options(cls, options))
     return settings
 
@@ -78,14 +81,18 @@ def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> 
     for key in options:
         scope, dot, name = key.rpartition(".")
         if not name or (dot and not scope):
-            raise ConfigError(f"option {key!r}: write KEY=VALUE (every chosen strategy that accepts it) or "
-                              f"STRATEGY.KEY=VALUE (one strategy)")
+            raise ConfigError(
+                f"option {key!r}: write KEY=VALUE (every chosen strategy that accepts it) or "
+                f"STRATEGY.KEY=VALUE (one strategy)"
+            )
         owners = [c for c in strategies if (not scope or c.name == scope) and name in inspect.signature(c).parameters]
         if not owners:
             known = sorted({f"{c.name}.{p}" for c in strategies for p in inspect.signature(c).parameters})
-            raise ConfigError(f"option {key!r} is not accepted by any chosen strategy "
-                              f"({', '.join(c.name for c in strategies)}); options they accept: "
-                              f"{', '.join(known) or 'none'}")
+            raise ConfigError(
+                f"option {key!r} is not accepted by any chosen strategy "
+                f"({', '.join(c.name for c in strategies)}); options they accept: "
+                f"{', '.join(known) or 'none'}"
+            )
     for cls in strategies:
         try:
             cls(**strategy_options(cls, options))
@@ -104,8 +111,10 @@ def check_cache_folder(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"the cache folder {root} cannot be created ({err.strerror or err}); point BENCH_CACHE "
-                          f"at a folder you can write to") from None
+        raise ConfigError(
+            f"the cache folder {root} cannot be created ({err.strerror or err}); point BENCH_CACHE "
+            f"at a folder you can write to"
+        ) from None
     if not os.access(root, os.W_OK):
         log.warning("the cache folder %s is read-only: what is cached there is used, nothing new is kept", root)
 
@@ -167,8 +176,9 @@ def plan_run(config: RunConfig) -> Plan:
     protocol = config.protocol(task.protocol)
     if config.subset is not None:
         if task.pool_size is not None and config.subset > task.pool_size:
-            raise ConfigError(f"--subset {config.subset} is larger than the {task.name} pool "
-                              f"({task.pool_size} samples); lower it")
+            raise ConfigError(
+                f"--subset {config.subset} is larger than the {task.name} pool ({task.pool_size} samples); lower it"
+            )
         check_protocol(protocol, config.subset, f"--subset {config.subset}")
     else:
         check_protocol(protocol, task.pool_size or 2**62, f"the {task.name} pool")
@@ -193,14 +203,17 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
     fields = list(default.settings())
     unknown = sorted(set(options) - set(fields))
     if unknown:
-        raise ConfigError(f"--generative-option {', '.join(unknown)}: the {task.name} generative model "
-                          f"({type(default).__name__}) has no such setting; it has {', '.join(fields)}")
+        raise ConfigError(
+            f"--generative-option {', '.join(unknown)}: the {task.name} generative model "
+            f"({type(default).__name__}) has no such setting; it has {', '.join(fields)}"
+        )
     spec = default.replace(latent_dim=config.latent_dim, **options)
     for name in fields:
         value, before = getattr(spec, name), getattr(default, name)
         if type(value) is not type(before) and not (isinstance(before, float) and type(value) is int):
-            raise ConfigError(f"--generative-option {name}={value!r}: expected {type(before).__name__} "
-                              f"(the default is {before!r})")
+            raise ConfigError(
+                f"--generative-option {name}={value!r}: expected {type(before).__name__} (the default is {before!r})"
+            )
         if isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--generative-option {name}={value!r}: must be positive and finite")
     try:
@@ -216,8 +229,9 @@ def load_data(plan: Plan) -> TaskData:
     subset = plan.config.subset
     if subset is not None:
         if subset > len(data.pool_x):
-            raise ConfigError(f"--subset {subset} is larger than the {plan.task.name} pool "
-                              f"({len(data.pool_x)} samples); lower it")
+            raise ConfigError(
+                f"--subset {subset} is larger than the {plan.task.name} pool ({len(data.pool_x)} samples); lower it"
+            )
         data = data.subset(subset, torch.Generator().manual_seed(plan.config.seed))
     check_protocol(plan.protocol, len(data.pool_x), f"the {plan.task.name} pool")
     check_labels(plan.task, data)
@@ -238,5 +252,7 @@ def check_labels(task: Task, data: TaskData) -> None:
         bad = (labels < 0) | (labels >= classes)
         if bad.any():
             at = int(bad.nonzero()[0])
-            raise DataError(f"the {task.name} data{where}: {part} sample {at} has label {int(labels[at])}, but the "
-                            f"model has {classes} classes (0-{classes - 1}); fix or remove that sample")
+            raise DataError(
+                f"the {task.name} data{where}: {part} sample {at} has label {int(labels[at])}, but the "
+                f"model has {classes} classes (0-{classes - 1}); fix or remove that sample"
+            )

@@ -103,11 +103,18 @@ class RayExecutor:
                     _cancel(ray, stream)  # should any of it still run, it must not run beside the retry
                     retries[unit] = retries.get(unit, 0) + 1
                     if retries[unit] > MAX_RETRIES:
-                        on_event(Failed(unit, f"Ray lost the unit ({type(err).__name__}); gave up after "
-                                              f"{MAX_RETRIES} retries", str(err), selection=False))
+                        on_event(
+                            Failed(
+                                unit,
+                                f"Ray lost the unit ({type(err).__name__}); gave up after {MAX_RETRIES} retries",
+                                str(err),
+                                selection=False,
+                            )
+                        )
                         continue
-                    log.warning("%s: Ray lost it (%s); running it again from its last checkpoint",
-                                unit.key, type(err).__name__)
+                    log.warning(
+                        "%s: Ray lost it (%s); running it again from its last checkpoint", unit.key, type(err).__name__
+                    )
                     streams[task.remote(spec_ref, Job(unit, latest(unit)))] = unit
                     continue
                 on_event(event)

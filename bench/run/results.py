@@ -19,8 +19,17 @@ import numpy as np
 from bench.run.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
 
 ROUND_COLUMNS = [
-    "task", "strategy", "repeat", "seed", "round", "n_labeled", "metric", "value",
-    "train_s", "select_s", "label_s",
+    "task",
+    "strategy",
+    "repeat",
+    "seed",
+    "round",
+    "n_labeled",
+    "metric",
+    "value",
+    "train_s",
+    "select_s",
+    "label_s",
 ]
 EXTRA_COLUMNS = ["eval_s", "diagnose_s", "n_synthetic", "n_rejected", *DIAGNOSTIC_COLUMNS]
 #: Columns a run started before they existed lacks; its resumed rows leave them out.
@@ -197,8 +206,9 @@ class LabeledLog:
     def key(strategy: str, repeat: int, round: int) -> str:
         return f"{strategy}/repeat{repeat}/round{round}"
 
-    def add(self, strategy: str, repeat: int, round: int, indices: np.ndarray,
-            latents: np.ndarray | None = None) -> None:
+    def add(
+        self, strategy: str, repeat: int, round: int, indices: np.ndarray, latents: np.ndarray | None = None
+    ) -> None:
         key = self.key(strategy, repeat, round)
         self.arrays[key] = np.asarray(indices, dtype=np.int64)
         if latents is not None:
@@ -208,6 +218,7 @@ class LabeledLog:
         """Write every array added so far (replacing the previous file atomically). Uncompressed,
         as after every round, it takes 0.01 s where compressing the 200 sets of an MNIST grid (4
         strategies x 5 repeats x 10 rounds) takes 0.4 s; a finished run compresses once."""
+
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 (np.savez_compressed if compressed else np.savez)(f, **self.arrays)

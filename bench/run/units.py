@@ -89,8 +89,9 @@ class Failed:
 Event = Union[Started, RoundFinished, Checkpointed, Finished, Failed]
 
 
-def run_job(plan: Plan, data: TaskData, generative: Any, job: Job, emit: Callable[[Event], None],
-            worker: str = "main") -> None:
+def run_job(
+    plan: Plan, data: TaskData, generative: Any, job: Job, emit: Callable[[Event], None], worker: str = "main"
+) -> None:
     """Run ``job`` to its end, reporting every event through ``emit``; an error in the unit
     becomes a :class:`Failed` event (with its traceback), never an exception."""
     unit = job.unit
@@ -99,7 +100,10 @@ def run_job(plan: Plan, data: TaskData, generative: Any, job: Job, emit: Callabl
     try:
         resume = from_bytes(job.checkpoint) if job.checkpoint is not None else None
         run_progressive(
-            plan, data, strategy_cls, unit.repeat,
+            plan,
+            data,
+            strategy_cls,
+            unit.repeat,
             on_round=lambda record, sources, latents: emit(RoundFinished(unit, record, sources, latents)),
             generative=generative,
             on_checkpoint=lambda t, state: emit(Checkpointed(unit, t, to_bytes(state))),

@@ -21,8 +21,15 @@ class Blobs(Task):
     description = "four Gaussian blobs in 8-D (the contract tests' synthetic task)"
     metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)")
     protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=1e-2)
-    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE,
-                              Capability.SYNTHETIC_LABELS, Capability.DROPOUT})
+    capabilities = frozenset(
+        {
+            Capability.PROBABILITIES,
+            Capability.EMBEDDINGS,
+            Capability.GENERATIVE,
+            Capability.SYNTHETIC_LABELS,
+            Capability.DROPOUT,
+        }
+    )
     generative = VAESpec(hidden=32, latent_dim=2, epochs=20, batch_size=32, lr=1e-2)
     pool_size = 400
 
@@ -55,7 +62,6 @@ class Blobs(Task):
 
 class DropoutMLP(nn.Module):
     """8 -> 16 (ReLU, dropout 0.25) -> 4: :class:`Blobs`'s target model."""
-
 
     def __init__(self) -> None:
         super().__init__()

@@ -71,8 +71,10 @@ def _loaded(checkpoint: bytes, who: str) -> dict[str, Any]:
         return from_bytes(checkpoint)
     except Exception as err:
         why = [line for line in str(err).splitlines() if "WeightsUnpickler error" in line] or [str(err)]
-        raise AssertionError(f"{who}: its state_dict() does not survive a checkpoint (torch.save, then torch.load "
-                             f"with weights_only=True; keep to tensors and plain values): {why[0]}") from err
+        raise AssertionError(
+            f"{who}: its state_dict() does not survive a checkpoint (torch.save, then torch.load "
+            f"with weights_only=True; keep to tensors and plain values): {why[0]}"
+        ) from err
 
 
 @dataclass
@@ -120,20 +122,41 @@ class _Subject:
 
     def __str__(self) -> str:
         return f"strategy {self.strategy.name!r} on task {self.task!r}" + (
-            f" with options {self.options}" if self.options else "")
+            f" with options {self.options}" if self.options else ""
+        )
 
     def config(self, seed: int = SEED, task: str | None = None, options: Options = None) -> RunConfig:
         """Two rounds of the strategy on the task (400 pool samples of a larger one), on the CPU."""
         task = task or self.task
         subset = SUBSET if (create_task(task).pool_size or 0) > SUBSET else None
-        return RunConfig(task=task, strategies=[self.strategy.name], rounds=2, initial=INITIAL, increment=1,
-                         epochs=2, seed=seed, device="cpu", score_dtype="float32", subset=subset,
-                         data_root=data_root(), download=False, quiet=True,
-                         strategy_options=dict(self.options if options is None else options))
+        return RunConfig(
+            task=task,
+            strategies=[self.strategy.name],
+            rounds=2,
+            initial=INITIAL,
+            increment=1,
+            epochs=2,
+            seed=seed,
+            device="cpu",
+            score_dtype="float32",
+            subset=subset,
+            data_root=data_root(),
+            download=False,
+            quiet=True,
+            strategy_options=dict(self.options if options is None else options),
+        )
 
     def round_one(self, seed: int = SEED) -> _RoundOne:
-        key = ("round 1", self.strategy, self.task, _factory(self.task), repr(sorted(self.options.items())), seed,
-               data_root(), cache_root())
+        key = (
+            "round 1",
+            self.strategy,
+            self.task,
+            _factory(self.task),
+            repr(sorted(self.options.items())),
+            seed,
+            data_root(),
+            cache_root(),
+        )
         return _cached(key, lambda: _RoundOne(assemble(self.config(seed)), str(self)))
 
 

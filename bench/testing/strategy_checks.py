@@ -24,8 +24,9 @@ from tasks import TASKS
 from tasks.base import Capability, Labels, Task, describe_capability
 
 
-def returns_k_samples_the_harness_accepts(strategy: StrategyLike, task: TaskLike = None,
-                                          options: Options = None) -> None:
+def returns_k_samples_the_harness_accepts(
+    strategy: StrategyLike, task: TaskLike = None, options: Options = None
+) -> None:
     """For k = 1, 7, 25: exactly k new, distinct, unlabeled pool indices (int64), or k finite
     synthesized inputs with one target each, shaped like the pool's."""
     with _checking(strategy, task, options) as it:
@@ -40,10 +41,12 @@ def returns_k_samples_the_harness_accepts(strategy: StrategyLike, task: TaskLike
                 assert selection.indices.dtype == np.int64, f"{it}, k={k}: indices are {selection.indices.dtype}"
                 continue
             shapes = f"inputs {tuple(selection.inputs.shape)} and targets {tuple(selection.targets.shape)}"
-            assert selection.inputs.shape == (k, *ctx.pool_x.shape[1:]), \
+            assert selection.inputs.shape == (k, *ctx.pool_x.shape[1:]), (
                 f"{it}, k={k}: synthesized {shapes}, unlike the pool's inputs {tuple(ctx.pool_x.shape)}"
-            assert selection.targets.shape == (k, *ctx.train_y.shape[1:]), \
+            )
+            assert selection.targets.shape == (k, *ctx.train_y.shape[1:]), (
                 f"{it}, k={k}: synthesized {shapes}, unlike the training set's targets {tuple(ctx.train_y.shape)}"
+            )
             bad = int((~torch.isfinite(selection.inputs.float())).sum())
             assert bad == 0, f"{it}, k={k}: {bad} non-finite values in the synthesized inputs"
 
@@ -64,8 +67,9 @@ def leaves_the_target_model_unchanged(strategy: StrategyLike, task: TaskLike = N
         mode = unit.model.training
         unit.strategy.select(unit.context(1), 10)
         for key, value in unit.model.state_dict().items():
-            assert torch.equal(value, before[key]), \
+            assert torch.equal(value, before[key]), (
                 f"{it}, k=10: selecting changed F's {key} (by up to {float((value - before[key]).abs().max()):g})"
+            )
         assert unit.model.training == mode, f"{it}, k=10: F was in training={mode}, selecting left it in {not mode}"
 
 
@@ -83,7 +87,8 @@ def can_take_the_whole_remaining_pool(strategy: StrategyLike, task: TaskLike = N
         missing, extra = np.setdiff1d(ctx.unlabeled, picks), np.setdiff1d(picks, ctx.unlabeled)
         assert np.array_equal(np.sort(picks), ctx.unlabeled), (
             f"{it}, k={k} (the whole remaining pool): {len(picks)} indices, missing {missing[:8].tolist()}, "
-            f"not unlabeled {extra[:8].tolist()}")
+            f"not unlabeled {extra[:8].tolist()}"
+        )
 
 
 def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
@@ -102,8 +107,9 @@ def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, opt
         value, a = round_two(straight)
         value_again, b = round_two(start.restored(saved))
         assert value == value_again, f"{it}: round 2 scores {value} straight through, {value_again} after a resume"
-        assert _same(a, b), (f"{it}, k=5: selected {_show(a)} straight through, {_show(b)} after a resume "
-                             f"(is its state_dict complete?)")
+        assert _same(a, b), (
+            f"{it}, k=5: selected {_show(a)} straight through, {_show(b)} after a resume (is its state_dict complete?)"
+        )
 
 
 def _bad_values(default: Any) -> list[Any]:
@@ -144,8 +150,10 @@ def refuses_bad_options(strategy: StrategyLike, task: TaskLike = None, options: 
                 try:
                     odd.select(unit.context(1), 5)
                 except Exception as err:
-                    raise AssertionError(f"{it}: its constructor accepts {name}={bad!r}, but select (k=5) then fails "
-                                         f"({type(err).__name__}: {err}); refuse the value in __init__") from err
+                    raise AssertionError(
+                        f"{it}: its constructor accepts {name}={bad!r}, but select (k=5) then fails "
+                        f"({type(err).__name__}: {err}); refuse the value in __init__"
+                    ) from err
 
 
 class _Undeclared(RuntimeError):
@@ -201,19 +209,26 @@ def _declared_only(unit: UnitState, declared: frozenset[str]) -> SelectionContex
     if Capability.GENERATIVE not in declared:
         fields["generative"] = None
     if Capability.SYNTHETIC_LABELS not in declared:
+
         def label_inputs(x: Tensor) -> Labels:
             raise _Undeclared(Capability.SYNTHETIC_LABELS, "context.label_inputs")
+
         fields["label_inputs"] = label_inputs
     return _DeclaredOnly(**fields, declared=declared)
 
 
 def _without(base: type[Task], capability: str) -> type[Task]:
     """A variant of task class ``base`` that lacks ``capability`` (under a name of its own)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         base.__init__(self, *args, **kwargs)
         self.capabilities = frozenset(self.capabilities) - {capability}
-    return type(f"{base.__name__}Without", (base,), {"name": f"{base.name}-without-{capability}",
-                                                     "__init__": __init__, "__module__": __name__})
+
+    return type(
+        f"{base.__name__}Without",
+        (base,),
+        {"name": f"{base.name}-without-{capability}", "__init__": __init__, "__module__": __name__},
+    )
 
 
 def requires_is_honest(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
@@ -227,22 +242,27 @@ def requires_is_honest(strategy: StrategyLike, task: TaskLike = None, options: O
         for capability in sorted(cls.requires):
             variant = _without(TASKS.get(it.task), capability)
             with registered(variant):
-                assert cls.refuses(create_task(variant.name)) is not None, \
+                assert cls.refuses(create_task(variant.name)) is not None, (
                     f"{it}: requires {capability!r}, yet its refuses() accepts {variant.name!r}, which lacks it"
+                )
                 try:
                     plan_run(it.config(task=variant.name))
                 except ConfigError:
                     continue
-                raise AssertionError(f"{it}: requires {capability!r}, yet the harness's planning accepts "
-                                     f"task {variant.name!r}, which lacks it")
+                raise AssertionError(
+                    f"{it}: requires {capability!r}, yet the harness's planning accepts "
+                    f"task {variant.name!r}, which lacks it"
+                )
         unit = it.round_one().unit()
         try:
             unit.strategy.select(_declared_only(unit, frozenset(cls.requires)), 5)
         except _Undeclared as err:
             raise AssertionError(f"{it}, k=5: {err}; its requires declares only {sorted(cls.requires)}") from None
         except Exception as err:
-            raise AssertionError(f"{it}, k=5: selecting with only the declared capabilities {sorted(cls.requires)} "
-                                 f"failed ({type(err).__name__}: {err}); does it use one it does not declare?") from err
+            raise AssertionError(
+                f"{it}, k=5: selecting with only the declared capabilities {sorted(cls.requires)} "
+                f"failed ({type(err).__name__}: {err}); does it use one it does not declare?"
+            ) from err
 
 
 def state_dict_round_trips(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
@@ -256,8 +276,10 @@ def state_dict_round_trips(strategy: StrategyLike, task: TaskLike = None, option
         unit.train_and_evaluate(2)
         state = unit.strategy.state_dict()
         through_bytes = _loaded(to_bytes(state), str(it))
-        copies = {"load_state_dict(state_dict())": copy.deepcopy(state),
-                  "it through to_bytes/from_bytes": through_bytes}
+        copies = {
+            "load_state_dict(state_dict())": copy.deepcopy(state),
+            "it through to_bytes/from_bytes": through_bytes,
+        }
         rng, torch_rng = unit.rng.bit_generator.state, torch.get_rng_state()
         a = unit.strategy.select(unit.context(2), 7)
         for how, saved in copies.items():
@@ -266,16 +288,27 @@ def state_dict_round_trips(strategy: StrategyLike, task: TaskLike = None, option
             unit.rng.bit_generator.state = rng
             torch.set_rng_state(torch_rng)
             b = fresh.select(unit.context(2), 7)
-            assert _same(a, b), (f"{it}, k=7: the original selected {_show(a)}, a fresh instance given {how} "
-                                 f"{_show(b)} (its state_dict has {sorted(state) or 'nothing'})")
+            assert _same(a, b), (
+                f"{it}, k=7: the original selected {_show(a)}, a fresh instance given {how} "
+                f"{_show(b)} (its state_dict has {sorted(state) or 'nothing'})"
+            )
 
 
 StrategyCheck = Callable[..., None]
 #: Every strategy check by name: ``check(strategy, task=None, options=None)``; parametrize a test over them.
-STRATEGY_CHECKS: dict[str, StrategyCheck] = {check.__name__: check for check in (
-    returns_k_samples_the_harness_accepts, is_reproducible_from_its_seed, leaves_the_target_model_unchanged,
-    can_take_the_whole_remaining_pool, resumes_from_a_checkpoint, refuses_bad_options, requires_is_honest,
-    state_dict_round_trips)}
+STRATEGY_CHECKS: dict[str, StrategyCheck] = {
+    check.__name__: check
+    for check in (
+        returns_k_samples_the_harness_accepts,
+        is_reproducible_from_its_seed,
+        leaves_the_target_model_unchanged,
+        can_take_the_whole_remaining_pool,
+        resumes_from_a_checkpoint,
+        refuses_bad_options,
+        requires_is_honest,
+        state_dict_round_trips,
+    )
+}
 
 
 def check_strategy(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:

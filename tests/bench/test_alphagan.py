@@ -28,7 +28,13 @@ def test_both_readings_of_the_tables_build_32x32_models(layout, width):
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     # encoder out, generator in, image discriminator out, code discriminator (Table S5)
     assert [(l.in_features, l.out_features) for l in linears] == [
-        (width, 3), (3, width), (width, 1), (3, 700), (700, 700), (700, 1)]
+        (width, 3),
+        (3, width),
+        (width, 1),
+        (3, 700),
+        (700, 700),
+        (700, 1),
+    ]
     with torch.no_grad():
         z = model.encode(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
         x = model.decode(z)
@@ -75,23 +81,38 @@ def test_round_trips_through_the_cache_with_losses_and_samples(images, tmp_path,
     assert len(calls) == 2  # another reading is another model
 
 
-@pytest.mark.parametrize("option, message", [
-    ("colour=1", "has no such setting"),
-    ("layout=wide", "use one of pooled, unpooled"),
-    ("epochs=0", "must be positive"),
-    ("lr=nan", "not a finite number"),
-    ("epochs=two", "expected int"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("colour=1", "has no such setting"),
+        ("layout=wide", "use one of pooled, unpooled"),
+        ("epochs=0", "must be positive"),
+        ("lr=nan", "not a finite number"),
+        ("epochs=two", "expected int"),
+    ],
+)
 def test_bad_generative_options_are_refused_before_any_work(capsys, tmp_path, option, message):
-    code = main(["run", "--task", "cifar10", "--strategy", "snn", "--generative-option", option,
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        ["run", "--task", "cifar10", "--strategy", "snn", "--generative-option", option, "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_generative_options_without_a_latent_strategy_are_refused(capsys, tmp_path):
-    code = main(["run", "--task", "cifar10", "--strategy", "random", "--generative-option", "epochs=2",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "run",
+            "--task",
+            "cifar10",
+            "--strategy",
+            "random",
+            "--generative-option",
+            "epochs=2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "no chosen strategy uses a generative model" in capsys.readouterr().err
 
 

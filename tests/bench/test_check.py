@@ -13,9 +13,18 @@ from tasks import TASKS
 
 
 def small_grid(tmp_path: Path) -> Path:
-    grid = {"threads": 1, "jobs": 1, "runs": [
-        {"task": "blobs", "strategies": ["random", "si"], "settings": {"seed": 2, "rounds": 2},
-         "tolerance": {"same_machine": 0.0, "other_machine": 5.0, "why": "tests"}}]}
+    grid = {
+        "threads": 1,
+        "jobs": 1,
+        "runs": [
+            {
+                "task": "blobs",
+                "strategies": ["random", "si"],
+                "settings": {"seed": 2, "rounds": 2},
+                "tolerance": {"same_machine": 0.0, "other_machine": 5.0, "why": "tests"},
+            }
+        ],
+    }
     path = tmp_path / "grid.json"
     path.write_text(json.dumps(grid))
     return path
@@ -76,8 +85,9 @@ def test_a_value_that_became_nan_is_drift():
     from bench.cli.check import GridRun, compare
 
     grid = Grid(Path("grid.json"), [GridRun("blobs", ["random"], {}, 0.0, 5.0)])
-    reference = pd.DataFrame([dict(task="blobs", strategy="random", seed=1, repeat=0, round=1, n_labeled=20,
-                                   metric="accuracy", value=50.0)])
+    reference = pd.DataFrame(
+        [dict(task="blobs", strategy="random", seed=1, repeat=0, round=1, n_labeled=20, metric="accuracy", value=50.0)]
+    )
     now = reference.assign(value=float("nan"))
     assert len(compare(grid, now, reference, same_machine=False)) == 1
     assert compare(grid, reference, reference, same_machine=True).empty

@@ -40,15 +40,17 @@ def test_unknown_task_lists_registered_tasks(capsys, tmp_path):
 
 
 def test_unknown_strategy_lists_registered_strategies(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random,rnadom",
-                           "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "mnist", "--strategy", "random,rnadom", "--out", str(tmp_path / "o")
+    )
     assert code == 2
     assert "unknown strategy 'rnadom'" in err and "random" in err
 
 
 def test_strategy_that_does_not_apply_is_refused_with_what_it_needs(capsys, tmp_path, needs_labeler):
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "needs-labeler",
-                           "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "mnist", "--strategy", "needs-labeler", "--out", str(tmp_path / "o")
+    )
     assert code == 2
     assert "does not apply to task 'mnist'" in err
     assert describe_capability(Capability.SYNTHETIC_LABELS) in err
@@ -66,31 +68,79 @@ def test_all_selects_only_applicable_strategies(needs_labeler):
 
 
 def test_impossible_sizes_are_refused(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--subset", "1000",
-                           "--initial", "500", "--increment", "100", "--rounds", "7",
-                           "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "random",
+        "--subset",
+        "1000",
+        "--initial",
+        "500",
+        "--increment",
+        "100",
+        "--rounds",
+        "7",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2
     assert "impossible sizes" in err and "500 + (7 - 1) * 100 = 1100" in err and "1000" in err
 
 
 def test_budget_larger_than_the_full_pool_is_refused_before_loading(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("tasks.ivus.IVUSTask.load", lambda *a, **k: pytest.fail("loaded the data"))
-    code, _, err = run_cli(capsys, "run", "--task", "ivus", "--strategy", "random",
-                           "--initial", "500", "--increment", "100", "--rounds", "6", "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "ivus",
+        "--strategy",
+        "random",
+        "--initial",
+        "500",
+        "--increment",
+        "100",
+        "--rounds",
+        "6",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2
     assert "impossible sizes" in err and "990" in err
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--no-download",
-                           "--initial", "50000", "--increment", "5000", "--rounds", "4",
-                           "--data-root", str(tmp_path / "no-data"), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "random",
+        "--no-download",
+        "--initial",
+        "50000",
+        "--increment",
+        "5000",
+        "--rounds",
+        "4",
+        "--data-root",
+        str(tmp_path / "no-data"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2
     assert "impossible sizes" in err and "60000" in err
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--seed", "-1"], "--seed must be non-negative"),
-    (["--increment", "0", "--rounds", "3"], "--increment must be at least 1"),
-    (["--subset", "70000"], "larger than the mnist pool"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seed", "-1"], "--seed must be non-negative"),
+        (["--increment", "0", "--rounds", "3"], "--increment must be at least 1"),
+        (["--subset", "70000"], "larger than the mnist pool"),
+    ],
+)
 def test_bad_numbers_are_refused(capsys, tmp_path, flags, message):
     code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "snn", *flags, "--out", str(tmp_path / "o"))
     assert code == 2 and message in err
@@ -98,8 +148,19 @@ def test_bad_numbers_are_refused(capsys, tmp_path, flags, message):
 
 def test_missing_data_says_where_it_looked_and_how_to_provide_it(capsys, tmp_path):
     empty = tmp_path / "empty"
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--no-download",
-                           "--data-root", str(empty), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "random",
+        "--no-download",
+        "--data-root",
+        str(empty),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2
     assert "MNIST not found" in err
     assert str(empty / "MNIST" / "raw") in err
@@ -110,23 +171,36 @@ def test_missing_data_says_where_it_looked_and_how_to_provide_it(capsys, tmp_pat
 def test_unwritable_out_is_refused_before_loading(capsys, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--no-download",
-                           "--data-root", str(tmp_path / "no-data"), "--out", str(blocker / "out"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "random",
+        "--no-download",
+        "--data-root",
+        str(tmp_path / "no-data"),
+        "--out",
+        str(blocker / "out"),
+    )
     assert code == 2
     assert "cannot write to --out" in err
 
 
 def test_cuda_without_a_gpu_is_refused(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--device", "cuda",
-                           "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "mnist", "--strategy", "random", "--device", "cuda", "--out", str(tmp_path / "o")
+    )
     assert code == 2
     assert "no CUDA GPU" in err and "--device cpu" in err
 
 
 def test_malformed_option_is_refused(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random", "--option", "alpha",
-                           "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "mnist", "--strategy", "random", "--option", "alpha", "--out", str(tmp_path / "o")
+    )
     assert code == 2 and "KEY=VALUE" in err
 
 
@@ -145,8 +219,18 @@ def test_list_prints_tasks_strategies_and_the_matrix(capsys, needs_labeler):
 
 
 def test_an_option_no_chosen_strategy_accepts_is_refused(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "--task", "mnist", "--strategy", "random,uncertainty",
-                           "--option", "measur=margin", "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "random,uncertainty",
+        "--option",
+        "measur=margin",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 2
     assert "option 'measur' is not accepted" in err and "uncertainty.measure" in err
 
@@ -157,7 +241,8 @@ def test_scoped_and_plain_options_reach_the_right_strategy():
 
     assert strategy_options(UncertaintySampling, {"measure": "margin"}) == {"measure": "margin"}
     assert strategy_options(UncertaintySampling, {"measure": "margin", "uncertainty.measure": "entropy"}) == {
-        "measure": "entropy"}
+        "measure": "entropy"
+    }
     assert strategy_options(UncertaintySampling, {"coreset.measure": "x", "alpha": 1.0}) == {}
 
 

@@ -23,8 +23,9 @@ def test_flags_override_only_what_they_set():
     assert protocol == Protocol(initial=10, increment=7, rounds=3, epochs=2, batch_size=8, lr=0.1)
 
 
-@pytest.mark.parametrize("field, value", [("rounds", 0), ("initial", 0), ("epochs", 0), ("batch_size", 0),
-                                          ("increment", -1), ("lr", 0.0)])
+@pytest.mark.parametrize(
+    "field, value", [("rounds", 0), ("initial", 0), ("epochs", 0), ("batch_size", 0), ("increment", -1), ("lr", 0.0)]
+)
 def test_non_positive_sizes_are_refused(field, value):
     with pytest.raises(ConfigError):
         check_protocol(DEFAULTS.replace(**{field: value}), 1000, "the pool")

@@ -23,8 +23,9 @@ from bench.testing import Blobs
 def test_class_balance_is_one_for_even_classes_and_zero_for_one():
     assert class_balance(torch.arange(40) % 4, 4) == pytest.approx(1.0)
     assert class_balance(torch.zeros(40, dtype=torch.int64), 4) == 0.0
-    assert class_balance(torch.tensor([0, 0, 0, 1]), 2) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-                                                                         / math.log(2))
+    assert class_balance(torch.tensor([0, 0, 0, 1]), 2) == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
+    )
 
 
 def test_nearest_distance_matches_the_brute_force_across_blocks():
@@ -48,24 +49,45 @@ def test_diagnose_measures_the_picks_against_the_unlabeled_pool():
     torch.manual_seed(0)
     model = task.make_model()
     labeled, picks = np.arange(20), np.arange(20, 30)
-    result = diagnose(task, model, data.pool_x, data.pool_y, labeled, data.pool_x[labeled], data.pool_x[picks],
-                      data.pool_y[picks], seed=0)
+    result = diagnose(
+        task,
+        model,
+        data.pool_x,
+        data.pool_y,
+        labeled,
+        data.pool_x[labeled],
+        data.pool_x[picks],
+        data.pool_y[picks],
+        seed=0,
+    )
     model.eval()
     with torch.no_grad():
-        assert result.pick_loss == pytest.approx(nnf.cross_entropy(model(data.pool_x[picks]), data.pool_y[picks]).item())
+        assert result.pick_loss == pytest.approx(
+            nnf.cross_entropy(model(data.pool_x[picks]), data.pool_y[picks]).item()
+        )
         rest = torch.arange(20, len(data.pool_x))  # the unlabeled pool: the picks are not labeled yet
         assert result.pool_loss == pytest.approx(nnf.cross_entropy(model(data.pool_x[rest]), data.pool_y[rest]).item())
         seen = model.embed(data.pool_x[labeled])
-        ratio = (nearest_distance(model.embed(data.pool_x[picks]), seen).mean()
-                 / nearest_distance(model.embed(data.pool_x[rest]), seen).mean())
+        ratio = (
+            nearest_distance(model.embed(data.pool_x[picks]), seen).mean()
+            / nearest_distance(model.embed(data.pool_x[rest]), seen).mean()
+        )
     assert result.pick_novelty == pytest.approx(ratio.item())
     assert result.pick_balance == pytest.approx(class_balance(data.pool_y[picks], 4))
     assert model.training is False  # left as it was
 
 
 def blobs_run(tmp_path, name: str, **overrides):
-    values = dict(task="blobs", strategies=["random", "uncertainty", "si"], repeats=2, seed=2, rounds=4,
-                  out=tmp_path / name, quiet=True, threads=1)
+    values = dict(
+        task="blobs",
+        strategies=["random", "uncertainty", "si"],
+        repeats=2,
+        seed=2,
+        rounds=4,
+        out=tmp_path / name,
+        quiet=True,
+        threads=1,
+    )
     values.update(overrides)
     return execute(RunConfig(**values))
 
@@ -116,8 +138,9 @@ def test_a_resumed_run_from_before_diagnostics_keeps_its_columns(tmp_path):
     path = tmp_path / "rounds.csv"
     old = "task,strategy,repeat,seed,round,n_labeled,metric,value,train_s,select_s,label_s,eval_s,n_synthetic,n_rejected\n"
     path.write_text(old)
-    record = RoundRecord("t", "random", 0, 1, 2, 20, "accuracy", 50.0, 0.1, 0.0, 0.0, 0.1,
-                         diagnostics=dict.fromkeys(COLUMNS, math.nan))
+    record = RoundRecord(
+        "t", "random", 0, 1, 2, 20, "accuracy", 50.0, 0.1, 0.0, 0.0, 0.1, diagnostics=dict.fromkeys(COLUMNS, math.nan)
+    )
     with RoundsWriter(path, []) as writer:
         writer.write(record)
     rows = pd.read_csv(path)
@@ -135,13 +158,20 @@ def test_a_checkpoint_from_before_diagnostics_resumes(tmp_path, blobs_task):
     plan = plan_run(RunConfig(task="blobs", strategies=["random"], rounds=3, seed=4, quiet=True))
     data = load_data(plan)
     rows, states = [], {}
-    run_progressive(plan, data, STRATEGIES.get("random"), 0, lambda record, *_: rows.append(record.row()),
-                    on_checkpoint=lambda t, state: states.setdefault(t, checkpoint.to_bytes(state)))
+    run_progressive(
+        plan,
+        data,
+        STRATEGIES.get("random"),
+        0,
+        lambda record, *_: rows.append(record.row()),
+        on_checkpoint=lambda t, state: states.setdefault(t, checkpoint.to_bytes(state)),
+    )
     old = checkpoint.from_bytes(states[1])  # as the harness writes and reads it
     del old["diagnostics"]
     old["pending_seconds"] = {k: v for k, v in old["pending_seconds"].items() if k != "diagnose"}
     resumed = []
-    run_progressive(plan, data, STRATEGIES.get("random"), 0, lambda record, *_: resumed.append(record.row()),
-                    resume=old)
+    run_progressive(
+        plan, data, STRATEGIES.get("random"), 0, lambda record, *_: resumed.append(record.row()), resume=old
+    )
     assert [r["value"] for r in resumed] == [r["value"] for r in rows[1:]]
     assert math.isnan(resumed[0]["pick_loss"]) and not math.isnan(resumed[1]["pick_loss"])

@@ -28,8 +28,15 @@ def threads():
 
 
 def config(out, **overrides) -> RunConfig:
-    values = dict(task="blobs", strategies=["random", "si", "uncertainty", "coreset"], repeats=2, seed=11,
-                  threads=1, out=out, quiet=True)
+    values = dict(
+        task="blobs",
+        strategies=["random", "si", "uncertainty", "coreset"],
+        repeats=2,
+        seed=11,
+        threads=1,
+        out=out,
+        quiet=True,
+    )
     values.update(overrides)
     return RunConfig(**values)
 
@@ -89,8 +96,9 @@ def test_a_unit_that_raises_fails_alone_with_its_traceback(tmp_path, blobs_task,
     assert (rounds["strategy"] == "random").sum() == 6 and (rounds["strategy"] == "raises").sum() == 4
 
 
-def test_a_lost_worker_s_unit_goes_on_from_its_last_checkpoint(tmp_path, blobs_task, threads, test_strategies,
-                                                               monkeypatch):
+def test_a_lost_worker_s_unit_goes_on_from_its_last_checkpoint(
+    tmp_path, blobs_task, threads, test_strategies, monkeypatch
+):
     monkeypatch.setenv("DIES_ONCE_MARKER", str(tmp_path / "died"))
     (tmp_path / "died").touch()  # the reference run never dies
     execute(config(tmp_path / "reference", strategies=["dies-once"], repeats=1, rounds=4))
@@ -110,7 +118,8 @@ def test_execution_flags_are_checked(tmp_path):
 
 @pytest.mark.slow
 def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_lost_worker(
-        tmp_path, blobs_task, threads, test_strategies):
+    tmp_path, blobs_task, threads, test_strategies
+):
     ray = pytest.importorskip("ray", reason="Ray is the optional extra latent-bench[ray] (in [dev])")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     marker = tmp_path / "died"
@@ -120,12 +129,16 @@ def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_los
         execute(config(tmp_path / "one"))
         execute(config(tmp_path / "dies-reference", strategies=["dies-once"], repeats=1, rounds=4))
         marker.unlink()
-        ray.init(num_cpus=2, include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": root, "DIES_ONCE_MARKER": str(marker)}})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"PYTHONPATH": root, "DIES_ONCE_MARKER": str(marker)}},
+        )
         try:
             out = execute(config(tmp_path / "ray"), Execution(executor="ray"))
-            lost = execute(config(tmp_path / "dies", strategies=["dies-once"], repeats=1, rounds=4),
-                           Execution(executor="ray"))
+            lost = execute(
+                config(tmp_path / "dies", strategies=["dies-once"], repeats=1, rounds=4), Execution(executor="ray")
+            )
         finally:
             ray.shutdown()
     finally:

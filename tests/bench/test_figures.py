@@ -15,8 +15,9 @@ from tests.strategies.test_snn import POOL, Grid, Identity, PushRight, index_of
 def test_trajectories_walk_towards_higher_loss_without_revisiting():
     data = TaskData(POOL, torch.ones(len(POOL), dtype=torch.long), POOL[:1], torch.ones(1, dtype=torch.long))
     starts = np.array([index_of(0, 2), index_of(0, 7)])
-    paths = trajectories(Grid(), data, Identity(), PushRight(), starts, steps=4, alpha=1.0,
-                         rng=np.random.default_rng(0))
+    paths = trajectories(
+        Grid(), data, Identity(), PushRight(), starts, steps=4, alpha=1.0, rng=np.random.default_rng(0)
+    )
     assert paths == [[index_of(i, 2) for i in range(5)], [index_of(i, 7) for i in range(5)]]
     visited = [i for path in paths for i in path]
     assert len(set(visited)) == len(visited)
@@ -39,16 +40,37 @@ def test_show_saves_ivus_samples(tmp_path, capsys):
 
 
 def test_show_synthesized_is_refused_for_tasks_without_a_labeler(tmp_path, capsys, mnist_root):
-    code = main(["show", "--task", "mnist", "--synthesized", "--data-root", str(mnist_root),
-                 "--out", str(tmp_path / "x.png")])
+    code = main(
+        ["show", "--task", "mnist", "--synthesized", "--data-root", str(mnist_root), "--out", str(tmp_path / "x.png")]
+    )
     assert code == 2 and "labeler for synthetic inputs" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_trajectory_figure_on_mnist(tmp_path, mnist_root):
     out = tmp_path / "traj.png"
-    assert main(["trajectories", "--task", "mnist", "--data-root", str(mnist_root), "--subset", "3000",
-                 "--initial", "200", "--paths", "3", "--steps", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "trajectories",
+                "--task",
+                "mnist",
+                "--data-root",
+                str(mnist_root),
+                "--subset",
+                "3000",
+                "--initial",
+                "200",
+                "--paths",
+                "3",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 0
 
 

@@ -49,13 +49,28 @@ def status(folder: Path) -> str:
     return json.loads((folder / "manifest.json").read_text())["status"]
 
 
-@pytest.mark.parametrize("args", [
-    ["--lr", "nan"], ["--lr", "inf"], ["--lr", "1e308"], ["--lr", "-1"], ["--alpha", "nan"],
-    ["--option", "alpha=nan"], ["--option", "random.x=inf"], ["--optimizer-option", "momentum=nan"],
-    ["--generative-option", "lr=-inf"], ["--epochs", str(10**12)], ["--repeats", str(10**12)],
-    ["--threads", str(10**9)], ["--seed", str(2**70)], ["--latent-dim", str(10**9)], ["--jobs", str(10**7)],
-    ["--option", ".alpha=1"], ["--option", "random.=1"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lr", "nan"],
+        ["--lr", "inf"],
+        ["--lr", "1e308"],
+        ["--lr", "-1"],
+        ["--alpha", "nan"],
+        ["--option", "alpha=nan"],
+        ["--option", "random.x=inf"],
+        ["--optimizer-option", "momentum=nan"],
+        ["--generative-option", "lr=-inf"],
+        ["--epochs", str(10**12)],
+        ["--repeats", str(10**12)],
+        ["--threads", str(10**9)],
+        ["--seed", str(2**70)],
+        ["--latent-dim", str(10**9)],
+        ["--jobs", str(10**7)],
+        ["--option", ".alpha=1"],
+        ["--option", "random.=1"],
+    ],
+)
 def test_non_finite_and_absurd_numbers_are_refused_before_any_work(capsys, tmp_path, blobs_task, args):
     code, err = run(capsys, tmp_path, *args)
     assert code == 2 and ("error: " in err), err
@@ -66,9 +81,21 @@ def test_non_finite_and_absurd_numbers_are_refused_before_any_work(capsys, tmp_p
 @pytest.mark.slow
 def test_fuzzed_numeric_flags_exit_0_or_2_never_1(capsys, tmp_path, blobs_task):
     """Random finite, non-finite, negative and huge values for every numeric flag of ``run``."""
-    flags = {"--rounds": int, "--initial": int, "--increment": int, "--epochs": int, "--batch-size": int,
-             "--lr": float, "--seed": int, "--threads": int, "--subset": int, "--repeats": int, "--alpha": float,
-             "--latent-dim": int, "--jobs": int}
+    flags = {
+        "--rounds": int,
+        "--initial": int,
+        "--increment": int,
+        "--epochs": int,
+        "--batch-size": int,
+        "--lr": float,
+        "--seed": int,
+        "--threads": int,
+        "--subset": int,
+        "--repeats": int,
+        "--alpha": float,
+        "--latent-dim": int,
+        "--jobs": int,
+    }
     draw = random.Random(20261126)
     specials = ["nan", "inf", "-inf", "-1", "0", "1e308", str(10**12), "-1e-300", "1e-320", "3.5", "abc"]
     for i in range(40):
@@ -198,8 +225,20 @@ def test_a_damaged_mnist_label_file_is_named(capsys, tmp_path, mnist_root):
     labels = bytearray((mnist_root / "MNIST" / "raw" / "train-labels-idx1-ubyte").read_bytes())
     labels[8 + 123] = 200  # past the 8-byte header: sample 123
     (raw / "train-labels-idx1-ubyte").write_bytes(bytes(labels))
-    code = main(["run", "--task", "mnist", "--strategy", "random", "--data-root", str(tmp_path), "--no-download",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "run",
+            "--task",
+            "mnist",
+            "--strategy",
+            "random",
+            "--data-root",
+            str(tmp_path),
+            "--no-download",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "train-labels-idx1-ubyte holds label 200 at index 123" in err
 

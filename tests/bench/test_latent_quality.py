@@ -98,14 +98,22 @@ def test_computing_draws_nothing_from_torch_s_global_rng_and_repeats_itself(blob
 
 
 def test_the_latent_command_describes_a_tiny_model(blobs_task, capsys):
-    assert main(["latent", "--task", "blobs", "--subset", "120", "--generative-option", "epochs=2",
-                 "--threads", "1"]) == 0
+    assert (
+        main(["latent", "--task", "blobs", "--subset", "120", "--generative-option", "epochs=2", "--threads", "1"]) == 0
+    )
     out = capsys.readouterr().out
-    for text in ("Latent quality of the blobs generative model: VAE", "120 random pool samples x",
-                 "Bernoulli cross-entropy, nats per sample", "squared error per pixel",
-                 "covariance eigenvalues, largest first", "KL(N(mean, cov) || N(0, I))", "outside the prior's 99% ball",
-                 "Frechet distance to the pool", "reference F: the blobs target model, trained 2 epochs on all 120",
-                 "Seconds to compute"):
+    for text in (
+        "Latent quality of the blobs generative model: VAE",
+        "120 random pool samples x",
+        "Bernoulli cross-entropy, nats per sample",
+        "squared error per pixel",
+        "covariance eigenvalues, largest first",
+        "KL(N(mean, cov) || N(0, I))",
+        "outside the prior's 99% ball",
+        "Frechet distance to the pool",
+        "reference F: the blobs target model, trained 2 epochs on all 120",
+        "Seconds to compute",
+    ):
         assert text in out, text
 
 
@@ -116,8 +124,15 @@ def test_the_latent_command_refuses_a_task_without_a_generative_model(capsys, bl
 
 
 def test_a_run_s_manifest_carries_the_quality_and_its_numbers_do_not_depend_on_it(blobs_task, tmp_path):
-    config = dict(task="blobs", strategies=["random", "snn"], rounds=2, seed=4, threads=1, quiet=True,
-                  generative_options={"epochs": 3})
+    config = dict(
+        task="blobs",
+        strategies=["random", "snn"],
+        rounds=2,
+        seed=4,
+        threads=1,
+        quiet=True,
+        generative_options={"epochs": 3},
+    )
     first = execute(RunConfig(**config, out=tmp_path / "a"))  # computes the statistics
     again = execute(RunConfig(**config, out=tmp_path / "b"))  # reads them from the cache
     manifest = json.loads((first / "manifest.json").read_text())
@@ -133,11 +148,14 @@ def test_ivus_realism_compares_wall_shapes_and_peak_stress(tmp_path):
     task = IVUSTask(workers=1)
     task.cache_dir = tmp_path
     masks = torch.from_numpy(make_cohort(8, seed=0).masks.astype(np.float32)).unsqueeze(1)
-    sets = RealismSets(pool=masks[:4], test=masks[4:], reconstructions=masks[:4] * 0.8 + 0.05,
-                       prior=torch.zeros(4, 1, 64, 64))  # soft copies of the pool masks; blank masks
+    sets = RealismSets(
+        pool=masks[:4], test=masks[4:], reconstructions=masks[:4] * 0.8 + 0.05, prior=torch.zeros(4, 1, 64, 64)
+    )  # soft copies of the pool masks; blank masks
     realism = task.realism(sets, TaskData(masks[:4], masks[:4], masks[4:], masks[4:]), seed=0)
     values = realism.values
-    assert set(values) == set(realism.about) == {"plaque burden", "lumen roughness", "wall pixels", PEAK, TRIED, LABELED}
+    assert (
+        set(values) == set(realism.about) == {"plaque burden", "lumen roughness", "wall pixels", PEAK, TRIED, LABELED}
+    )
     for measure in ("plaque burden", "lumen roughness", "wall pixels", PEAK):
         assert values[measure]["reconstructions"] == pytest.approx(values[measure]["pool"])
     assert 0.2 < values["plaque burden"]["pool"] < 0.9 and values["wall pixels"]["pool"] > 100

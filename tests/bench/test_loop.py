@@ -115,7 +115,10 @@ def test_a_strategy_that_breaks_the_contract_fails_its_units_with_the_traceback(
     out = execute(blobs_config(tmp_path, strategies=["broken", "random"]))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete with failures"
-    assert [(f["strategy"], f["repeat"], f["rounds_done"]) for f in manifest["failures"]] == [("broken", 0, 1), ("broken", 1, 1)]
+    assert [(f["strategy"], f["repeat"], f["rounds_done"]) for f in manifest["failures"]] == [
+        ("broken", 0, 1),
+        ("broken", 1, 1),
+    ]
     assert "already-labeled" in manifest["failures"][0]["error"]
     assert "StrategyError" in manifest["failures"][0]["traceback"] and "loop.py" in manifest["failures"][0]["traceback"]
     assert manifest["units"]["broken-r0"]["status"] == "failed"
@@ -175,8 +178,17 @@ class SGDBlobs(Blobs):
     """Blobs with another recipe: SGD with momentum, a fresh net every round."""
 
     name = "sgd-blobs"
-    protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=0.05,
-                        optimizer="sgd", optimizer_options={"momentum": 0.5}, start="fresh")
+    protocol = Protocol(
+        initial=20,
+        increment=10,
+        rounds=3,
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        optimizer="sgd",
+        optimizer_options={"momentum": 0.5},
+        start="fresh",
+    )
 
 
 @pytest.fixture
@@ -190,15 +202,23 @@ def test_a_task_declares_its_training_recipe_and_flags_override_it(tmp_path, sgd
     seen = starts_of_training(monkeypatch)
     out = execute(blobs_config(tmp_path, "sgd", task="sgd-blobs", repeats=1))
     optimizers = [optimizer for _, optimizer in seen]
-    assert all(type(o) is torch.optim.SGD and o.defaults["momentum"] == 0.5 and o.defaults["lr"] == 0.05
-               for o in optimizers)
+    assert all(
+        type(o) is torch.optim.SGD and o.defaults["momentum"] == 0.5 and o.defaults["lr"] == 0.05 for o in optimizers
+    )
     assert len({id(o) for o in optimizers}) == 3  # a fresh net gets a fresh optimizer every round
     protocol = json.loads((out / "manifest.json").read_text())["protocol"]
-    assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == ("sgd", {"momentum": 0.5}, "fresh")
+    assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == (
+        "sgd",
+        {"momentum": 0.5},
+        "fresh",
+    )
 
     seen.clear()
-    execute(blobs_config(tmp_path, "sgd-more", task="sgd-blobs", repeats=1, optimizer_options={"momentum": 0.9,
-                                                                                           "nesterov": True}))
+    execute(
+        blobs_config(
+            tmp_path, "sgd-more", task="sgd-blobs", repeats=1, optimizer_options={"momentum": 0.9, "nesterov": True}
+        )
+    )
     assert seen[0][1].defaults["momentum"] == 0.9 and seen[0][1].defaults["nesterov"] is True
     seen.clear()
     out = execute(blobs_config(tmp_path, "adam", task="sgd-blobs", repeats=1, optimizer="AdamW", start="warm"))
@@ -207,13 +227,16 @@ def test_a_task_declares_its_training_recipe_and_flags_override_it(tmp_path, sgd
     assert (protocol["optimizer"], protocol["optimizer_options"], protocol["start"]) == ("AdamW", {}, "warm")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"optimizer": "adamm"}, "unknown optimizer 'adamm'; torch.optim has .*adam"),
-    ({"optimizer_options": {"momentun": 0.5}}, "momentun"),
-    ({"optimizer": "sgd", "optimizer_options": {"momentum": -1}}, "momentum"),
-    ({"start": "cold"}, "unknown start mode 'cold'"),
-    ({"lr": float("nan")}, "--lr must be positive, finite"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"optimizer": "adamm"}, "unknown optimizer 'adamm'; torch.optim has .*adam"),
+        ({"optimizer_options": {"momentun": 0.5}}, "momentun"),
+        ({"optimizer": "sgd", "optimizer_options": {"momentum": -1}}, "momentum"),
+        ({"start": "cold"}, "unknown start mode 'cold'"),
+        ({"lr": float("nan")}, "--lr must be positive, finite"),
+    ],
+)
 def test_a_bad_recipe_is_refused_before_any_work(tmp_path, blobs_task, overrides, message):
     with pytest.raises(ConfigError, match=message):
         plan_run(blobs_config(tmp_path, **overrides))
@@ -238,10 +261,26 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
     assert manifest["versions"]["torch"]
     assert "commit" in (manifest["git"] or {"commit": None})
     table = pd.read_csv(out / "table.csv")
-    assert list(table.columns) == ["strategy", "round", "n_labeled", "mean", "std", "repeats", "metric_name",
-                                   "metric_higher_is_better", "metric_label", "metric_display_scale", "metric_decimals"]
-    assert manifest["metric"] == {"name": "accuracy", "higher_is_better": True, "label": "accuracy (%)",
-                                  "display_scale": 1.0, "decimals": 1}
+    assert list(table.columns) == [
+        "strategy",
+        "round",
+        "n_labeled",
+        "mean",
+        "std",
+        "repeats",
+        "metric_name",
+        "metric_higher_is_better",
+        "metric_label",
+        "metric_display_scale",
+        "metric_decimals",
+    ]
+    assert manifest["metric"] == {
+        "name": "accuracy",
+        "higher_is_better": True,
+        "label": "accuracy (%)",
+        "display_scale": 1.0,
+        "decimals": 1,
+    }
     assert (table["repeats"] == 2).all()
 
 

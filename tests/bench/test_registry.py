@@ -85,7 +85,7 @@ def test_built_ins_are_registered():
         assert cls.name == name and cls.description
 
 
-PLUGIN = '''
+PLUGIN = """
 from strategies.base import Selection, Strategy
 
 class FirstK(Strategy):
@@ -94,7 +94,7 @@ class FirstK(Strategy):
 
     def select(self, context, k):
         return Selection(indices=context.unlabeled[:k])
-'''
+"""
 
 
 @pytest.fixture
@@ -103,14 +103,21 @@ def plugin_path(tmp_path: Path) -> Path:
     return fake_distribution(tmp_path, "bench_plugin", PLUGIN, "first-k = bench_plugin:FirstK")
 
 
-def fake_distribution(folder: Path, module: str, source: str, entry_point: str, group: str = "latent_bench.strategies",
-                      requires: str = "numpy>=1.0") -> Path:
+def fake_distribution(
+    folder: Path,
+    module: str,
+    source: str,
+    entry_point: str,
+    group: str = "latent_bench.strategies",
+    requires: str = "numpy>=1.0",
+) -> Path:
     """``folder`` holding ``module``.py and the metadata of an installed distribution of it."""
     (folder / f"{module}.py").write_text(source)
     dist = folder / f"{module}-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n"
-                                   f"Requires-Dist: {requires}\n")
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\nRequires-Dist: {requires}\n"
+    )
     (dist / "entry_points.txt").write_text(f"[{group}]\n{entry_point}\n")
     (dist / "top_level.txt").write_text(f"{module}\n")
     return folder
@@ -122,12 +129,18 @@ def test_entry_points_of_installed_packages_are_discovered(plugin_path, monkeypa
     assert "first-k" in registry.names()
     assert registry.get("first-k").__name__ == "FirstK"
     origin = registry.origin("first-k")
-    assert (origin.module, origin.distribution, origin.version, origin.requires) == \
-        ("bench_plugin", "bench-plugin", "0.1", ["numpy>=1.0"])
+    assert (origin.module, origin.distribution, origin.version, origin.requires) == (
+        "bench_plugin",
+        "bench-plugin",
+        "0.1",
+        ["numpy>=1.0"],
+    )
 
 
 def test_an_entry_point_named_unlike_its_class_is_refused(tmp_path, monkeypatch, caplog):
-    monkeypatch.syspath_prepend(str(fake_distribution(tmp_path, "lowest_plugin", PLUGIN, "lowest = lowest_plugin:FirstK")))
+    monkeypatch.syspath_prepend(
+        str(fake_distribution(tmp_path, "lowest_plugin", PLUGIN, "lowest = lowest_plugin:FirstK"))
+    )
     registry = Registry("strategy", entry_point_group="latent_bench.strategies")
     assert "lowest" not in registry.names() and "first-k" not in registry.names()
     assert "named 'first-k'" in caplog.text and "registered as 'lowest'" in caplog.text
@@ -136,24 +149,38 @@ def test_an_entry_point_named_unlike_its_class_is_refused(tmp_path, monkeypatch,
 
 
 def test_a_plugin_that_fails_to_import_is_left_out_with_one_warning(tmp_path):
-    folder = fake_distribution(tmp_path, "broken_plugin", "import not_a_module_anywhere\n",
-                               "broken = broken_plugin:Broken")
+    folder = fake_distribution(
+        tmp_path, "broken_plugin", "import not_a_module_anywhere\n", "broken = broken_plugin:Broken"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert "random" in result.stdout and "mnist" in result.stdout
     assert result.stderr.count("left out the strategy plug-in 'broken' from broken-plugin 0.1") == 1
     assert "No module named 'not_a_module_anywhere'" in result.stderr
     assert "failed to import" in result.stdout and "broken" in result.stdout
-    run = subprocess.run([sys.executable, "-m", "bench", "run", "--task", "mnist", "--strategy", "broken"],
-                         capture_output=True, text=True, timeout=120, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--task", "mnist", "--strategy", "broken"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert run.returncode == 2 and "plug-in 'broken' failed to import" in run.stderr
 
 
 def test_plugin_strategy_shows_in_bench_list(plugin_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))},
+        [sys.executable, "-m", "bench", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")])),
+        },
     )
     assert result.returncode == 0, result.stderr
     assert "first-k" in result.stdout

@@ -18,17 +18,29 @@ def rounds_frame(strategy="random", values=((90.0, 95.0), (92.0, 97.0)), task="m
     rows = []
     for repeat, per_round in enumerate(values):
         for t, value in enumerate(per_round, start=1):
-            rows.append(dict(task=task, strategy=strategy, repeat=repeat, seed=seed + repeat, round=t,
-                             n_labeled=100 * t, metric="accuracy", value=value, train_s=1.0,
-                             select_s=0.0, label_s=0.0))
+            rows.append(
+                dict(
+                    task=task,
+                    strategy=strategy,
+                    repeat=repeat,
+                    seed=seed + repeat,
+                    round=t,
+                    n_labeled=100 * t,
+                    metric="accuracy",
+                    value=value,
+                    train_s=1.0,
+                    select_s=0.0,
+                    label_s=0.0,
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def test_summary_is_mean_and_sample_std_per_strategy_and_round():
     table = summarize(rounds_frame())
     assert table.to_dict("records") == [
-        dict(strategy="random", round=1, n_labeled=100, mean=91.0, std=pytest.approx(2 ** 0.5), repeats=2),
-        dict(strategy="random", round=2, n_labeled=200, mean=96.0, std=pytest.approx(2 ** 0.5), repeats=2),
+        dict(strategy="random", round=1, n_labeled=100, mean=91.0, std=pytest.approx(2**0.5), repeats=2),
+        dict(strategy="random", round=2, n_labeled=200, mean=96.0, std=pytest.approx(2**0.5), repeats=2),
     ]
 
 
@@ -208,8 +220,14 @@ def test_manifests_of_different_protocols_are_refused(tmp_path, capsys):
     for name, epochs in (("a", 10), ("b", 5)):
         (tmp_path / name).mkdir()
         rounds_frame(strategy=name).to_csv(tmp_path / name / "rounds.csv", index=False)
-        (tmp_path / name / "manifest.json").write_text(json.dumps(
-            {"protocol": {"rounds": 2, "initial": 100, "increment": 100, "epochs": epochs}, "config": {"warm_start": True}}))
+        (tmp_path / name / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "protocol": {"rounds": 2, "initial": 100, "increment": 100, "epochs": epochs},
+                    "config": {"warm_start": True},
+                }
+            )
+        )
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")]) == 2
     assert "epochs is 10" in capsys.readouterr().err
 

@@ -56,8 +56,22 @@ def round_written(path: Path, strategy: str, repeat: int, round: int) -> bool:
     return bool(((rows["strategy"] == strategy) & (rows["repeat"] == repeat) & (rows["round"] == round)).any())
 
 
-RUN = ["run", "--task", "blobs", "--strategy", "slow,si,uncertainty", "--repeats", "2", "--rounds", "4",
-       "--seed", "3", "--threads", "1", "--quiet"]
+RUN = [
+    "run",
+    "--task",
+    "blobs",
+    "--strategy",
+    "slow,si,uncertainty",
+    "--repeats",
+    "2",
+    "--rounds",
+    "4",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
@@ -141,8 +155,10 @@ def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_
 def test_checkpoints_hold_plain_state_and_are_kept_when_asked(tmp_path, blobs_task):
     from bench.run.config import Execution
 
-    out = execute(RunConfig(task="blobs", strategies=["si"], rounds=3, out=tmp_path / "run", quiet=True),
-                  Execution(keep_checkpoints=True))
+    out = execute(
+        RunConfig(task="blobs", strategies=["si"], rounds=3, out=tmp_path / "run", quiet=True),
+        Execution(keep_checkpoints=True),
+    )
     path = out / "checkpoints" / "si-r0.pt"
     state = torch.load(path, weights_only=True)  # tensors and plain values only
     assert state["round"] == 2

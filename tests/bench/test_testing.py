@@ -105,6 +105,7 @@ def test_a_task_check_takes_a_name_a_class_or_an_instance():
 
 # --- strategies each check is there to catch -----------------------------------------------------
 
+
 class ValidatesLate(Strategy):
     """Accepts any ``stride`` and fails only when selecting with a bad one."""
 
@@ -187,32 +188,67 @@ class UnsafeState(Forgetful):
         self.rounds = int(state["rounds"].integers(1))
 
 
-@pytest.mark.parametrize("cls, check, message", [
-    (ValidatesLate, "refuses_bad_options", r"strategy 'validates-late' on task 'blobs': its constructor accepts "
-                                           r"stride='not-a-number', but select \(k=5\) then fails \(TypeError"),
-    (UsesEmbeddings, "requires_is_honest", "strategy 'uses-embeddings' on task 'blobs', k=5: it used "
-                                           "context.pool_embeddings, which needs 'embeddings'"),
-    (UsesDropout, "requires_is_honest", "'uses-dropout' on task 'blobs', k=5: it used F with dropout active .*"
-                                        "which needs 'dropout'"),
-    (UsesTheGenerativeModel, "requires_is_honest", r"'uses-generative' on task 'blobs', k=5: selecting with only "
-                                                   r"the declared capabilities \['probabilities'\] failed"),
-    (RefusesNothing, "requires_is_honest", "'refuses-nothing' on task 'blobs': requires 'probabilities', yet its "
-                                           "refuses.. accepts 'blobs-without-probabilities'"),
-    (Forgetful, "state_dict_round_trips", r"'forgetful' on task 'blobs', k=7: the original selected pool indices "
-                                          r"\[\d+, .* a fresh instance given load_state_dict"),
-    (Forgetful, "resumes_from_a_checkpoint", "'forgetful' on task 'blobs', k=5: selected pool indices .* after a "
-                                             "resume"),
-    (UnsafeState, "state_dict_round_trips", "'unsafe-state' on task 'blobs': its state_dict.. does not survive a "
-                                            "checkpoint"),
-])
+@pytest.mark.parametrize(
+    "cls, check, message",
+    [
+        (
+            ValidatesLate,
+            "refuses_bad_options",
+            r"strategy 'validates-late' on task 'blobs': its constructor accepts "
+            r"stride='not-a-number', but select \(k=5\) then fails \(TypeError",
+        ),
+        (
+            UsesEmbeddings,
+            "requires_is_honest",
+            "strategy 'uses-embeddings' on task 'blobs', k=5: it used "
+            "context.pool_embeddings, which needs 'embeddings'",
+        ),
+        (
+            UsesDropout,
+            "requires_is_honest",
+            "'uses-dropout' on task 'blobs', k=5: it used F with dropout active .*which needs 'dropout'",
+        ),
+        (
+            UsesTheGenerativeModel,
+            "requires_is_honest",
+            r"'uses-generative' on task 'blobs', k=5: selecting with only "
+            r"the declared capabilities \['probabilities'\] failed",
+        ),
+        (
+            RefusesNothing,
+            "requires_is_honest",
+            "'refuses-nothing' on task 'blobs': requires 'probabilities', yet its "
+            "refuses.. accepts 'blobs-without-probabilities'",
+        ),
+        (
+            Forgetful,
+            "state_dict_round_trips",
+            r"'forgetful' on task 'blobs', k=7: the original selected pool indices "
+            r"\[\d+, .* a fresh instance given load_state_dict",
+        ),
+        (
+            Forgetful,
+            "resumes_from_a_checkpoint",
+            "'forgetful' on task 'blobs', k=5: selected pool indices .* after a resume",
+        ),
+        (
+            UnsafeState,
+            "state_dict_round_trips",
+            "'unsafe-state' on task 'blobs': its state_dict.. does not survive a checkpoint",
+        ),
+    ],
+)
 def test_a_check_catches_what_it_is_for(cls, check, message):
     with pytest.raises(AssertionError, match=message):
         STRATEGY_CHECKS[check](cls)
 
 
 def test_the_catching_strategies_pass_the_other_checks():
-    for check in ("returns_k_samples_the_harness_accepts", "leaves_the_target_model_unchanged",
-                  "can_take_the_whole_remaining_pool"):
+    for check in (
+        "returns_k_samples_the_harness_accepts",
+        "leaves_the_target_model_unchanged",
+        "can_take_the_whole_remaining_pool",
+    ):
         for cls in (ValidatesLate, UsesEmbeddings, Forgetful):
             STRATEGY_CHECKS[check](cls)
 
@@ -246,5 +282,7 @@ class WrongHeadline(Blobs):
 
 
 def test_a_task_check_failure_names_the_task_and_the_values():
-    with pytest.raises(AssertionError, match=r"task 'blobs-wrong-headline': scores\(\) returned \['error', 'accuracy'\]"):
+    with pytest.raises(
+        AssertionError, match=r"task 'blobs-wrong-headline': scores\(\) returned \['error', 'accuracy'\]"
+    ):
         TASK_CHECKS["model_loss_scores_and_embeddings_fit"](WrongHeadline())

@@ -215,9 +215,18 @@ def test_label_batch_reuses_labels_from_label(tmp_path, solves):
 def test_the_default_settings_keep_the_keys_of_existing_caches():
     """The settings of the default labeler, as labels were cached before backends existed."""
     assert FEMLabeler().settings() == {
-        "material": "mooney-rivlin", "pressure_kpa": 16.0, "pixel_mm": 0.1, "c1_kpa": 0.138,
-        "d1_kpa": 3.833, "d2": 18.803, "bulk_ratio": 1000.0, "smoothing_sigma_px": 1.0,
-        "newton_rtol": 1e-8, "max_newton_iter": 20, "initial_load_steps": 1, "max_step_cuts": 6,
+        "material": "mooney-rivlin",
+        "pressure_kpa": 16.0,
+        "pixel_mm": 0.1,
+        "c1_kpa": 0.138,
+        "d1_kpa": 3.833,
+        "d2": 18.803,
+        "bulk_ratio": 1000.0,
+        "smoothing_sigma_px": 1.0,
+        "newton_rtol": 1e-8,
+        "max_newton_iter": 20,
+        "initial_load_steps": 1,
+        "max_step_cuts": 6,
         "fem_version": "1.0",
     }
 
@@ -385,9 +394,19 @@ def test_read_only_cache_is_used_read_only(tmp_path, read_only):
     (folder if read_only == "folder" else path).chmod(0o555 if read_only == "folder" else 0o444)
     try:
         done = subprocess.run(
-            [*prefix, sys.executable, "-c", _READ_ONLY_SCRIPT, str(path), str(tmp_path / "masks.npy"),
-             str(tmp_path / "stress.npy")],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
+            [
+                *prefix,
+                sys.executable,
+                "-c",
+                _READ_ONLY_SCRIPT,
+                str(path),
+                str(tmp_path / "masks.npy"),
+                str(tmp_path / "stress.npy"),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         )
     finally:

@@ -423,9 +423,7 @@ def test_label_batch_works_with_the_spawn_start_method():
         "    assert result.ok.all() and multiprocessing.active_children() == []\n"
         "    print('ok', result.stress.max())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
 

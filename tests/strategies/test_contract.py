@@ -10,8 +10,11 @@ from bench.testing import STRATEGY_CHECKS
 from strategies import list_strategies
 
 #: Built-in strategies with options other than their defaults, as ``--option`` gives them.
-WITH_OPTIONS = {"uncertainty": {"measure": "margin"}, "snn": {"snn.alpha": 1.0, "manifold_quantile": 0.9},
-                "si": {"start": "pool", "si.max_candidates": 5}}
+WITH_OPTIONS = {
+    "uncertainty": {"measure": "margin"},
+    "snn": {"snn.alpha": 1.0, "manifold_quantile": 0.9},
+    "si": {"start": "pool", "si.max_candidates": 5},
+}
 
 
 @pytest.mark.parametrize("check", STRATEGY_CHECKS.values(), ids=STRATEGY_CHECKS.keys())

@@ -108,8 +108,9 @@ def small_pools_may_use_the_bound(monkeypatch):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_path_matches_the_brute_force_greedy_on_every_kind_of_embedding(kind, path,
-                                                                             small_pools_may_use_the_bound):
+def test_every_path_matches_the_brute_force_greedy_on_every_kind_of_embedding(
+    kind, path, small_pools_may_use_the_bound
+):
     x = embeddings(kind, seed=1)
     labeled = np.random.default_rng(1).choice(len(x), 30, replace=False)
     stats = KCenterStats()

@@ -30,7 +30,9 @@ def test_gradient_matches_finite_differences_of_each_points_own_loss():
         for axis in range(3):
             shift = torch.zeros_like(p)
             shift[:, axis] = eps
-            fd = (per_point_loss(model, generator, p + shift, y) - per_point_loss(model, generator, p - shift, y)) / (2 * eps)
+            fd = (per_point_loss(model, generator, p + shift, y) - per_point_loss(model, generator, p - shift, y)) / (
+                2 * eps
+            )
             torch.testing.assert_close(grad[:, axis], fd, rtol=2e-2, atol=1e-4)
 
 

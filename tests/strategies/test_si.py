@@ -64,9 +64,15 @@ def context(task, strategy_latents=None, train_y=None, seed=0) -> SelectionConte
     model = task.make_model()
     n = 0 if strategy_latents is None else len(strategy_latents)
     return selection_context(
-        task, model, torch.zeros(0, 2), np.empty(0, np.int64),
+        task,
+        model,
+        torch.zeros(0, 2),
+        np.empty(0, np.int64),
         torch.zeros(n, 2) if strategy_latents is None else strategy_latents,
-        torch.zeros(n, 1) if train_y is None else train_y, np.random.default_rng(seed), 1, generative=Plane(),
+        torch.zeros(n, 1) if train_y is None else train_y,
+        np.random.default_rng(seed),
+        1,
+        generative=Plane(),
     )
 
 
@@ -118,8 +124,17 @@ def test_si_is_refused_on_tasks_without_a_labeler_for_synthetic_inputs():
 
 
 def pool_context(task, pool_x, seed=0) -> SelectionContext:
-    return selection_context(task, task.make_model(), pool_x, np.empty(0, np.int64), torch.zeros(0, 2),
-                             torch.zeros(0, 1), np.random.default_rng(seed), 1, generative=Plane())
+    return selection_context(
+        task,
+        task.make_model(),
+        pool_x,
+        np.empty(0, np.int64),
+        torch.zeros(0, 2),
+        torch.zeros(0, 1),
+        np.random.default_rng(seed),
+        1,
+        generative=Plane(),
+    )
 
 
 def test_aggregate_prior_draws_from_a_gaussian_fitted_to_the_pool_codes():
@@ -151,10 +166,14 @@ def test_pool_start_takes_the_shared_initial_set_then_steps_from_its_codes():
     assert ((distances - si.alpha).abs().amin(1) < 1e-5).all()  # each is one step of alpha from a real code
 
 
-@pytest.mark.parametrize("options, problem", [
-    ({"start": "posterior"}, "start must be one of"), ({"prior": "uniform"}, "prior must be one of"),
-    ({"start": "pool", "prior": "aggregate"}, "no effect with start='pool'"),
-])
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ({"start": "posterior"}, "start must be one of"),
+        ({"prior": "uniform"}, "prior must be one of"),
+        ({"start": "pool", "prior": "aggregate"}, "no effect with start='pool'"),
+    ],
+)
 def test_bad_start_or_prior_is_refused(options, problem):
     with pytest.raises(ValueError, match=problem):
         SamplingByInterpolation(**options)

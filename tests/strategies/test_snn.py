@@ -60,8 +60,17 @@ def index_of(x: float, y: float) -> int:
 
 def grid_context(labeled: list[int], seed: int = 0) -> SelectionContext:
     labeled = np.asarray(labeled, dtype=np.int64)
-    return selection_context(Grid(), PushRight(), POOL, labeled, POOL[labeled], torch.ones(len(labeled), dtype=torch.long),
-                             np.random.default_rng(seed), 1, generative=Identity())
+    return selection_context(
+        Grid(),
+        PushRight(),
+        POOL,
+        labeled,
+        POOL[labeled],
+        torch.ones(len(labeled), dtype=torch.long),
+        np.random.default_rng(seed),
+        1,
+        generative=Identity(),
+    )
 
 
 def test_takes_the_pool_sample_nearest_to_the_stepped_point():
@@ -85,8 +94,7 @@ def test_steps_that_leave_the_manifold_are_reselected_from_the_labeled_set():
     for seed in range(5):
         selection = SamplingByNearestNeighbour(alpha=3.0).select(grid_context(labeled, seed), 1)
         assert selection.indices.tolist() == [index_of(5, 5)]
-    drops = [SamplingByNearestNeighbour(alpha=3.0).select(grid_context(labeled, s), 1).n_rejected
-             for s in range(10)]
+    drops = [SamplingByNearestNeighbour(alpha=3.0).select(grid_context(labeled, s), 1).n_rejected for s in range(10)]
     assert max(drops) > 0
 
 

@@ -188,10 +188,38 @@ def test_augment_is_refused_for_a_task_without_it(capsys, tmp_path):
 
 
 def tiny_run(tmp_path, root, name: str, *extra: str) -> pd.DataFrame:
-    args = ["run", "--task", "cifar10", "--subset", "200", "--initial", "40", "--increment", "20",
-            "--rounds", "2", "--epochs", "1", "--batch-size", "20", "--threads", "1", "--device", "cpu",
-            "--generative-option", "epochs=1", "--generative-option", "channels=8",
-            "--data-root", str(root), "--no-download", "--quiet", "--out", str(tmp_path / name), *extra]
+    args = [
+        "run",
+        "--task",
+        "cifar10",
+        "--subset",
+        "200",
+        "--initial",
+        "40",
+        "--increment",
+        "20",
+        "--rounds",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--generative-option",
+        "epochs=1",
+        "--generative-option",
+        "channels=8",
+        "--data-root",
+        str(root),
+        "--no-download",
+        "--quiet",
+        "--out",
+        str(tmp_path / name),
+        *extra,
+    ]
     assert main(args) == 0
     return pd.read_csv(tmp_path / name / "rounds.csv")
 

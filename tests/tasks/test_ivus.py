@@ -22,7 +22,12 @@ def test_stress_net_is_table_s6_with_a_64x64_output():
     convs = [m for m in net.encoder if isinstance(m, nn.Conv2d)]
     deconvs = [m for m in net.decoder if isinstance(m, nn.ConvTranspose2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (1, 8, (2, 2)), (8, 16, (2, 2)), (16, 32, (2, 2)), (32, 64, (2, 2)), (64, 64, (2, 2))]
+        (1, 8, (2, 2)),
+        (8, 16, (2, 2)),
+        (16, 32, (2, 2)),
+        (32, 64, (2, 2)),
+        (64, 64, (2, 2)),
+    ]
     assert [(c.in_channels, c.out_channels) for c in deconvs] == [(64, 64), (64, 32), (32, 16), (16, 8), (8, 1)]
     assert [c.kernel_size for c in deconvs] == [(2, 2)] * 4 + [(3, 3)]  # the one change: 62 -> 64
     x = torch.zeros(2, 1, 64, 64)
@@ -32,8 +37,10 @@ def test_stress_net_is_table_s6_with_a_64x64_output():
 
 
 def test_stress_is_scaled_by_the_fixed_scale_and_clipped():
-    np.testing.assert_allclose(scale_stress(np.array([0.0, 30.0, STRESS_SCALE_KPA, 2 * STRESS_SCALE_KPA])),
-                               [0.0, 30.0 / STRESS_SCALE_KPA, 1.0, 1.0])
+    np.testing.assert_allclose(
+        scale_stress(np.array([0.0, 30.0, STRESS_SCALE_KPA, 2 * STRESS_SCALE_KPA])),
+        [0.0, 30.0 / STRESS_SCALE_KPA, 1.0, 1.0],
+    )
 
 
 class SmallIVUS(IVUSTask):
@@ -92,8 +99,24 @@ def test_synthesized_images_are_thresholded_cleaned_and_labeled(small_data):
 def test_random_si_and_snn_run_end_to_end_on_a_small_cohort(tmp_path, small_data):
     TASKS.add("ivus-small", SmallIVUS)
     try:
-        args = ["run", "--task", "ivus-small", "--strategy", "random,si,snn", "--initial", "10",
-                "--increment", "10", "--rounds", "3", "--epochs", "3", "--quiet", "--out", str(tmp_path / "run")]
+        args = [
+            "run",
+            "--task",
+            "ivus-small",
+            "--strategy",
+            "random,si,snn",
+            "--initial",
+            "10",
+            "--increment",
+            "10",
+            "--rounds",
+            "3",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
         assert main(args) == 0
     finally:
         TASKS.remove("ivus-small")

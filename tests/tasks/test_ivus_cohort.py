@@ -62,7 +62,9 @@ def fe_problems(wall: np.ndarray) -> list[str]:
 
 
 def ray_walls(
-    wall: np.ndarray, n_rays: int = 90, step: float = 0.05,
+    wall: np.ndarray,
+    n_rays: int = 90,
+    step: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wall thickness (px) along rays from the lumen centroid, and the ray angles.
 
@@ -93,8 +95,16 @@ def test_shapes_and_dtypes(cohort: Cohort) -> None:
     assert cohort.masks.shape == (COHORT_SIZE, 64, 64)
     assert cohort.masks.dtype == bool
     assert len(cohort) == COHORT_SIZE
-    for name in ("eem_diameter_mm", "plaque_burden", "eccentricity_index", "rotation_rad",
-                 "lumen_irregularity", "eem_ellipticity", "min_wall_mm", "draws"):
+    for name in (
+        "eem_diameter_mm",
+        "plaque_burden",
+        "eccentricity_index",
+        "rotation_rad",
+        "lumen_irregularity",
+        "eem_ellipticity",
+        "min_wall_mm",
+        "draws",
+    ):
         assert cohort.params[name].shape == (COHORT_SIZE,), name
     for name, values in cohort.params.items():
         assert values.shape == (COHORT_SIZE,), name

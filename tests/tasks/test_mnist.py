@@ -36,9 +36,28 @@ def test_accuracy_is_in_percent():
 
 @pytest.mark.slow
 def test_small_run_end_to_end_is_reproducible(tmp_path, mnist_root, capsys):
-    args = ["run", "--task", "mnist", "--strategy", "random", "--subset", "1500", "--repeats", "2",
-            "--initial", "100", "--increment", "100", "--rounds", "3", "--epochs", "3",
-            "--data-root", str(mnist_root), "--quiet"]
+    args = [
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "random",
+        "--subset",
+        "1500",
+        "--repeats",
+        "2",
+        "--initial",
+        "100",
+        "--increment",
+        "100",
+        "--rounds",
+        "3",
+        "--epochs",
+        "3",
+        "--data-root",
+        str(mnist_root),
+        "--quiet",
+    ]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
     a = pd.read_csv(tmp_path / "a" / "rounds.csv")
@@ -51,9 +70,28 @@ def test_small_run_end_to_end_is_reproducible(tmp_path, mnist_root, capsys):
 
 @pytest.mark.slow
 def test_snn_and_baselines_run_end_to_end_on_a_small_subset(tmp_path, mnist_root):
-    args = ["run", "--task", "mnist", "--strategy", "all", "--subset", "2000", "--initial", "100",
-            "--increment", "100", "--rounds", "2", "--epochs", "2", "--data-root", str(mnist_root),
-            "--quiet", "--out", str(tmp_path / "run")]
+    args = [
+        "run",
+        "--task",
+        "mnist",
+        "--strategy",
+        "all",
+        "--subset",
+        "2000",
+        "--initial",
+        "100",
+        "--increment",
+        "100",
+        "--rounds",
+        "2",
+        "--epochs",
+        "2",
+        "--data-root",
+        str(mnist_root),
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
     assert set(rounds["strategy"]) == {"random", "coreset", "snn", "uncertainty"}

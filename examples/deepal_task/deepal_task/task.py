@@ -63,10 +63,20 @@ class DeepALNet(nn.Module):
 class DeepALMNISTTask(MNISTTask):
     name = "deepal-mnist"
     description = "MNIST (60k pool, 10k test) with DeepAL's net and recipe (SGD, fresh net each round), accuracy (%)"
-    protocol = Protocol(initial=500, increment=500, rounds=10, epochs=10, batch_size=64, lr=0.01,
-                        optimizer="sgd", optimizer_options={"momentum": 0.5}, start="fresh")
-    capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE,
-                              Capability.DROPOUT})
+    protocol = Protocol(
+        initial=500,
+        increment=500,
+        rounds=10,
+        epochs=10,
+        batch_size=64,
+        lr=0.01,
+        optimizer="sgd",
+        optimizer_options={"momentum": 0.5},
+        start="fresh",
+    )
+    capabilities = frozenset(
+        {Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE, Capability.DROPOUT}
+    )
 
     def make_model(self) -> nn.Module:
         # channels-last convolutions, as the built-in MNIST task's LeNet: 1.5x faster training on a CPU
