@@ -111,9 +111,8 @@ def main() -> None:
             dtype = getattr(torch, dtype_name)
             bare, harness = vgg_rates(device, batch, dtype, args.steps, args.repeats)
             print(f"{'VGG-16-BN':<10} {batch:>6} {dtype_name:>9} {bare:>9.0f} {harness:>10.0f} {harness / bare:>6.0%}")
-        print(
-            f"{'alpha-GAN':<10} {batch:>6} {'float32':>9} {alphagan_rate(device, batch, args.steps, args.repeats):>9.0f}"
-        )
+        rate = alphagan_rate(device, batch, args.steps, args.repeats)
+        print(f"{'alpha-GAN':<10} {batch:>6} {'float32':>9} {rate:>9.0f}")
 
 
 if __name__ == "__main__":

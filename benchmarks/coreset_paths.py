@@ -20,7 +20,8 @@ Each variant runs on a small input first (so none pays the libraries' first-call
 median wall times and the best CPU time of the process are reported, and auto / plain as the
 median of the ratios of the back-to-back pairs (this machine shares its host: its wall times vary
 by up to 2x from run to run, mostly slowly, which the pairs cancel), with the seconds auto spent
-deciding (the principal axes and the probes: its only work beyond the chosen path's). The previous implementation runs ``--previous-repeats`` times (on isotropic
+deciding (the principal axes and the probes: its only work beyond the chosen path's). The
+previous implementation runs ``--previous-repeats`` times (on isotropic
 embeddings it takes minutes). Times include the initial distances to the labeled centres and,
 where used, the principal axes.
 """
@@ -177,7 +178,8 @@ def main() -> None:
                 "same picks"
                 if picks[variant] == reference
                 else "picks differ from "
-                f"{args.variants[0]}'s at pick {next(j for j, (a, b) in enumerate(zip(picks[variant], reference)) if a != b)}"
+                f"{args.variants[0]}'s at pick "
+                f"{next(j for j, (a, b) in enumerate(zip(picks[variant], reference)) if a != b)}"
             )
             extra = "; ".join(filter(None, [notes.get(variant), same]))
             print(

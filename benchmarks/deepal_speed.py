@@ -238,7 +238,8 @@ def report(harnesses: list[dict], bares: list[dict], device: torch.device, threa
 
     lines += [
         "",
-        f"rounds, wall    harness {rounds_h:7.1f} s   bare {rounds_b:7.1f} s   harness / bare {rounds_h / rounds_b:.3f}",
+        f"rounds, wall    harness {rounds_h:7.1f} s   bare {rounds_b:7.1f} s   "
+        f"harness / bare {rounds_h / rounds_b:.3f}",
         f"training only   harness {train_h:7.1f} s   bare {train_b:7.1f} s   harness / bare {train_h / train_b:.3f}",
         f"whole run       harness {total_h:7.1f} s   bare {total_b:7.1f} s   harness / bare {total_h / total_b:.3f}"
         f"   (the fastest run of each)",

@@ -194,9 +194,9 @@ def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device
     built = torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_kib("VmHWM") * 1024
     with Peak(device) as prepare:
         if strategy_name == "coreset":
-            context.pool_embeddings
+            _ = context.pool_embeddings
         elif strategy_name == "uncertainty":
-            context.pool_probabilities
+            _ = context.pool_probabilities
         elif strategy_name == "snn":
             strategy.pool_codes(context)
     with Peak(device) as select:

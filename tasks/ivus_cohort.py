@@ -91,8 +91,8 @@ Mask ``i`` is drawn from its own stream, ``SeedSequence(seed).spawn(n)[i]`` driv
 and ``make_cohort(n, seed)[:m]`` equals ``make_cohort(m, seed)``: growing ``n`` appends masks.
 Only ``log``, ``exp``, ``cos`` and ``sin`` of per-mask parameters may differ by an ulp between
 math libraries, which cannot change a mask unless a pixel centre lies within ~1e-12 px of a
-contour or a draw within as little of a feasibility limit. NumPy keeps PCG64 streams fixed but does not promise ``Generator`` output across
-versions (NEP 19).
+contour or a draw within as little of a feasibility limit. NumPy keeps PCG64 streams fixed but
+does not promise ``Generator`` output across versions (NEP 19).
 
 Default cohort (n=1200, seed=0, size=64), measured from the masks: plaque burden
 min/median/max 0.26/0.52/0.80 (5th-95th percentile 0.36-0.71); wall 319-1674 pixels (median

@@ -493,9 +493,9 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             print(f"results in {out}")
             failed = json.loads((out / "manifest.json").read_text()).get("failures", [])
             if failed:
+                units = ", ".join(f"{f['strategy']}-r{f['repeat']}" for f in failed)
                 print(
-                    f"{len(failed)} unit(s) failed: {', '.join(f['strategy'] + '-r' + str(f['repeat']) for f in failed)}"
-                    f" (errors in {out / 'manifest.json'})",
+                    f"{len(failed)} unit(s) failed: {units} (errors in {out / 'manifest.json'})",
                     file=sys.stderr,
                 )
                 return 1

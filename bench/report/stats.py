@@ -82,7 +82,7 @@ def aubc(rounds: pd.DataFrame) -> pd.DataFrame:
     round count (a unit that failed part-way would average over a shorter budget)."""
     rows = []
     full = rounds.groupby(["strategy", "seed", "repeat"])["round"].transform("size") == rounds["round"].nunique()
-    for (strategy, seed, repeat), curve in rounds[full].groupby(["strategy", "seed", "repeat"], sort=False):
+    for (strategy, _seed, _repeat), curve in rounds[full].groupby(["strategy", "seed", "repeat"], sort=False):
         curve = curve.sort_values("n_labeled")
         n, v = curve["n_labeled"].to_numpy(dtype=float), curve["value"].to_numpy(dtype=float)
         area = v[0] if len(v) == 1 or n[-1] == n[0] else ((v[1:] + v[:-1]) / 2 * np.diff(n)).sum() / (n[-1] - n[0])

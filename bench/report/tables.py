@@ -296,10 +296,8 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
         else:
             labels = "not reached" if pd.isna(r["labels_to_target"]) else f"{r['labels_to_target']:.0f}"
         saving = "n/a" if pd.isna(r.get("saving_pct")) else f"{r['saving_pct']:+.0f}%"
-        lines.append(
-            f"| {r['strategy']} | {_mean_std(r['aubc_mean'] * metric.display_scale, r['aubc_std'] * metric.display_scale, d)} "
-            f"| {labels} | {saving} |"
-        )
+        aubc = _mean_std(r["aubc_mean"] * metric.display_scale, r["aubc_std"] * metric.display_scale, d)
+        lines.append(f"| {r['strategy']} | {aubc} | {labels} | {saving} |")
     return "\n".join(lines) + "\n"
 
 

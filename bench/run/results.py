@@ -12,11 +12,14 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.run.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROUND_COLUMNS = [
     "task",

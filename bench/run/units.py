@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class Failed:
     selection: bool
 
 
-Event = Union[Started, RoundFinished, Checkpointed, Finished, Failed]
+Event = Started | RoundFinished | Checkpointed | Finished | Failed
 
 
 def run_job(

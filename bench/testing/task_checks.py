@@ -128,7 +128,8 @@ def labels_synthetic_inputs(task: TaskOrInstance) -> None:
     labels = made.label_inputs(x)
     assert isinstance(labels, Labels), f"{it}: label_inputs() returned a {type(labels).__name__}, not Labels"
     assert len(labels.ok) == 4 and labels.inputs.shape == x.shape, (
-        f"{it}: labeling 4 inputs {tuple(x.shape)} gave {len(labels.ok)} ok flags and inputs {tuple(labels.inputs.shape)}"
+        f"{it}: labeling 4 inputs {tuple(x.shape)} gave {len(labels.ok)} ok flags and inputs "
+        f"{tuple(labels.inputs.shape)}"
     )
     assert labels.targets.shape == (4, *data.pool_y.shape[1:]), (
         f"{it}: targets {tuple(labels.targets.shape)}, the pool's are {(4, *data.pool_y.shape[1:])}"

@@ -27,7 +27,7 @@ def test_both_readings_of_the_tables_build_32x32_models(layout, width):
     model = AlphaGAN(AlphaGANSpec(layout=layout)).eval()
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     # encoder out, generator in, image discriminator out, code discriminator (Table S5)
-    assert [(l.in_features, l.out_features) for l in linears] == [
+    assert [(m.in_features, m.out_features) for m in linears] == [
         (width, 3),
         (3, width),
         (width, 1),

@@ -136,7 +136,10 @@ def test_the_report_labels_runs_of_one_strategy_with_other_settings(tmp_path, bl
 
 def test_a_resumed_run_from_before_diagnostics_keeps_its_columns(tmp_path):
     path = tmp_path / "rounds.csv"
-    old = "task,strategy,repeat,seed,round,n_labeled,metric,value,train_s,select_s,label_s,eval_s,n_synthetic,n_rejected\n"
+    old = (
+        "task,strategy,repeat,seed,round,n_labeled,metric,value,train_s,select_s,label_s,eval_s,"
+        "n_synthetic,n_rejected\n"
+    )
     path.write_text(old)
     record = RoundRecord(
         "t", "random", 0, 1, 2, 20, "accuracy", 50.0, 0.1, 0.0, 0.0, 0.1, diagnostics=dict.fromkeys(COLUMNS, math.nan)

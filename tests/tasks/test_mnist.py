@@ -15,7 +15,7 @@ def test_lenet_is_table_s7():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 20, (5, 5)), (20, 50, (5, 5))]
-    assert [(l.in_features, l.out_features) for l in linears] == [(800, 500), (500, 10)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(800, 500), (500, 10)]
     x = torch.rand(3, 1, 28, 28)
     assert model(x).shape == (3, 10) and model.embed(x).shape == (3, 500)
 
