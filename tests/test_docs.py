@@ -5,6 +5,7 @@ README stays short."""
 from __future__ import annotations
 
 import re
+import sys
 import types
 import unicodedata
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.testing import STRATEGY_CHECKS, check_task, trained_context
+from bench.cli.latent import latent_report
+from bench.run.config import RunConfig
+from bench.testing import STRATEGY_CHECKS, Blobs, check_strategy, check_task, registered, trained_context
 from strategies import STRATEGIES
 from tasks import TASKS
 
@@ -34,9 +37,13 @@ def example(marker: str) -> str:
 
 def run_as_module(source: str, module: str) -> dict:
     """Execute a plug-in guide block as the module its first line names (as an in-tree file would be)."""
-    namespace = types.ModuleType(module).__dict__
-    exec(compile(source, f"docs/plugins.md: {module}", "exec"), namespace)
-    return namespace
+    made = types.ModuleType(module)
+    sys.modules[module] = made  # while it runs, as during an import (dataclasses look their module up)
+    try:
+        exec(compile(source, f"docs/plugins.md: {module}", "exec"), made.__dict__)
+    finally:
+        del sys.modules[module]
+    return made.__dict__
 
 
 def test_readme_opens_with_install_and_test_commands_that_ci_runs():
@@ -149,3 +156,18 @@ def test_the_contract_test_example_runs_as_written(guide_plugins):
     for check in STRATEGY_CHECKS.values():
         tests["test_smallest_margin"](check)
     tests["test_digits"]()
+
+
+def test_the_generative_model_example_serves_the_latent_strategies_and_the_latent_report():
+    spec = run_as_module(example("class LinearSpec"), "my_package.linear_latent")["LinearSpec"]
+
+    class LinearBlobs(Blobs):
+        name = "blobs-linear"
+        generative = spec()
+
+    check_strategy("snn", task=LinearBlobs)
+    check_strategy("si", task=LinearBlobs)
+    with registered(LinearBlobs):
+        report = latent_report(RunConfig(task="blobs-linear", strategies=[], quiet=True))
+    assert "linear autoencoder (latent_dim 2, epochs 50, lr 0.01)" in report
+    assert "squared error per value" in report

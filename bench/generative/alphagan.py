@@ -83,6 +83,9 @@ class AlphaGANSpec(GenerativeSpec):
         model, history = train_alphagan(pool_x, self, seed, progress)
         return Trained(model, history[-1]["reconstruction_l1"] if history else float("nan"), history)
 
+    def reconstruct(self, model: AlphaGAN, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return model.reconstruct(x)
+
     def cache_salt(self, pool_x: Tensor) -> str:
         return f"alphagan {pool_x.dtype}"
 

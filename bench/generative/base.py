@@ -51,7 +51,7 @@ class GenerativeSpec(ABC):
 
     kind: ClassVar[str]  # names its cached weights: <kind>-<task>-<key>.pt
     label: ClassVar[str]  # how reports name the model, e.g. "VAE"
-    loss: ClassVar[str]  # what its reconstruction loss is, with units
+    loss: ClassVar[str] = "squared error per value, in [0, 1] units"  # what :meth:`reconstruct`'s loss is
 
     @abstractmethod
     def build(self, input_shape: tuple[int, ...]) -> nn.Module:
@@ -60,6 +60,12 @@ class GenerativeSpec(ABC):
     @abstractmethod
     def train(self, pool_x: Tensor, seed: int, progress: bool = True) -> Trained:
         """Train a model on ``pool_x`` [N, ...] (on its device), seeded by ``seed``."""
+
+    def reconstruct(self, model: GenerativeModel, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The model's reconstruction loss of each input (see :attr:`loss`) [B] and its
+        reconstructions G(E(x)) [B, ...] in [0, 1]; by default the squared error per value."""
+        output = model.decode(model.encode(x))
+        return (output - unit_images(x)).square().flatten(1).mean(1), output
 
     def check(self) -> None:
         """Raise ValueError naming a setting that cannot build a model (checked before any work)."""

@@ -96,14 +96,14 @@ def posterior_fit(codes: Tensor) -> PosteriorFit:
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+def reconstruct(model: nn.Module, spec: GenerativeSpec, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Per-sample reconstruction errors of x [N, ...] through the posterior mean ("loss": the
-    model's own, from its ``reconstruct``; "mse": squared error per pixel in [0, 1]), each [N]; the codes
-    E(x) [N, d]; and the reconstructions G(E(x)) [N, ...] in [0, 1]."""
+    model's own, as its spec computes it; "mse": squared error per pixel in [0, 1]), each [N]; the
+    codes E(x) [N, d]; and the reconstructions G(E(x)) [N, ...] in [0, 1]."""
     losses, errors, codes, outputs = [], [], [], []
     for batch in x.split(BATCH):
         z = model.encode(batch)
-        loss, output = model.reconstruct(batch)
+        loss, output = spec.reconstruct(model, batch)
         losses.append(loss)
         errors.append((output - unit_images(batch)).square().flatten(1).mean(1))
         codes.append(z)
@@ -122,7 +122,8 @@ def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData, 
         test = data.test_x[torch.randperm(len(data.test_x), generator=draws)[:SAMPLES].to(device)]
         z = torch.randn(len(pool), model.latent_dim, generator=draws).to(device)
         start = time.perf_counter()
-        (pool_errors, codes, reconstructions), (test_errors, _, _) = reconstruct(model, pool), reconstruct(model, test)
+        pool_errors, codes, reconstructions = reconstruct(model, spec, pool)
+        test_errors, _, _ = reconstruct(model, spec, test)
         reconstruction = {
             k: {"pool": float(pool_errors[k].mean()), "test": float(test_errors[k].mean())} for k in pool_errors
         }

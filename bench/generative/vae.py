@@ -37,6 +37,9 @@ class VAESpec(GenerativeSpec):
         vae, final = train_vae(pool_x, self, seed, progress)
         return Trained(vae, final)
 
+    def reconstruct(self, model: VAE, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return model.reconstruct(x)
+
 
 class VAE(nn.Module):
     """A fully connected VAE over inputs of shape ``input_shape`` (values in [0, 1])."""
