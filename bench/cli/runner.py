@@ -85,9 +85,16 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
     execution = execution or Execution()
     execution.check()
     assembly = assemble(with_threads(config, execution))
-    plan, data = assembly.plan, assembly.data
+    plan = assembly.plan
     out, lock = prepare_out(config.out, plan.task.name)
     try:
+        try:
+            data = assembly.data
+        except BaseException:  # nothing was written: leave no folder behind
+            (out / LOCK).unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+            raise
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes)

@@ -3,8 +3,9 @@ process-wide torch settings, the task's data on the device and the generative mo
 
 Every command and worker calls :func:`assemble` (the driver, each worker process, ``perf``,
 ``latent``, ``show``, and the contract checks of :mod:`bench.testing`), so they all run on the same
-objects. The generative model is built on first use: trained on the pool (once per task, pool,
-seed and settings, then loaded from the cache), or rebuilt from the weights the driver sent.
+objects. The data are loaded on first use (so the driver can claim its run folder first), and
+so is the generative model: trained on the pool (once per task, pool, seed and settings, then
+loaded from the cache), or rebuilt from the weights the driver sent.
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ from tasks.base import TaskData
 
 @dataclass
 class Assembly:
-    """A run's plan and data, and (built on first use) its generative model."""
+    """A run's plan, and (built on first use) its data and generative model."""
 
     plan: Plan
-    data: TaskData
     #: The generative model's weights as the driver serialised them (:func:`generative_weights`);
     #: None: load it from the cache, or train it there.
     weights: bytes | None = None
+
+    @cached_property
+    def data(self) -> TaskData:
+        """The task's data (a subset if asked), checked against the protocol, on the device."""
+        return load_data(self.plan)
 
     @cached_property
     def _generative(self) -> tuple[GenerativeModel | None, Path | None]:
@@ -62,12 +67,12 @@ class Assembly:
 
 
 def assemble(config: RunConfig, weights: bytes | None = None) -> Assembly:
-    """Check ``config`` (ConfigError naming the problem and fix), apply its torch settings to this
-    process and load the task's data; the generative model follows on first use (from
-    ``weights`` when given)."""
+    """Check ``config`` (ConfigError naming the problem and fix) and apply its torch settings to
+    this process; the data and the generative model (from ``weights`` when given) follow on
+    first use."""
     plan = plan_run(config)
     apply_torch_settings(plan)
-    return Assembly(plan, load_data(plan), weights)
+    return Assembly(plan, weights)
 
 
 def generative_weights(model: GenerativeModel) -> bytes:

@@ -82,7 +82,7 @@ def worker_state(spec: WorkerSpec) -> Assembly:
         for strategy in spec.strategy_classes:
             _register(STRATEGIES, strategy.name, strategy)
         assembly = assemble(spec.config, weights=spec.generative)
-        _ = assembly.generative  # rebuilt now, once per worker, from the weights the driver sent
+        _ = assembly.data, assembly.generative  # now, once per worker (the model from the weights the driver sent)
         _WORKER_STATE.clear()
         _WORKER_STATE[spec.run_id] = assembly
     return _WORKER_STATE[spec.run_id]

@@ -165,7 +165,7 @@ def blobs_plan(tmp_path, blobs_task, monkeypatch):
 
 def generative_model(plan, data):
     """The generative model and its cache file, as a fresh run assembles them."""
-    assembly = Assembly(plan, data)
+    assembly = Assembly(plan)  # loads the same data again
     return assembly.generative, assembly.generative_file
 
 
