@@ -3,8 +3,9 @@
 Modelled on timm's ``@register_model`` / ``list_models``: adding a strategy or task is one file
 and one decorator; another installed package adds entries through an entry-point group. A class
 has one name, its ``name`` attribute: the decorator needs no argument, and an entry point whose
-name differs from its class's is refused. A plug-in that fails to import is reported once, as a
-warning naming its distribution and the error, and left out; everything else keeps working.
+name differs from its class's is left out under both names (even where the class's own decorator
+registered it on import). A plug-in that fails to import or is left out so is reported once, as a
+warning naming its distribution and why; everything else keeps working.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Registry(Generic[T]):
         self._factories: dict[str, Callable[..., T]] = {}
         self._distributions: dict[str, str] = {}  # name -> distribution, for entry points
         self.broken: dict[str, str] = {}  # entry-point name -> why it was left out
+        self._aliases: dict[str, str] = {}  # a left-out class's own name -> its entry point's name
         self._entry_points_loaded = False
 
     def register(self, arg: str | Callable[..., T] | None = None):
@@ -129,22 +131,50 @@ class Registry(Generic[T]):
             where = f"{dist} {distribution.version}" if distribution is not None else ep.value
             try:
                 factory = ep.load()
-                self.add(ep.name, factory)
             except Exception as err:  # a broken plug-in must not take the others down
-                why = f"{type(err).__name__}: {err}"
-                self.broken[ep.name] = f"from {where} ({ep.value}): {why}"
-                log.warning(
-                    "left out the %s plug-in %r from %s (entry point %s = %s): %s",
-                    self.kind,
-                    ep.name,
-                    where,
-                    self.entry_point_group,
-                    ep.value,
-                    why,
-                )
+                self._leave_out(ep, where, f"it failed to import ({type(err).__name__}: {err})")
+                continue
+            why = self._refusal(ep.name, factory)
+            if why is not None:
+                self._leave_out(ep, where, why)
+                own = getattr(factory, "name", None)
+                if isinstance(own, str) and self._factories.get(own) is factory:  # its decorator ran on import
+                    del self._factories[own]
+                    self._aliases[own] = ep.name
+                continue
+            try:
+                self.add(ep.name, factory)
+            except ValueError as err:  # e.g. its name is taken by another class
+                self._leave_out(ep, where, str(err))
                 continue
             if dist:
                 self._distributions[ep.name] = dist
+
+    def _refusal(self, name: str, factory: Callable[..., T]) -> str | None:
+        """Why the entry point ``name`` cannot register ``factory``, or None when it can."""
+        try:
+            own = name_of(factory, self.kind)
+        except ValueError as err:
+            return str(err)
+        if own != name:
+            return (
+                f"its class {factory.__qualname__} is named {own!r} (its `name`) but its entry point "
+                f"{name!r}; a {self.kind} has one name: name the entry point {own!r} (or the class {name!r})"
+            )
+        return None
+
+    def _leave_out(self, ep: Any, where: str, why: str) -> None:
+        """Record and report, once, that the entry point ``ep`` is left out and ``why``."""
+        self.broken[ep.name] = f"from {where} ({ep.value}): {why}"
+        log.warning(
+            "left out the %s plug-in %r from %s (entry point %s = %s): %s",
+            self.kind,
+            ep.name,
+            where,
+            self.entry_point_group,
+            ep.value,
+            why,
+        )
 
     def names(self) -> list[str]:
         """Registered names, built-ins first in registration order, then plug-ins."""
@@ -157,10 +187,10 @@ class Registry(Generic[T]):
         try:
             return self._factories[name]
         except KeyError:
-            if name in self.broken:
+            entry = self._aliases.get(name, name)
+            if entry in self.broken:
                 raise UnknownNameError(
-                    f"the {self.kind} plug-in {name!r} failed to import and was left "
-                    f"out {self.broken[name]}; fix or uninstall it"
+                    f"the {self.kind} plug-in {entry!r} was left out {self.broken[entry]}; fix or uninstall it"
                 ) from None
             known = ", ".join(self.names()) or "(none)"
             plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"

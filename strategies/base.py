@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.generative.base import GenerativeModel
-from tasks.base import Labels, Task, describe_capability
+from tasks.base import Capability, Labels, Task, describe_capability
 
 #: The harness's batched inference: ``infer(fn, x, dropout=False)`` is ``fn`` over ``x`` [N, ...]
 #: in batches, without gradients, F in eval mode (dropout layers active with ``dropout``),
@@ -37,7 +37,9 @@ class SelectionContext:
     ``labeled`` holds the pool indices already labeled (in the order they were added);
     ``train_x``/``train_y`` are the whole current training set, synthesized samples included.
     Score F with :meth:`score` (or the cached :attr:`pool_probabilities`, :attr:`pool_embeddings`)
-    and with :meth:`mc_probabilities` for Monte Carlo dropout: batched, in ``score_dtype``.
+    and with :meth:`mc_probabilities` for Monte Carlo dropout: batched, in ``score_dtype``. Each
+    of them raises :class:`CapabilityError` on a task that lacks what it needs (class
+    probabilities, embeddings, dropout layers), rather than return meaningless numbers.
     """
 
     task: Task
@@ -65,10 +67,27 @@ class SelectionContext:
         mask[self.labeled] = False
         return np.flatnonzero(mask)
 
+    def need(self, capability: str, what: str) -> None:
+        """Raise :class:`CapabilityError` unless the task provides ``capability``, which ``what``
+        (e.g. ``"context.mc_probabilities"``) needs."""
+        if capability not in self.task.capabilities:
+            raise CapabilityError(capability, what, self.task.name)
+
     def score(self, fn: Callable[[Tensor], Tensor], x: Tensor | None = None, dropout: bool = False) -> Tensor:
         """``fn(batch)`` over ``x`` (default: the pool) in batches, without gradients, F in eval
-        mode (its dropout layers active with ``dropout``), computed in ``score_dtype``; float32
-        [N, ...] on the device."""
+        mode (its dropout layers active with ``dropout``; the task must provide
+        :attr:`Capability.DROPOUT`), computed in ``score_dtype``; float32 [N, ...] on the device."""
+        if dropout:
+            self.need(Capability.DROPOUT, "scoring with dropout active (context.mc_probabilities or score)")
+            if not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in self.model.modules()):
+                raise CapabilityError(
+                    Capability.DROPOUT,
+                    "scoring with dropout active",
+                    self.task.name,
+                    f"task {self.task.name!r} declares {Capability.DROPOUT!r}, but its target model has no "
+                    f"dropout layer (torch.nn.Dropout and kin), so every pass would be the same; give F "
+                    f"dropout layers or drop the capability",
+                )
         x = self.pool_x if x is None else x
         with torch.autocast(self.device.type, dtype=self.score_dtype, enabled=self.score_dtype != torch.float32):
             return self.infer(lambda b: fn(b).float(), x, dropout=dropout)
@@ -76,13 +95,17 @@ class SelectionContext:
     @cached_property
     def pool_probabilities(self) -> Tensor:
         """Softmax of F over the whole pool, float32 [N, C] on device (computed once per round)."""
+        self.need(Capability.PROBABILITIES, "context.pool_probabilities")
         return self.score(lambda b: torch.softmax(self.model(b).float(), dim=1))
 
     def mc_probabilities(self, passes: int, x: Tensor | None = None) -> Tensor:
         """Softmax of F over ``x`` (default: the pool) in ``passes`` stochastic forward passes
         with dropout active (Monte Carlo dropout), float32 [passes, N, C] on device. The dropout
         masks come from a seed drawn from ``rng``: reproducible, and the run's other random
-        streams are left as they were. Needs a task with :attr:`Capability.DROPOUT`."""
+        streams are left as they were. Needs a task with :attr:`Capability.PROBABILITIES` and
+        :attr:`Capability.DROPOUT` (a strategy using it declares both in ``requires``)."""
+        self.need(Capability.PROBABILITIES, "context.mc_probabilities")
+        self.need(Capability.DROPOUT, "context.mc_probabilities")
         seed = int(self.rng.integers(2**63))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -95,12 +118,28 @@ class SelectionContext:
 
     def embed(self, x: Tensor) -> Tensor:
         """F's penultimate features of ``x``, float32 [len(x), d] on device."""
+        self.need(Capability.EMBEDDINGS, "context.embed (or context.pool_embeddings)")
         return self.score(lambda b: self.model.embed(b).flatten(1), x)  # type: ignore[operator]  # F.embed: the task contract
 
     @cached_property
     def pool_embeddings(self) -> Tensor:
         """F's penultimate features of the whole pool [N, d] (computed once per round)."""
         return self.embed(self.pool_x)
+
+
+class CapabilityError(RuntimeError):
+    """A strategy used something the task does not provide (a :class:`Capability`): the unit
+    stops with this message instead of computing on what is not there. Declaring the capability
+    in the strategy's ``requires`` lets the harness refuse such a pair before any work."""
+
+    def __init__(self, capability: str, what: str, task: str, why: str | None = None) -> None:
+        self.capability = capability
+        super().__init__(
+            why
+            or f"{what} needs {describe_capability(capability)}, which task {task!r} does not provide; "
+            f"a strategy that uses it declares {capability!r} in its `requires` (so that the harness "
+            f"refuses such a task before any work)"
+        )
 
 
 class SelectionError(RuntimeError):
@@ -127,7 +166,14 @@ class Selection:
         if (self.indices is None) == (self.inputs is None):
             raise ValueError("a Selection holds either pool indices or synthesized inputs")
         if self.indices is not None:
-            self.indices = np.asarray(self.indices, dtype=np.int64).reshape(-1)
+            given = self.indices.cpu().numpy() if isinstance(self.indices, Tensor) else np.asarray(self.indices)
+            if given.size and given.dtype.kind not in "iu":
+                raise ValueError(
+                    f"a Selection's pool indices must be integers, not {given.dtype} "
+                    f"(e.g. {given.reshape(-1)[:5].tolist()}); return positions in the pool, such as "
+                    f"context.unlabeled[order]"
+                )
+            self.indices = given.astype(np.int64).reshape(-1)
 
     def __len__(self) -> int:
         if self.indices is not None:

@@ -116,6 +116,12 @@ def _infer(
     return predict(model, x, batch_size, fn, dropout=dropout)
 
 
+def _few(values: np.ndarray, n: int = 8) -> str:
+    """The first ``n`` of ``values`` as a list, with how many more there are."""
+    shown = values[:n].tolist()
+    return f"{shown}" + (f" and {len(values) - n} more" if len(values) > n else "")
+
+
 class TrainingSet:
     """The growing labeled set of one (strategy, repeat): pool samples and synthesized ones."""
 
@@ -140,23 +146,34 @@ class TrainingSet:
         return int(sum((s < 0).sum() for s in self.sources))
 
     def check(self, selection: Selection, k: int, who: str) -> None:
-        """Enforce the contract: exactly k new, distinct, in-range, unlabeled pool indices."""
+        """Enforce the contract: exactly k new, distinct, in-range, unlabeled pool indices, or k
+        synthesized inputs with one target each. ``who`` names the strategy, task and round; a
+        message adds k and the offending values."""
         if len(selection) != k:
-            raise StrategyError(f"{who} returned {len(selection)} samples, expected {k}")
+            raise StrategyError(f"{who} returned {len(selection)} samples for k={k}; return exactly k")
         if selection.indices is None:
             if selection.targets is None or len(selection.targets) != len(selection.inputs):
+                targets = "no targets" if selection.targets is None else f"{len(selection.targets)} targets"
                 raise StrategyError(
-                    f"{who} returned synthesized inputs without one target each "
-                    f"(label them through context.label_inputs)"
+                    f"{who} returned {len(selection.inputs)} synthesized inputs with {targets} for k={k}; "
+                    f"label each through context.label_inputs"
                 )
             return
-        idx = selection.indices
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(self._labeled)):
-            raise StrategyError(f"{who} returned pool indices outside 0..{len(self._labeled) - 1}")
-        if len(np.unique(idx)) != len(idx):
-            raise StrategyError(f"{who} returned duplicate pool indices")
+        idx, n = selection.indices, len(self._labeled)
+        outside = idx[(idx < 0) | (idx >= n)]
+        if len(outside):
+            raise StrategyError(f"{who} returned pool indices outside 0..{n - 1} for k={k}: {_few(outside)}")
+        values, counts = np.unique(idx, return_counts=True)
+        if (counts > 1).any():
+            raise StrategyError(
+                f"{who} returned duplicate pool indices for k={k}: {_few(values[counts > 1])} "
+                f"(each {_few(counts[counts > 1])} times)"
+            )
         if self._labeled[idx].any():
-            raise StrategyError(f"{who} returned already-labeled pool indices {idx[self._labeled[idx]][:5]}")
+            raise StrategyError(
+                f"{who} returned already-labeled pool indices for k={k}: {_few(idx[self._labeled[idx]])}; "
+                f"pick from context.unlabeled"
+            )
 
     def add(self, selection: Selection) -> None:
         """Append the selection: pool samples with their looked-up labels, or synthesized
@@ -327,7 +344,7 @@ class UnitState:
             selection = Selection(indices=self.init_idx)
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
-        self.training.check(selection, k, f"strategy {self.name!r} (round {t})")
+        self.training.check(selection, k, f"strategy {self.name!r} on task {self.plan.task.name!r} (round {t})")
         self.diagnostics = Diagnostics()
         if not initial and self.plan.config.diagnostics:
             self.diagnostics = timer.timed("diagnose", self.diagnose, selection)

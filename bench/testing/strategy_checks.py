@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,12 +15,18 @@ from torch import Tensor
 
 from bench.run.checkpoint import to_bytes
 from bench.run.config import ConfigError
-from bench.run.loop import UnitState
+from bench.run.loop import StrategyError, UnitState
 from bench.run.plan import create_task, plan_run, strategy_options
 from bench.testing.harness import Options, StrategyLike, TaskLike, _checking, _loaded, _same, _show, registered
-from strategies.base import Selection, SelectionContext
+from strategies.base import CapabilityError, Selection, SelectionContext
 from tasks import TASKS
-from tasks.base import Capability, Labels, Task, describe_capability
+from tasks.base import Capability, Labels, Task
+
+#: What a failed reproducibility check advises.
+RNG_HINT = (
+    "draw random numbers only from context.rng (numpy's and Python's global random state are not seeded "
+    "by the harness; torch's global stream is)"
+)
 
 
 def returns_k_samples_the_harness_accepts(
@@ -35,8 +40,10 @@ def returns_k_samples_the_harness_accepts(
             ctx = unit.context(1)
             selection = unit.strategy.select(ctx, k)
             assert isinstance(selection, Selection), f"{it}, k={k}: select() returned a {type(selection).__name__}"
-            assert len(selection) == k, f"{it} returned {len(selection)} samples for k={k}"
-            unit.training.check(selection, k, f"{it} (k={k})")  # the harness's own contract check
+            try:
+                unit.training.check(selection, k, str(it))  # the harness's own contract check
+            except StrategyError as err:
+                raise AssertionError(str(err)) from None
             if selection.indices is not None:
                 assert selection.indices.dtype == np.int64, f"{it}, k={k}: indices are {selection.indices.dtype}"
                 continue
@@ -56,7 +63,7 @@ def is_reproducible_from_its_seed(strategy: StrategyLike, task: TaskLike = None,
     with _checking(strategy, task, options) as it:
         first, again = it.round_one().unit(), it.round_one().trained()
         a, b = (unit.strategy.select(unit.context(1), 10) for unit in (first, again))
-        assert _same(a, b), f"{it}, k=10: two runs with the same seed selected {_show(a)} and {_show(b)}"
+        assert _same(a, b), f"{it}, k=10: two runs with the same seed selected {_show(a)} and {_show(b)}; {RNG_HINT}"
 
 
 def leaves_the_target_model_unchanged(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
@@ -107,8 +114,15 @@ def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, opt
         value, a = round_two(straight)
         value_again, b = round_two(start.restored(saved))
         assert value == value_again, f"{it}: round 2 scores {value} straight through, {value_again} after a resume"
-        assert _same(a, b), (
-            f"{it}, k=5: selected {_show(a)} straight through, {_show(b)} after a resume (is its state_dict complete?)"
+        if _same(a, b):
+            return
+        c, d = (round_two(start.restored(saved))[1] for _ in range(2))
+        assert _same(c, d), (
+            f"{it}, k=5: two units restored from one checkpoint selected {_show(c)} and {_show(d)}; {RNG_HINT}"
+        )
+        raise AssertionError(
+            f"{it}, k=5: selected {_show(a)} straight through, {_show(b)} after a resume; what it carries "
+            f"from round to round belongs in its state_dict (and load_state_dict)"
         )
 
 
@@ -156,65 +170,24 @@ def refuses_bad_options(strategy: StrategyLike, task: TaskLike = None, options: 
                     ) from err
 
 
-class _Undeclared(RuntimeError):
-    """A strategy used a capability it does not declare in ``requires``."""
-
-    def __init__(self, capability: str, what: str) -> None:
-        super().__init__(f"it used {what}, which needs {capability!r} ({describe_capability(capability)})")
-
-
-@dataclass
-class _DeclaredOnly(SelectionContext):
-    """A selection context whose scoring raises :class:`_Undeclared` where it needs a built-in
-    capability not in ``declared`` (F's own use of its ``embed`` in ``forward`` is not a use)."""
-
-    declared: frozenset[str] = frozenset()
-
-    def _need(self, capability: str, what: str) -> None:
-        if capability not in self.declared:
-            raise _Undeclared(capability, what)
-
-    @property
-    def pool_probabilities(self) -> Tensor:
-        self._need(Capability.PROBABILITIES, "context.pool_probabilities")
-        return super().pool_probabilities
-
-    def mc_probabilities(self, passes: int, x: Tensor | None = None) -> Tensor:
-        self._need(Capability.PROBABILITIES, "context.mc_probabilities")
-        return super().mc_probabilities(passes, x)
-
-    def score(self, fn: Callable[[Tensor], Tensor], x: Tensor | None = None, dropout: bool = False) -> Tensor:
-        if dropout:
-            self._need(Capability.DROPOUT, "F with dropout active (context.mc_probabilities or score)")
-        return super().score(fn, x, dropout)
-
-    @property
-    def pool_embeddings(self) -> Tensor:
-        self._need(Capability.EMBEDDINGS, "context.pool_embeddings")
-        return super().pool_embeddings
-
-    def embed(self, x: Tensor) -> Tensor:
-        self._need(Capability.EMBEDDINGS, "context.embed")
-        return super().embed(x)
-
-
 def _declared_only(unit: UnitState, declared: frozenset[str]) -> SelectionContext:
     """The unit's context after round 1 offering only the built-in capabilities in ``declared``:
-    the task lists no others, scoring that needs them raises, and the generative model and the
-    labeler are absent unless declared (as in a run without a strategy that declares them)."""
+    the task lists no others (so the context's scoring that needs them raises
+    :class:`CapabilityError`), and the generative model and the labeler are absent unless
+    declared (as in a run without a strategy that declares them)."""
     ctx = unit.context(1)
-    fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
-    fields["task"] = copy.copy(ctx.task)
-    fields["task"].capabilities = frozenset(ctx.task.capabilities) & declared
+    task = copy.copy(ctx.task)
+    task.capabilities = frozenset(ctx.task.capabilities) & declared
+    changes: dict[str, Any] = {"task": task}
     if Capability.GENERATIVE not in declared:
-        fields["generative"] = None
+        changes["generative"] = None
     if Capability.SYNTHETIC_LABELS not in declared:
 
         def label_inputs(x: Tensor) -> Labels:
-            raise _Undeclared(Capability.SYNTHETIC_LABELS, "context.label_inputs")
+            raise CapabilityError(Capability.SYNTHETIC_LABELS, "context.label_inputs", task.name)
 
-        fields["label_inputs"] = label_inputs
-    return _DeclaredOnly(**fields, declared=declared)
+        changes["label_inputs"] = label_inputs
+    return dataclasses.replace(ctx, **changes)
 
 
 def _without(base: type[Task], capability: str) -> type[Task]:
@@ -256,8 +229,11 @@ def requires_is_honest(strategy: StrategyLike, task: TaskLike = None, options: O
         unit = it.round_one().unit()
         try:
             unit.strategy.select(_declared_only(unit, frozenset(cls.requires)), 5)
-        except _Undeclared as err:
-            raise AssertionError(f"{it}, k=5: {err}; its requires declares only {sorted(cls.requires)}") from None
+        except CapabilityError as err:
+            raise AssertionError(
+                f"{it}, k=5: with only the capabilities its requires declares ({sorted(cls.requires)}; "
+                f"the others withheld) it failed: {err}"
+            ) from None
         except Exception as err:
             raise AssertionError(
                 f"{it}, k=5: selecting with only the declared capabilities {sorted(cls.requires)} "

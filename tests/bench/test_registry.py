@@ -143,9 +143,60 @@ def test_an_entry_point_named_unlike_its_class_is_refused(tmp_path, monkeypatch,
     )
     registry = Registry("strategy", entry_point_group="latent_bench.strategies")
     assert "lowest" not in registry.names() and "first-k" not in registry.names()
-    assert "named 'first-k'" in caplog.text and "registered as 'lowest'" in caplog.text
-    with pytest.raises(UnknownNameError, match="plug-in 'lowest' failed to import .*lowest-plugin 0.1"):
+    assert "named 'first-k' (its `name`) but its entry point 'lowest'" in caplog.text
+    assert "failed to import" not in caplog.text  # it imported; its names disagree
+    with pytest.raises(UnknownNameError, match="plug-in 'lowest' was left out from lowest-plugin 0.1"):
         registry.get("lowest")
+
+
+DECORATED = PLUGIN.replace("class FirstK", "@register_strategy\nclass FirstK").replace(
+    "from strategies.base", "from strategies import register_strategy\nfrom strategies.base"
+)
+
+
+def test_an_entry_point_named_unlike_its_decorated_class_runs_under_neither_name(tmp_path):
+    """The class's own decorator registers it when the entry point imports it; it is still left
+    out, under both names, with one message saying why and how to fix it."""
+    folder = fake_distribution(tmp_path, "decorated_plugin", DECORATED, "lowest = decorated_plugin:FirstK")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+    listed = subprocess.run(
+        [sys.executable, "-m", "bench", "list"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.count("left out the strategy plug-in 'lowest'") == 1
+    assert "failed to import" not in listed.stderr + listed.stdout
+    assert "name the entry point 'first-k'" in listed.stderr
+    assert "first-k" not in listed.stdout.split("which strategy applies")[1].split("plug-ins left out")[0]
+    names = subprocess.run(
+        [sys.executable, "-c", "from strategies import STRATEGIES; print(','.join(STRATEGIES.names()))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert names.returncode == 0, names.stderr
+    assert "random" in names.stdout.split(",") and not {"lowest", "first-k"} & set(names.stdout.strip().split(","))
+    for name in ("lowest", "first-k"):
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                "--task",
+                "mnist",
+                "--strategy",
+                name,
+                "--out",
+                str(tmp_path / name),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert run.returncode == 2, run.stderr
+        assert "plug-in 'lowest' was left out" in run.stderr and "name the entry point 'first-k'" in run.stderr
 
 
 def test_a_plugin_that_fails_to_import_is_left_out_with_one_warning(tmp_path):
@@ -168,7 +219,7 @@ def test_a_plugin_that_fails_to_import_is_left_out_with_one_warning(tmp_path):
         timeout=120,
         env=env,
     )
-    assert run.returncode == 2 and "plug-in 'broken' failed to import" in run.stderr
+    assert run.returncode == 2 and "plug-in 'broken' was left out" in run.stderr and "failed to import" in run.stderr
 
 
 def test_plugin_strategy_shows_in_bench_list(plugin_path):

@@ -200,13 +200,14 @@ class UnsafeState(Forgetful):
         (
             UsesEmbeddings,
             "requires_is_honest",
-            "strategy 'uses-embeddings' on task 'blobs', k=5: it used "
-            "context.pool_embeddings, which needs 'embeddings'",
+            r"strategy 'uses-embeddings' on task 'blobs', k=5: with only the capabilities its requires declares "
+            r"\(\[\]; the others withheld\) it failed: context.embed \(or context.pool_embeddings\) needs "
+            r"embeddings from the target model .* declares 'embeddings' in its `requires`",
         ),
         (
             UsesDropout,
             "requires_is_honest",
-            "'uses-dropout' on task 'blobs', k=5: it used F with dropout active .*which needs 'dropout'",
+            "'uses-dropout' on task 'blobs', k=5: .* it failed: context.mc_probabilities needs dropout layers",
         ),
         (
             UsesTheGenerativeModel,
