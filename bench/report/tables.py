@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -225,10 +226,10 @@ def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(
-    table: pd.DataFrame, task: str, metric: str, decimals: int = 1, paper: list[tuple[str, tuple[float, ...]]] = ()
+    table: pd.DataFrame, task: str, metric: str, decimals: int = 1, paper: list[tuple[str, dict[int, float]]] = ()
 ) -> str:
     """The paper's Table 1 layout: a row per strategy, a column per round t, ``mean ± std``;
-    ``paper`` rows (name, values per round) go first."""
+    ``paper`` rows (name, value per round t of this table; a round without one stays empty) go first."""
     rounds = sorted(table["round"].unique())
     sizes = table.groupby("round")["n_labeled"].first()
     repeats = sorted(table["repeats"].unique())
@@ -241,9 +242,7 @@ def markdown_table(
         "| n_labeled | " + " | ".join(str(sizes[t]) for t in rounds) + " |",
     ]
     for name, values in paper:
-        lines.append(
-            f"| {name} | " + " | ".join(f"{values[t - 1]:.1f}" if t <= len(values) else "" for t in rounds) + " |"
-        )
+        lines.append(f"| {name} | " + " | ".join(f"{values[t]:.1f}" if t in values else "" for t in rounds) + " |")
     for strategy, rows in table.groupby("strategy", sort=False):
         cells = {r["round"]: _mean_std(r["mean"], r["std"], decimals) for _, r in rows.iterrows()}
         lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
@@ -313,16 +312,58 @@ def _mean_std(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f} ± {_std(std, decimals)}"
 
 
-def paper_rows(task: str) -> tuple[list[tuple[str, tuple[float, ...]]], str]:
-    """The paper's Table 1 rows for ``task`` and a line citing them (empty when it has none)."""
-    rows = TABLE_1.get(task)
-    if rows is None:
-        return [], f"the paper reports no {task} rows"
-    note = f"; {rows.note}" if rows.note else ""
-    return (
-        [("paper Rand", rows.rand), (f"paper Ours ({rows.ours_is})", rows.ours)],
-        f"paper rows: {CITATION}, {rows.metric}{note}",
-    )
+@dataclasses.dataclass(frozen=True)
+class PaperComparison:
+    """The paper's Table 1 rows as a report shows them beside a run (:func:`paper_comparison`)."""
+
+    rows: list[tuple[str, dict[int, float]]]  # (name, value per round t of the run) where the sizes are equal
+    notes: list[str]  # the citation, and where the labeled-set sizes differ, that and how
+    own_table: str  # markdown: the rows at the paper's own sizes when no round of the run has one; else ""
+
+
+def paper_comparison(task: str, sizes: dict[int, int]) -> PaperComparison:
+    """The paper's Table 1 rows for ``task`` beside a run whose round t had ``sizes[t]`` labeled samples.
+
+    The paper's value for round t is shown in round t of the run only where both had the same
+    labeled-set size (:attr:`PaperRows.n_labeled`; the same size in another round is not the same
+    protocol: F has trained for another number of rounds). Where they differ the cell stays empty
+    and a note gives both sizes; when no round matches (e.g. a reduced run), the rows leave the
+    run's table for one of their own with the paper's sizes, so no paper value stands beside a
+    measurement of another protocol."""
+    paper = TABLE_1.get(task)
+    if paper is None:
+        return PaperComparison([], [f"the paper reports no {task} rows"], "")
+    note = f"; {paper.note}" if paper.note else ""
+    notes = [f"paper rows: {CITATION}, {paper.metric}{note}"]
+    named = [("paper Rand", paper.rand), (f"paper Ours ({paper.ours_is})", paper.ours)]
+    matched = [t for t, n in sizes.items() if t <= len(paper.n_labeled) and paper.n_labeled[t - 1] == n]
+    differ = f"the paper's rows are at {_sizes(paper.n_labeled)} labels, this run at {_sizes(sizes.values())}"
+    if not matched:
+        notes.append(f"not comparable: {differ}; they are listed at the paper's sizes after this run's table")
+        header = "| strategy | " + " | ".join(f"t={t}" for t in range(1, len(paper.n_labeled) + 1)) + " |"
+        lines = [
+            "the paper's rows at its own labeled-set sizes, not comparable with this run's",
+            "",
+            header,
+            "|" + "---|" * (len(paper.n_labeled) + 1),
+            "| n_labeled | " + " | ".join(map(str, paper.n_labeled)) + " |",
+            *(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for name, values in named),
+        ]
+        return PaperComparison([], notes, "\n".join(lines) + "\n")
+    if len(matched) < len(sizes):
+        shown = ", ".join(f"t={t}" for t in matched)
+        notes.append(f"not comparable in every round: {differ}; paper values are shown only in {shown}")
+    rows = [(name, {t: values[t - 1] for t in matched}) for name, values in named]
+    return PaperComparison(rows, notes, "")
+
+
+def _sizes(counts: Iterable[int]) -> str:
+    """Labeled-set sizes in words: ``1,000 to 10,000 (+1,000 a round)`` when evenly spaced."""
+    sizes = [int(n) for n in counts]
+    steps = {b - a for a, b in zip(sizes, sizes[1:])}
+    if len(sizes) > 2 and len(steps) == 1:
+        return f"{sizes[0]:,} to {sizes[-1]:,} (+{steps.pop():,} a round)"
+    return ", ".join(f"{n:,}" for n in sizes)
 
 
 def write_report(
@@ -348,15 +389,18 @@ def write_report(
     described = {f"metric_{k}": v for k, v in dataclasses.asdict(metric).items()}
     table = summarize(rounds)
     table.assign(**described).to_csv(out / "table.csv", index=False)
-    rows, citation = paper_rows(task) if paper else ([], "")
-    text = "".join(f"> {note}\n\n" for note in [*notes, *([citation] if citation else [])])
+    sizes = {int(t): int(n) for t, n in table.groupby("round")["n_labeled"].first().items()}
+    comparison = paper_comparison(task, sizes) if paper else PaperComparison([], [], "")
+    text = "".join(f"> {note}\n\n" for note in [*notes, *comparison.notes])
     text += markdown_table(
         table.assign(mean=table["mean"] * scale, std=table["std"] * scale),
         task,
         f"{metric.label} ({metric.direction})",
         d,
-        rows,
+        comparison.rows,
     )
+    if comparison.own_table:
+        text += "\n" + comparison.own_table
     diffs = paired_differences(rounds, BASELINE, metric.higher_is_better)
     if diffs is not None and len(diffs):
         diffs.assign(**described).to_csv(out / "differences.csv", index=False)
