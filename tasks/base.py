@@ -61,13 +61,20 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 @dataclass(frozen=True)
 class Metric:
-    """The task's headline metric: its name (a ``rounds.csv`` value), direction and display."""
+    """The task's headline metric: its name (a ``rounds.csv`` value), direction and display.
+
+    ``bounds`` is the range a value can take, in the units :meth:`Task.scores` returns (before
+    ``display_scale``): ``(low, high)``, ``None`` for no bound, e.g. ``(0.0, 100.0)`` for an
+    accuracy in %, ``(0.0, None)`` for a squared error. Report figures clip their ±1 std bands to
+    it, so a band never claims an accuracy above 100% or a negative error; unbounded by default.
+    """
 
     name: str
     higher_is_better: bool
     label: str  # axis label, e.g. "accuracy (%)"; mentions display_scale when it is not 1
     decimals: int = 1  # digits shown in table.md
     display_scale: float = 1.0  # tables and figures show value * display_scale
+    bounds: tuple[float | None, float | None] = (None, None)  # (low, high) in the units of scores
 
 
 #: How F starts each round after the first: keep training it (the paper), reload the repeat's

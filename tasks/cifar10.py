@@ -73,7 +73,7 @@ def flip_and_crop(x: Tensor, generator: torch.Generator, padding: int = CROP_PAD
 class CIFAR10Task(Task):
     name = "cifar10"
     description = "CIFAR-10 (50k pool, 10k test), VGG-16 with BN (Table S8), alpha-GAN latent space, accuracy (%)"
-    metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1)
+    metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1, bounds=(0.0, 100.0))
     protocol = Protocol(initial=1000, increment=1000, rounds=10, epochs=10, batch_size=128, lr=1e-3)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
     generative = AlphaGANSpec()  # Tables S1-S5, latent dimension 3

@@ -110,7 +110,12 @@ class IVUSTask(Task):
     name = "ivus"
     description = "synthetic IVUS wall masks -> FEM stress maps (990 pool, 210 test), Table S6 net, MSE"
     metric = Metric(
-        "mse", higher_is_better=False, label="test MSE x 1e4 (stress / 300 kPa)", decimals=2, display_scale=1e4
+        "mse",
+        higher_is_better=False,
+        label="test MSE x 1e4 (stress / 300 kPa)",
+        decimals=2,
+        display_scale=1e4,
+        bounds=(0.0, None),
     )
     protocol = Protocol(initial=50, increment=50, rounds=10, epochs=50, batch_size=16, lr=1e-3)
     capabilities = frozenset({Capability.EMBEDDINGS, Capability.GENERATIVE, Capability.SYNTHETIC_LABELS})

@@ -82,7 +82,7 @@ def read_mnist(data_root: Path, download: bool) -> TaskData:
 class MNISTTask(Task):
     name = "mnist"
     description = "MNIST digits (60k pool, 10k test), LeNet (Table S7), accuracy (%)"
-    metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1)
+    metric = Metric("accuracy", higher_is_better=True, label="test accuracy (%)", decimals=1, bounds=(0.0, 100.0))
     protocol = Protocol(initial=500, increment=300, rounds=10, epochs=10, batch_size=64, lr=1e-3)
     capabilities = frozenset({Capability.PROBABILITIES, Capability.EMBEDDINGS, Capability.GENERATIVE})
     generative = VAESpec(hidden=400, latent_dim=3, epochs=30, batch_size=128, lr=1e-3)  # Tables S9, S10

@@ -9,11 +9,15 @@ pool on average), the balance and the novelty, as mean ± std over repeats, in a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.report.curves import save_figure
+from bench.report.curves import draw_band, fit_titles, legend_outside, pyplot, save_figure
 from bench.run.diagnostics import COLUMNS, POOL_SAMPLE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: What each column of ``hardness.csv`` is (written into the file's ``description`` column).
 DESCRIPTION = (
@@ -87,28 +91,30 @@ def markdown_hardness(table: pd.DataFrame) -> str:
 
 
 def plot_hardness(table: pd.DataFrame, stem: Path, task: str) -> list[Path]:
-    """The hardness ratio against labeled samples, mean ± 1 std band per strategy, with the line
-    at 1 (a random pick). Saved as ``stem``.png and .svg."""
-    import matplotlib
+    """:func:`hardness_figure` saved as ``stem``.png and .svg."""
+    return save_figure(hardness_figure(table, task), stem)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def hardness_figure(table: pd.DataFrame, task: str) -> Figure:
+    """The hardness ratio against labeled samples, mean ± 1 std band per strategy, with the line
+    at 1 (a random pick). A ratio of non-negative losses is non-negative, so the bands stop at 0
+    (unless a plug-in's loss made a mean ratio negative); the legend is right of the axes."""
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4), layout="constrained")
     order = list(dict.fromkeys(table["strategy"]))
+    low = 0.0 if (table["hardness_mean"] >= 0).all() else None
     for strategy, color in zip(order, sns.color_palette(n_colors=len(order))):
         rows = table[table["strategy"] == strategy].sort_values("n_labeled")
-        mean, std = rows["hardness_mean"], rows["hardness_std"].fillna(0)
-        ax.plot(rows["n_labeled"], mean, marker="o", color=color, label=strategy)
-        ax.fill_between(rows["n_labeled"], mean - std, mean + std, color=color, alpha=0.2)
+        draw_band(ax, rows["n_labeled"], rows["hardness_mean"], rows["hardness_std"], color, strategy, low)
     ax.axhline(1, color="black", lw=0.8)
     ax.set_xlabel("labeled samples (after the picks joined)")
     ax.set_ylabel("pick_loss / pool_loss (above 1: harder)")
     ax.set_title(f"{task}: hardness of the picks under F when chosen, mean ± 1 std")
-    ax.legend()
     ax.grid(alpha=0.3)
-    return save_figure(fig, stem)
+    legend_outside(ax, *ax.get_legend_handles_labels())
+    fit_titles(fig)
+    return fig
 
 
 def _cell(mean: float, std: float) -> str:

@@ -377,11 +377,12 @@ def write_report(
     """Write into ``out``: ``table.csv`` (mean ± std per strategy and round), ``differences.csv``
     (paired differences to random with p-values), ``summary.csv`` (AUBC, labels to target),
     ``table.md`` (all three, ``notes`` first, the paper's rows with ``paper``) and ``curves.png``
-    / ``curves.svg`` (Figure 3 and the paired difference to random); when the runs measured their
+    / ``curves.svg`` (Figure 3 and the paired difference to random; its bands clipped to the
+    installed task's ``Metric.bounds``); when the runs measured their
     picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.report.hardness`, also in
     ``table.md``). ``target`` is in the units of ``rounds.csv`` values. Every table names its
     metric and direction."""
-    from bench.report.curves import plot_curves
+    from bench.report.curves import metric_bounds, plot_curves
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -415,7 +416,7 @@ def write_report(
         out / "summary.csv", index=False
     )
     text += "\n" + markdown_summary(summary, metric, chosen, target is not None)
-    paths = plot_curves(rounds, diffs, out / "curves", metric, BASELINE)
+    paths = plot_curves(rounds, diffs, out / "curves", metric, BASELINE, metric_bounds(task, metric))
     if has_diagnostics(rounds):
         hardness = hardness_table(rounds)
         hardness.assign(description=DESCRIPTION).to_csv(out / "hardness.csv", index=False)

@@ -19,7 +19,7 @@ class Blobs(Task):
 
     name = "blobs"
     description = "four Gaussian blobs in 8-D (the contract tests' synthetic task)"
-    metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)")
+    metric = Metric("accuracy", higher_is_better=True, label="accuracy (%)", bounds=(0.0, 100.0))
     protocol = Protocol(initial=20, increment=10, rounds=3, epochs=2, batch_size=16, lr=1e-2)
     capabilities = frozenset(
         {
