@@ -181,6 +181,25 @@ class Selection:
         assert self.inputs is not None  # __post_init__: one of the two is set
         return len(self.inputs)
 
+    def same_as(self, other: Selection) -> bool:
+        """Whether ``other`` picks the same pool indices in the same order, or synthesizes the same
+        inputs and targets (bit for bit)."""
+        if self.indices is not None:
+            return other.indices is not None and np.array_equal(self.indices, other.indices)
+        return (
+            other.inputs is not None
+            and torch.equal(self.inputs, other.inputs)
+            and (self.targets is None) == (other.targets is None)
+            and (self.targets is None or torch.equal(self.targets, other.targets))
+        )
+
+    def summary(self) -> str:
+        """The selection in a few words, for messages: its first pool indices, or the sum of its inputs."""
+        if self.indices is not None:
+            return f"pool indices {self.indices[:8].tolist()}{' ...' if len(self) > 8 else ''}"
+        assert self.inputs is not None  # __post_init__: one of the two is set
+        return f"{len(self)} synthesized inputs (sum {float(self.inputs.double().sum()):.9g})"
+
 
 class Strategy(ABC):
     """A sampling strategy. Subclass it, set ``name``/``description``/``requires``, implement

@@ -34,7 +34,7 @@ from bench.run.checkpoint import write_atomic
 from bench.run.config import ConfigError
 from bench.run.manifest import now
 from bench.run.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
-from bench.run.units import Checkpointed, Event, Failed, Finished, RoundFinished, Started, Unit
+from bench.run.units import Checkpointed, Event, Failed, Finished, Probed, RoundFinished, Started, Unit
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,8 @@ class RunFolder:
         elif isinstance(event, Checkpointed):
             write_atomic(self.checkpoint_path(event.unit), event.payload)
             return
+        elif isinstance(event, Probed):
+            self._probed(event)
         elif isinstance(event, Finished):
             entry["status"] = "complete"
             self._drop_checkpoint(event.unit)
@@ -188,6 +190,29 @@ class RunFolder:
         self.labeled.add(record.strategy, record.repeat, record.round, event.sources, event.latents)
         self.labeled.save()
         entry["rounds_done"] = record.round
+
+    def _probed(self, event: Probed) -> None:
+        """Record a plug-in strategy's reproducibility probe in the manifest and the cache root;
+        warn when it failed, since identical commands will then give different numbers."""
+        from bench.run import probes
+        from strategies import STRATEGIES
+
+        name, probe = event.unit.strategy, event.probe
+        self.manifest.setdefault("reproducibility", {})[name] = {
+            "reproducible": probe.reproducible,
+            "how": "a plug-in strategy's first selection, made twice from the same state",
+            "detail": probe.detail,
+        }
+        if name in STRATEGIES:
+            probes.record(STRATEGIES.get(name), self.manifest["config"]["task"], probe)
+        if not probe.reproducible:
+            log.warning(
+                "strategy %r is not reproducible: it %s; the same command will give other numbers. "
+                "Draw random numbers only from context.rng (numpy's and Python's global random state "
+                "are not seeded by the harness)",
+                name,
+                probe.detail,
+            )
 
     def _drop_checkpoint(self, unit: Unit) -> None:
         if not self.keep_checkpoints:

@@ -245,6 +245,22 @@ class Timer:
 
 OnRound = Callable[[RoundRecord, np.ndarray, "np.ndarray | None"], None]
 OnCheckpoint = Callable[[int, dict[str, Any]], None]
+OnProbe = Callable[["Probe"], None]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The reproducibility probe of a plug-in strategy: its first selection made twice from the
+    same state (its RNG, torch's stream and its ``state_dict`` restored in between)."""
+
+    reproducible: bool
+    detail: str  # what was compared, and how the two selections differed
+
+
+def probes(strategy_cls: type[Strategy], repeat: int) -> bool:
+    """Whether a unit probes its strategy's reproducibility: a plug-in strategy (defined outside the
+    built-in ``strategies`` package, whose contract tests run in CI), in repeat 0."""
+    return repeat == 0 and strategy_cls.__module__.partition(".")[0] != "strategies"
 
 
 def run_progressive(
@@ -256,6 +272,7 @@ def run_progressive(
     generative: Any = None,
     on_checkpoint: OnCheckpoint | None = None,
     resume: dict[str, Any] | None = None,
+    on_probe: OnProbe | None = None,
 ) -> None:
     """Run the T rounds of one strategy in one repeat (a unit of work).
 
@@ -264,9 +281,10 @@ def run_progressive(
     there are none). After each round but the last, once the next round's samples are labeled,
     ``on_checkpoint(t, state)`` gets everything needed to go on from there (see
     :meth:`UnitState.state_dict`); ``resume`` is such a state, and the unit continues from it
-    with the same numbers as if it had never stopped.
+    with the same numbers as if it had never stopped. ``on_probe`` gets the :class:`Probe` of a
+    plug-in strategy's first selection (see :func:`probes`).
     """
-    unit = UnitState(plan, data, strategy_cls, repeat, generative)
+    unit = UnitState(plan, data, strategy_cls, repeat, generative, probe=probes(strategy_cls, repeat))
     if resume is None:
         unit.propose(0, plan.protocol.initial, initial=True)
         first = 1
@@ -278,6 +296,9 @@ def run_progressive(
         on_round(record, sources, latents)
         if t < plan.protocol.rounds:
             unit.propose(t, plan.protocol.increment, initial=False)
+            probe, unit.probe = unit.probe, None
+            if probe is not None and on_probe is not None:
+                on_probe(probe)
             if on_checkpoint is not None:
                 on_checkpoint(t, unit.state_dict(t))
 
@@ -287,7 +308,13 @@ class UnitState:
     training set, every random generator it draws from, the strategy and its timings."""
 
     def __init__(
-        self, plan: Plan, data: TaskData, strategy_cls: type[Strategy], repeat: int, generative: Any = None
+        self,
+        plan: Plan,
+        data: TaskData,
+        strategy_cls: type[Strategy],
+        repeat: int,
+        generative: Any = None,
+        probe: bool = False,
     ) -> None:
         task, device = plan.task, plan.device
         self.plan, self.data, self.generative = plan, data, generative
@@ -307,6 +334,8 @@ class UnitState:
         self.training = TrainingSet(data, LookupLabeler(data.pool_y))
         self.n_rejected = 0  # candidates refused while building the latest additions
         self.diagnostics = Diagnostics()  # of the latest additions (bench.run.diagnostics); NaN when not measured
+        self.probing = probe  # select twice from the same state after round 1 (see probes())
+        self.probe: Probe | None = None  # its outcome, until reported
         self.label_inputs = None
         if Capability.SYNTHETIC_LABELS in task.capabilities:
             self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)
@@ -336,12 +365,21 @@ class UnitState:
     def propose(self, t: int, k: int, initial: bool) -> None:
         """Ask the strategy for ``k`` samples after round ``t``, check them and label them."""
         timer = self.timer
+        first = self._select_and_rewind(t, k) if self.probing and t == 1 and not initial else None
         start = time.perf_counter()
         label_before = timer.seconds["label"]
         ctx = self.context(t)
         selection = self.strategy.initial(ctx, k) if initial else self.strategy.select(ctx, k)
         if selection is None:
             selection = Selection(indices=self.init_idx)
+        if first is not None:
+            same = isinstance(first, Selection) and first.same_as(selection)
+            shown = first.summary() if isinstance(first, Selection) else repr(first)
+            self.probe = Probe(
+                same,
+                f"selected twice from the same state after round {t} of repeat {self.repeat} (k={k}): "
+                + (f"the same {selection.summary()}" if same else f"{shown}, then {selection.summary()}"),
+            )
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
         self.training.check(selection, k, f"strategy {self.name!r} on task {self.plan.task.name!r} (round {t})")
@@ -350,6 +388,27 @@ class UnitState:
             self.diagnostics = timer.timed("diagnose", self.diagnose, selection)
         timer.timed("label", self.training.add, selection)
         self.n_rejected = selection.n_rejected
+
+    def _select_and_rewind(self, t: int, k: int) -> Any:
+        """The strategy's selection after round ``t``, with every random stream, the strategy's
+        ``state_dict`` and the timings put back as they were, so that the selection that follows
+        starts from the same state (and is not timed twice)."""
+        cuda = self.plan.device.type == "cuda"
+        saved = (
+            copy.deepcopy(self.strategy.state_dict()),
+            self.rng.bit_generator.state,
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state(self.plan.device) if cuda else None,
+            dict(self.timer.seconds),
+        )
+        try:
+            return self.strategy.select(self.context(t), k)
+        finally:
+            state, self.rng.bit_generator.state, torch_rng, cuda_rng, self.timer.seconds = saved
+            self.strategy.load_state_dict(state)
+            torch.set_rng_state(torch_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, self.plan.device)
 
     def diagnose(self, selection: Selection) -> Diagnostics:
         """How hard, balanced and novel ``selection`` is under F now, before it joins the

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.run.checkpoint import from_bytes, to_bytes
-from bench.run.loop import run_progressive
+from bench.run.loop import Probe, run_progressive
 from bench.run.plan import Plan
 from bench.run.results import RoundRecord
 from strategies.base import SelectionError
@@ -71,6 +71,14 @@ class Checkpointed:
 
 
 @dataclass
+class Probed:
+    """A plug-in strategy's first selection, made twice from the same state (:class:`Probe`)."""
+
+    unit: Unit
+    probe: Probe
+
+
+@dataclass
 class Finished:
     unit: Unit
 
@@ -86,7 +94,7 @@ class Failed:
     selection: bool
 
 
-Event = Started | RoundFinished | Checkpointed | Finished | Failed
+Event = Started | RoundFinished | Checkpointed | Probed | Finished | Failed
 
 
 def run_job(
@@ -108,6 +116,7 @@ def run_job(
             generative=generative,
             on_checkpoint=lambda t, state: emit(Checkpointed(unit, t, to_bytes(state))),
             resume=resume,
+            on_probe=lambda probe: emit(Probed(unit, probe)),
         )
     except Exception as err:  # noqa: BLE001 - one unit's failure must not stop the others
         emit(Failed(unit, f"{type(err).__name__}: {err}", traceback.format_exc(), isinstance(err, SelectionError)))

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from bench.paths import cache_root, default_data_root
 from bench.run.assembly import Assembly, assemble
 from bench.run.checkpoint import from_bytes, to_bytes
@@ -22,7 +19,7 @@ from bench.run.loop import UnitState
 from bench.run.plan import create_task
 from bench.testing.blobs import Blobs
 from strategies import STRATEGIES
-from strategies.base import Selection, SelectionContext, Strategy
+from strategies.base import SelectionContext, Strategy
 from tasks import TASKS
 from tasks.base import Task
 
@@ -179,15 +176,3 @@ def trained_context(task: TaskLike = None, seed: int = SEED) -> SelectionContext
     F trained on INITIAL random pool samples, as a strategy sees it (for a plug-in's own tests)."""
     with _checking("random", task, None) as it:
         return it.round_one(seed).unit().context(1)
-
-
-def _same(a: Selection, b: Selection) -> bool:
-    if a.indices is not None:
-        return b.indices is not None and np.array_equal(a.indices, b.indices)
-    return b.inputs is not None and torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
-
-
-def _show(s: Selection) -> str:
-    if s.indices is not None:
-        return f"pool indices {s.indices[:8].tolist()}{' ...' if len(s) > 8 else ''}"
-    return f"{len(s)} synthesized inputs (sum {float(s.inputs.double().sum()):.9g})"

@@ -17,7 +17,7 @@ from bench.run.checkpoint import to_bytes
 from bench.run.config import ConfigError
 from bench.run.loop import StrategyError, UnitState
 from bench.run.plan import create_task, plan_run, strategy_options
-from bench.testing.harness import Options, StrategyLike, TaskLike, _checking, _loaded, _same, _show, registered
+from bench.testing.harness import Options, StrategyLike, TaskLike, _checking, _loaded, registered
 from strategies.base import CapabilityError, Selection, SelectionContext
 from tasks import TASKS
 from tasks.base import Capability, Labels, Task
@@ -63,7 +63,9 @@ def is_reproducible_from_its_seed(strategy: StrategyLike, task: TaskLike = None,
     with _checking(strategy, task, options) as it:
         first, again = it.round_one().unit(), it.round_one().trained()
         a, b = (unit.strategy.select(unit.context(1), 10) for unit in (first, again))
-        assert _same(a, b), f"{it}, k=10: two runs with the same seed selected {_show(a)} and {_show(b)}; {RNG_HINT}"
+        assert a.same_as(b), (
+            f"{it}, k=10: two runs with the same seed selected {a.summary()} and {b.summary()}; {RNG_HINT}"
+        )
 
 
 def leaves_the_target_model_unchanged(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
@@ -114,14 +116,14 @@ def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, opt
         value, a = round_two(straight)
         value_again, b = round_two(start.restored(saved))
         assert value == value_again, f"{it}: round 2 scores {value} straight through, {value_again} after a resume"
-        if _same(a, b):
+        if a.same_as(b):
             return
         c, d = (round_two(start.restored(saved))[1] for _ in range(2))
-        assert _same(c, d), (
-            f"{it}, k=5: two units restored from one checkpoint selected {_show(c)} and {_show(d)}; {RNG_HINT}"
+        assert c.same_as(d), (
+            f"{it}, k=5: two units restored from one checkpoint selected {c.summary()} and {d.summary()}; {RNG_HINT}"
         )
         raise AssertionError(
-            f"{it}, k=5: selected {_show(a)} straight through, {_show(b)} after a resume; what it carries "
+            f"{it}, k=5: selected {a.summary()} straight through, {b.summary()} after a resume; what it carries "
             f"from round to round belongs in its state_dict (and load_state_dict)"
         )
 
@@ -264,9 +266,9 @@ def state_dict_round_trips(strategy: StrategyLike, task: TaskLike = None, option
             unit.rng.bit_generator.state = rng
             torch.set_rng_state(torch_rng)
             b = fresh.select(unit.context(2), 7)
-            assert _same(a, b), (
-                f"{it}, k=7: the original selected {_show(a)}, a fresh instance given {how} "
-                f"{_show(b)} (its state_dict has {sorted(state) or 'nothing'})"
+            assert a.same_as(b), (
+                f"{it}, k=7: the original selected {a.summary()}, a fresh instance given {how} "
+                f"{b.summary()} (its state_dict has {sorted(state) or 'nothing'})"
             )
 
 

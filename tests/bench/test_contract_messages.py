@@ -8,10 +8,12 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.cli.runner import execute
 from bench.run.config import RunConfig
+from bench.run.probes import verdict
 from bench.testing import (
     Blobs,
     is_reproducible_from_its_seed,
@@ -123,3 +125,45 @@ def test_a_strategy_drawing_from_numpys_global_state_is_told_to_use_context_rng(
         with pytest.raises(AssertionError, match="draw random numbers only from context.rng") as info:
             check(GlobalNumpy)
         assert "state_dict" not in str(info.value)
+
+
+class RandomPlugin(Strategy):
+    """A reproducible plug-in: uniform picks from context.rng."""
+
+    name = "random-plugin"
+    description = "uniform picks from context.rng (tests only)"
+
+    def select(self, context, k):
+        return Selection(indices=context.rng.choice(context.unlabeled, size=k, replace=False))
+
+
+def probe_run(tmp_path, name, strategies, **settings) -> tuple[dict, pd.DataFrame]:
+    config = RunConfig(task="blobs", strategies=strategies, rounds=3, out=tmp_path / name, quiet=True, **settings)
+    out = execute(config)
+    return json.loads((out / "manifest.json").read_text()), pd.read_csv(out / "rounds.csv")
+
+
+def test_a_run_probes_a_plug_in_strategy_and_warns_when_it_is_not_reproducible(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    with registered(Blobs, GlobalNumpy, RandomPlugin):
+        manifest, _ = probe_run(tmp_path, "o", ["random", "global-numpy", "random-plugin"], repeats=2)
+        listed = {cls.name: verdict(cls) for cls in (GlobalNumpy, RandomPlugin)}
+    found = manifest["reproducibility"]
+    assert set(found) == {"global-numpy", "random-plugin"}  # built-ins are checked by their contract tests
+    assert found["random-plugin"]["reproducible"] is True
+    assert found["global-numpy"]["reproducible"] is False
+    assert "after round 1 of repeat 0 (k=10): pool indices" in found["global-numpy"]["detail"]
+    assert caplog.text.count("is not reproducible") == 1 and "context.rng" in caplog.text, caplog.text
+    assert listed["global-numpy"]["reproducible"] is False and listed["random-plugin"]["reproducible"] is True
+    assert listed["random-plugin"]["task"] == "blobs"
+
+
+def test_the_probe_changes_no_number_of_a_reproducible_strategy(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    with registered(Blobs, RandomPlugin):
+        probed, rows = probe_run(tmp_path, "probed", ["random-plugin"], diagnostics=True)
+        monkeypatch.setattr("bench.run.loop.probes", lambda cls, repeat: False)
+        plain, plain_rows = probe_run(tmp_path, "plain", ["random-plugin"], diagnostics=True)
+    assert "reproducibility" in probed and "reproducibility" not in plain
+    timing = [c for c in rows.columns if c.endswith("_s")]
+    pd.testing.assert_frame_equal(rows.drop(columns=timing), plain_rows.drop(columns=timing))

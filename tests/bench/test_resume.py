@@ -105,11 +105,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_ru
 
 class CrashOnce(RandomSampling):
     """Random sampling that takes the whole run down (a BaseException, as a kill would) at its
-    ``CRASH_AT``-th selection: with 4 rounds, after round 2 of repeat 1."""
+    ``CRASH_AT``-th selection: with 4 rounds, after round 2 of repeat 1 (repeat 0 selects four
+    times: a plug-in strategy's first selection is made twice, the reproducibility probe)."""
 
     name = "crash-once"
     calls = 0
-    CRASH_AT = 5
+    CRASH_AT = 6
 
     def select(self, context, k):
         CrashOnce.calls += 1
