@@ -186,12 +186,12 @@ class Selection:
         inputs and targets (bit for bit)."""
         if self.indices is not None:
             return other.indices is not None and np.array_equal(self.indices, other.indices)
-        return (
-            other.inputs is not None
-            and torch.equal(self.inputs, other.inputs)
-            and (self.targets is None) == (other.targets is None)
-            and (self.targets is None or torch.equal(self.targets, other.targets))
-        )
+        assert self.inputs is not None  # __post_init__: one of the two is set
+        if other.inputs is None or not torch.equal(self.inputs, other.inputs):
+            return False
+        if self.targets is None or other.targets is None:
+            return self.targets is other.targets
+        return torch.equal(self.targets, other.targets)
 
     def summary(self) -> str:
         """The selection in a few words, for messages: its first pool indices, or the sum of its inputs."""
