@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +20,7 @@ from bench.testing import Blobs
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS
-from tests.bench.test_resume import same_results
+from tests.bench.test_resume import blobs_cli, same_results
 
 
 @pytest.fixture
@@ -107,6 +111,59 @@ def test_a_lost_worker_s_unit_goes_on_from_its_last_checkpoint(
     assert (tmp_path / "died").exists()  # a worker did die
     same_results(tmp_path / "reference", out)
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def worker_pids(driver: int) -> set[int]:
+    """The live worker processes (multiprocessing's spawned children) of process ``driver``."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and alive(int(entry.name)):
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):  # it exited while we looked
+                continue
+            if ppid == driver and b"spawn_main" in command:
+                pids.add(int(entry.name))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
+def test_workers_exit_within_seconds_of_a_killed_driver(tmp_path):
+    out = tmp_path / "run"
+    # rounds of thousands of epochs: a worker that only notices at the end of its round outlives the test
+    args = ["run", "--task", "blobs", "--strategy", "random", "--repeats", "2", "--epochs", "100000"]
+    driver = blobs_cli(*args, "--threads", "1", "--jobs", "2", "--quiet", "--out", str(out), wait=False)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until both workers are training a unit
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
+            units = json.loads((out / "manifest.json").read_text())["units"] if (out / "manifest.json").exists() else {}
+            workers |= worker_pids(driver.pid)
+            if sum(unit["status"] == "running" for unit in units.values()) == 2 and len(workers) == 2:
+                break
+            time.sleep(0.2)
+        time.sleep(1)  # well into the unit
+        driver.kill()
+        driver.wait()
+        killed = time.monotonic()
+        while any(alive(pid) for pid in workers) and time.monotonic() < killed + 3:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), "workers still run 3 s after the driver was killed"
+    finally:
+        driver.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_execution_flags_are_checked(tmp_path):
