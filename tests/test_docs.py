@@ -133,7 +133,7 @@ def guide_plugins():
     """The guide's strategy and task registered as the in-tree modules it names, for one test."""
     with STRATEGIES.scoped(), TASKS.scoped():
         run_as_module(example("@register_strategy"), "strategies.smallest_margin")
-        run_as_module(example("@register_task"), "tasks.digits")
+        run_as_module(example("class Digits(Task)"), "tasks.digits")
         yield
 
 
@@ -171,3 +171,11 @@ def test_the_generative_model_example_serves_the_latent_strategies_and_the_laten
         report = latent_report(RunConfig(task="blobs-linear", strategies=[], quiet=True))
     assert "linear autoencoder (latent_dim 2, epochs 50, lr 0.01)" in report
     assert "squared error per value" in report
+
+
+def test_the_regression_task_example_meets_the_contract_and_refuses_what_needs_class_probabilities():
+    with TASKS.scoped():
+        run_as_module(example("class Sine(Task)"), "tasks.sine")
+        check_task("sine")
+        sine = TASKS.create("sine")
+        assert STRATEGIES.get("uncertainty").refuses(sine) and not STRATEGIES.get("coreset").refuses(sine)
