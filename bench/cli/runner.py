@@ -20,7 +20,7 @@ from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
 from bench.run.folder import LOCK, FolderLock, RunFolder
 from bench.run.loop import repeat_seed
-from bench.run.manifest import command_line, now, start_manifest
+from bench.run.manifest import command_line, generative_file_entry, now, start_manifest
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 
@@ -221,7 +221,7 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
     manifest = folder.manifest
     manifest["execution"] = {k: v for k, v in dataclasses.asdict(execution).items() if v is not None}
     if generative_file is not None:
-        manifest["generative"]["file"] = str(generative_file)
+        manifest["generative"].update(generative_file_entry(generative_file))
         try:
             quality = cached_quality(generative_file, generative, plan.generative, plan.task, data, config.seed)
             manifest["generative"]["quality"] = quality.as_dict()

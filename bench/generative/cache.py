@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.generative.base import GenerativeSpec
+from bench.paths import cache_root
 
 VERSION = "1"  # bump when training changes results; part of the cache key
 log = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ def cache_key(task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int) -> str
 def cache_path(task: str, pool_x: Tensor, spec: GenerativeSpec, seed: int, cache_dir: Path) -> Path:
     """Where the model for (task, pool, seed, spec) is kept: ``<cache_dir>/<kind>-<task>-<key>.pt``."""
     return Path(cache_dir) / f"{spec.kind}-{task}-{cache_key(task, pool_x, spec, seed)}.pt"
+
+
+def cache_relative(path: Path) -> str:
+    """``path``, a file under the cache root, relative to it (``generative/vae-mnist-<key>.pt``):
+    how a manifest or report names a cached file, so it names no folder of the machine."""
+    return Path(path).relative_to(cache_root()).as_posix()
 
 
 def load_or_train(

@@ -25,7 +25,7 @@ from scipy.stats import chi2
 from torch import Tensor, nn
 
 from bench.generative.base import GenerativeSpec, unit_images
-from bench.generative.cache import weights_digest
+from bench.generative.cache import cache_relative, weights_digest
 from bench.generative.realism import BATCH, batched, isolated_rng, task_realism
 from strategies.latent import gaussian_fit
 from tasks.base import Realism, RealismSets, Task, TaskData
@@ -187,12 +187,17 @@ def cached_quality(
 
 
 def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
-    """The statistics as text that says what each number is, its units and sample sizes."""
+    """The statistics as text that says what each number is, its units and sample sizes; the
+    weights at ``model_file`` (under the cache root) named relative to the cache root, so the text
+    names no folder of the machine."""
     q, fit, n = quality, quality.posterior, quality.samples
     settings = ", ".join(f"{k} {v}" for k, v in q.spec.items())
     lines = [f"Latent quality of the {q.task} generative model: {q.model} ({settings}), seed {q.seed}"]
     if model_file is not None:
-        lines.append(f"weights: {model_file} (statistics kept beside them: {quality_file(model_file).name})")
+        lines.append(
+            f"weights: {cache_relative(model_file)} under the cache root "
+            f"(statistics kept beside them: {quality_file(model_file).name})"
+        )
     lines += [
         f"data: {q.data['pool']} pool and {q.data['test']} test samples; the statistics use {n['pool']} random "
         f"pool samples x, {n['test']} random test samples and {n['prior']} prior draws z ~ N(0, I), "

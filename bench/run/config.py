@@ -83,7 +83,8 @@ class RunConfig:
 
     @classmethod
     def from_manifest(cls, saved: dict[str, Any]) -> RunConfig:
-        """The configuration a run folder's ``manifest.json`` recorded (its ``config`` entry)."""
+        """The configuration a run folder's ``manifest.json`` recorded (its ``config`` entry); a
+        null ``data_root`` (an absolute one is not recorded) is the default data root."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(saved) - names - {"warm_start"})
         if unknown:
@@ -95,7 +96,10 @@ class RunConfig:
         values.setdefault("diagnostics", False)  # runs started before diagnostics have no columns for them
         if "warm_start" in values:  # manifests before --start
             values["start"] = None if values.pop("warm_start") else "reset"
-        values["data_root"] = Path(values["data_root"])
+        if values.get("data_root") is None:
+            values.pop("data_root", None)
+        else:
+            values["data_root"] = Path(values["data_root"])
         if values.get("out") is not None:
             values["out"] = Path(values["out"])
         return cls(**values)

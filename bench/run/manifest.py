@@ -1,7 +1,15 @@
-"""The run manifest: configuration, seeds, versions, device, git commit, start and end times."""
+"""The run manifest: configuration, seeds, versions, device, git commit, start and end times.
+
+A manifest names no folder of the machine that wrote it, so a committed reference says nothing
+about that machine: the cached generative model is named relative to the cache root
+(``"file": "generative/vae-mnist-<key>.pt", "under": "cache root"``), the data's source relative
+to the data root, ``--data-root`` and ``--out`` as typed when relative and null when absolute, and
+the command with each absolute path replaced by ``<absolute path>``.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -13,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.generative.cache import cache_relative
+from bench.run.config import RunConfig
 
 PACKAGES = ("latent-bench", "torch", "torchvision", "numpy", "scipy", "pandas", "seaborn", "modAL-python", "scikit-fem")
 
@@ -59,14 +70,57 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+#: What the manifest's command shows in place of an absolute path.
+ABSOLUTE = "<absolute path>"
+
+
 def command_line() -> str:
-    """How this process was started, as a user would type it."""
+    """How this process was started, as a user would type it, each absolute path replaced by
+    :data:`ABSOLUTE` (``--out /home/me/runs/a`` -> ``--out <absolute path>``)."""
     program = Path(sys.argv[0]).name
     program = "python -m bench" if program == "__main__.py" else program
-    return " ".join([program, *sys.argv[1:]])
+    return " ".join([program, *map(portable_argument, sys.argv[1:])])
 
 
-def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) -> dict[str, Any]:
+def portable_argument(arg: str) -> str:
+    """A command-line argument with an absolute path in it (``/x`` or ``--flag=/x``) replaced by
+    :data:`ABSOLUTE`."""
+    flag, sep, value = arg.partition("=")
+    if arg.startswith("--") and sep and os.path.isabs(value):
+        return f"{flag}={ABSOLUTE}"
+    return ABSOLUTE if os.path.isabs(arg) else arg
+
+
+def portable_path(path: Path | None) -> str | None:
+    """A folder the user gave, as the manifest records it: as typed when relative, None when
+    absolute (an absolute path names the machine, e.g. its home folder, not the run)."""
+    return None if path is None or Path(path).is_absolute() else Path(path).as_posix()
+
+
+def recorded_config(config: RunConfig) -> dict[str, Any]:
+    """The run's :class:`~bench.run.config.RunConfig` as the manifest records it (read back by
+    ``RunConfig.from_manifest``): ``data_root`` and ``out`` through :func:`portable_path` (a
+    resume without ``--data-root`` reads a null data root as the default one)."""
+    return {**asdict(config), "data_root": portable_path(config.data_root), "out": portable_path(config.out)}
+
+
+def recorded_data(data: dict[str, Any], data_root: Path) -> dict[str, Any]:
+    """The data's sizes and source as the manifest records them: a file under the data root that
+    the source names (``zip: <data root>/cifar10-jpeg.zip``) is named relative to it
+    (``zip: cifar10-jpeg.zip (under the data root)``)."""
+    source, prefix = data.get("source"), f"{Path(data_root)}{os.sep}"
+    if not source or prefix not in source:
+        return data
+    return {**data, "source": f"{source.replace(prefix, '')} (under the data root)"}
+
+
+def generative_file_entry(path: Path) -> dict[str, str]:
+    """The manifest's entries naming the cached generative model at ``path``: its path relative
+    to the cache root, and that it is relative to the cache root."""
+    return {"file": cache_relative(path), "under": "cache root"}
+
+
+def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, Any]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
     from bench.run.plan import strategy_settings
     from bench.run.results import MetricInfo
@@ -79,7 +133,7 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         "started": now(),
         "finished": None,
         "command": command_line(),
-        "config": asdict(plan.config),
+        "config": recorded_config(plan.config),
         "task": plan.task.name,
         "strategies": {cls.name: strategy_settings(cls, plan.config.strategy_options) for cls in plan.strategies},
         "generative": None if plan.generative is None else {**plan.generative.settings(), "seed": plan.config.seed},
@@ -90,7 +144,7 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, int]) ->
         },
         "metric": asdict(MetricInfo.of(plan.task.metric)),  # what a value is, and its direction
         "repeat_seeds": repeat_seeds,
-        "data": data_sizes,
+        "data": recorded_data(data_sizes, plan.config.data_root),
         "versions": package_versions(),
         "device": {
             **device_info(plan.device),
