@@ -218,6 +218,56 @@ def test_list_prints_tasks_strategies_and_the_matrix(capsys, needs_labeler):
     assert "-" in row.split("needs-labeler")[1]
 
 
+def test_list_says_why_each_refused_pair_is_refused(capsys, needs_labeler):
+    from bench.run.plan import create_task
+
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    refused = out.split("refused pairs")[1].split("\n\n")[0].splitlines()[1:]
+    why = NeedsSynthesisLabels.refuses(create_task("mnist"))
+    assert f"  needs-labeler on mnist: {why}" in refused and "needs-labeler on ivus" not in out
+    assert "  uncertainty on ivus: it needs class probabilities from the target model, which ivus does not provide" in (
+        refused
+    )
+    header, *rows = out.split("which strategy applies")[1].split("\n\n")[0].splitlines()[1:]
+    cells = {(row.split()[0], task): cell for row in rows for task, cell in zip(header.split(), row.split()[1:])}
+    pairs = {tuple(line.strip().split(":")[0].split(" on ")) for line in refused}
+    assert {pair for pair, cell in cells.items() if cell == "-"} == pairs  # one line for each "-"
+
+
+def test_list_names_the_distribution_of_each_strategy_and_task(capsys, needs_labeler):
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    built_in = f"[from latent-bench {version('latent-bench')}]"
+    lines = out.splitlines()
+    for name in ("random", "snn", "mnist", "ivus"):
+        assert next(line for line in lines if line.startswith(f"  {name} ")).endswith(built_in), name
+    own = next(line for line in lines if line.startswith("  needs-labeler "))
+    assert own.endswith("[module tests.bench.test_cli, not installed]")
+
+
+def test_a_plug_in_s_distribution_and_module_are_named():
+    from bench.cli.listing import provided_by
+    from bench.registry import Origin
+
+    mine = Origin("my_plugin.margin", "my-plugin", "1.2")
+    assert provided_by(mine, "latent-bench") == "[from my-plugin 1.2, module my_plugin.margin]"
+    assert provided_by(Origin("strategies.random", "latent-bench", "0.1.0"), "latent-bench") == (
+        "[from latent-bench 0.1.0]"
+    )
+
+
+def test_list_shows_every_plug_in_left_out_with_why(capsys, monkeypatch):
+    STRATEGIES.names()  # the entry points are read first, then one is left out
+    why = "from lowest-plugin 0.1 (lowest_plugin:FirstK): its class FirstK is named 'first-k'"
+    monkeypatch.setitem(STRATEGIES.broken, "lowest", why)
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    assert out.rstrip().endswith(f"plug-ins left out:\n  strategy lowest: {why}") and "failed to import" not in out
+
+
 def test_an_option_no_chosen_strategy_accepts_is_refused(capsys, tmp_path):
     code, _, err = run_cli(
         capsys,
