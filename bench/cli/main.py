@@ -459,6 +459,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame) -> None:
+    # the first SIGTERM ends the run; more (a supervisor repeating it) must not break its cleanup
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated("SIGTERM")
 
 
@@ -472,7 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(args, argv)
     finally:
-        if on_main_thread:
+        # once terminated, SIGTERM stays ignored while the process exits (restoring the default
+        # would let a repeated one kill it with 143 in the last moments)
+        if on_main_thread and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
             signal.signal(signal.SIGTERM, previous)
 
 

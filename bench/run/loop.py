@@ -116,6 +116,16 @@ def _infer(
     return predict(model, x, batch_size, fn, dropout=dropout)
 
 
+def fingerprint(model: torch.nn.Module) -> dict[str, Tensor]:
+    """A cheap checksum of each floating tensor of ``model``'s state (its sum and the sum of its
+    absolute values, float64), to tell whether a strategy changed F: one pass over the weights."""
+    return {
+        key: torch.stack([value.double().sum(), value.double().abs().sum()])
+        for key, value in model.state_dict().items()
+        if value.is_floating_point()
+    }
+
+
 def _few(values: np.ndarray, n: int = 8) -> str:
     """The first ``n`` of ``values`` as a list, with how many more there are."""
     shown = values[:n].tolist()
@@ -365,6 +375,8 @@ class UnitState:
     def propose(self, t: int, k: int, initial: bool) -> None:
         """Ask the strategy for ``k`` samples after round ``t``, check them and label them."""
         timer = self.timer
+        who = f"strategy {self.name!r} on task {self.plan.task.name!r} (round {t})"
+        before, mode = fingerprint(self.model), self.model.training
         first = self._select_and_rewind(t, k) if self.probing and t == 1 and not initial else None
         start = time.perf_counter()
         label_before = timer.seconds["label"]
@@ -372,6 +384,13 @@ class UnitState:
         selection = self.strategy.initial(ctx, k) if initial else self.strategy.select(ctx, k)
         if selection is None:
             selection = Selection(indices=self.init_idx)
+        changed = [key for key, value in fingerprint(self.model).items() if not torch.equal(value, before[key])]
+        if changed or self.model.training != mode:
+            what = f"F's {', '.join(changed[:3])}" if changed else f"F's mode (training={self.model.training})"
+            raise StrategyError(
+                f"{who} changed {what} while selecting; a strategy must leave the target model as it "
+                f"is (score it through the context, or change a copy: copy.deepcopy(context.model))"
+            )
         if first is not None:
             same = isinstance(first, Selection) and first.same_as(selection)
             shown = first.summary() if isinstance(first, Selection) else repr(first)
@@ -382,7 +401,7 @@ class UnitState:
             )
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
-        self.training.check(selection, k, f"strategy {self.name!r} on task {self.plan.task.name!r} (round {t})")
+        self.training.check(selection, k, who)
         self.diagnostics = Diagnostics()
         if not initial and self.plan.config.diagnostics:
             self.diagnostics = timer.timed("diagnose", self.diagnose, selection)

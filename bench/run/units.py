@@ -100,8 +100,9 @@ Event = Started | RoundFinished | Checkpointed | Probed | Finished | Failed
 def run_job(
     plan: Plan, data: TaskData, generative: Any, job: Job, emit: Callable[[Event], None], worker: str = "main"
 ) -> None:
-    """Run ``job`` to its end, reporting every event through ``emit``; an error in the unit
-    becomes a :class:`Failed` event (with its traceback), never an exception."""
+    """Run ``job`` to its end, reporting every event through ``emit``; an error in the unit (a
+    ``sys.exit`` too) becomes a :class:`Failed` event (with its traceback), never an exception.
+    Ctrl-C and SIGTERM (KeyboardInterrupt) still stop the run."""
     unit = job.unit
     emit(Started(unit, worker))
     strategy_cls = next(cls for cls in plan.strategies if cls.name == unit.strategy)
@@ -118,7 +119,16 @@ def run_job(
             resume=resume,
             on_probe=lambda probe: emit(Probed(unit, probe)),
         )
-    except Exception as err:  # noqa: BLE001 - one unit's failure must not stop the others
-        emit(Failed(unit, f"{type(err).__name__}: {err}", traceback.format_exc(), isinstance(err, SelectionError)))
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - one unit's failure must not stop the others
+        # a strategy calling sys.exit() fails its unit, in this process as in a worker
+        error = f"SystemExit: the unit called sys.exit({err.code!r})" if isinstance(err, SystemExit) else None
+        emit(
+            Failed(
+                unit,
+                error or f"{type(err).__name__}: {err}",
+                traceback.format_exc(),
+                isinstance(err, SelectionError),
+            )
+        )
         return
     emit(Finished(unit))

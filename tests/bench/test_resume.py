@@ -104,7 +104,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_ru
 
 
 class CrashOnce(RandomSampling):
-    """Random sampling that takes the whole run down (a BaseException, as a kill would) at its
+    """Random sampling that takes the whole run down (Ctrl-C, as a kill would) at its
     ``CRASH_AT``-th selection: with 4 rounds, after round 2 of repeat 1 (repeat 0 selects four
     times: a plug-in strategy's first selection is made twice, the reproducibility probe)."""
 
@@ -115,7 +115,7 @@ class CrashOnce(RandomSampling):
     def select(self, context, k):
         CrashOnce.calls += 1
         if CrashOnce.calls == self.CRASH_AT:
-            raise SystemExit("simulated kill")
+            raise KeyboardInterrupt("simulated kill")
         return super().select(context, k)
 
 
@@ -138,7 +138,7 @@ def test_a_torn_last_row_is_dropped_and_the_resumed_run_matches(tmp_path, blobs_
     execute(blobs_config(tmp_path / "reference"))
     CrashOnce.calls = 0
     out = tmp_path / "crashed"
-    with pytest.raises(SystemExit):
+    with pytest.raises(KeyboardInterrupt):
         execute(blobs_config(out))
     rows = (out / "rounds.csv").read_text()
     with open(out / "rounds.csv", "a") as f:
