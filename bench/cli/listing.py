@@ -1,13 +1,15 @@
 """The text of ``python -m bench list``: tasks and strategies (each with the distribution that
-provides it), the strategy x task matrix, why each refused pair is refused, and the plug-ins
-left out."""
+provides it; a plug-in strategy with whether a run found it reproducible), the strategy x task
+matrix, why each refused pair is refused, and the plug-ins left out."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from bench.registry import Origin, distribution_origin
+from bench.run.loop import probes
 from bench.run.plan import create_task
+from bench.run.probes import verdict
 from strategies import STRATEGIES
 from tasks import TASKS
 from tasks.base import optimizer_name
@@ -22,6 +24,18 @@ def provided_by(origin: Origin, harness: str | None) -> str:
         return f"[module {origin.module}, not installed]"
     release = " ".join(filter(None, [origin.distribution, origin.version]))
     return f"[from {release}]" if origin.distribution == harness else f"[from {release}, module {origin.module}]"
+
+
+def reproducibility(cls: type) -> str:
+    """What the last run found about a plug-in strategy's reproducibility (see
+    :mod:`bench.run.probes`), as the listing shows it."""
+    found = verdict(cls)
+    if found is None:
+        return "reproducible: not checked yet (a run checks it; so does bench.testing.check_strategy)"
+    when = f"in a run on {found.get('task')}, {str(found.get('date', ''))[:10]}"
+    if found.get("reproducible"):
+        return f"reproducible: yes ({when})"
+    return f"reproducible: NO ({when}: it {found.get('detail')}); draw random numbers only from context.rng"
 
 
 def listing() -> str:
@@ -51,10 +65,10 @@ def listing() -> str:
                 f"--generative-option KEY=VALUE): {settings}"
             )
     lines += ["", "strategies:"]
-    lines += [
-        f"  {name:<{width}}  {cls.description}  {provided_by(STRATEGIES.origin(name), harness)}"
-        for name, cls in strategies.items()
-    ]
+    for name, cls in strategies.items():
+        lines.append(f"  {name:<{width}}  {cls.description}  {provided_by(STRATEGIES.origin(name), harness)}")
+        if probes(cls, repeat=0):
+            lines.append(f"  {'':<{width}}  {reproducibility(cls)}")
     refused = {
         (strategy, task): why
         for strategy, cls in strategies.items()

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.cli.listing import listing
 from bench.cli.runner import execute
 from bench.run.config import RunConfig
 from bench.run.probes import verdict
@@ -167,3 +168,17 @@ def test_the_probe_changes_no_number_of_a_reproducible_strategy(tmp_path, monkey
     assert "reproducibility" in probed and "reproducibility" not in plain
     timing = [c for c in rows.columns if c.endswith("_s")]
     pd.testing.assert_frame_equal(rows.drop(columns=timing), plain_rows.drop(columns=timing))
+
+
+def test_list_says_whether_a_plug_in_strategy_was_found_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    with registered(Blobs, GlobalNumpy, RandomPlugin):
+        before = listing()
+        probe_run(tmp_path, "o", ["global-numpy", "random-plugin"])
+        after = listing()
+    assert before.count("reproducible: not checked yet") == 2
+    assert "random-plugin" in after and "reproducible: yes (in a run on blobs, 20" in after
+    assert "reproducible: NO (in a run on blobs, 20" in after and "draw random numbers only from context.rng" in after
+    lines = after.splitlines()
+    below_random = lines[next(i for i, line in enumerate(lines) if line.startswith("  random ")) + 1]
+    assert "reproducible:" not in below_random  # built-ins are checked by their contract tests
