@@ -37,8 +37,11 @@ class Assembly:
 
     @cached_property
     def data(self) -> TaskData:
-        """The task's data (a subset if asked), checked against the protocol, on the device."""
-        return load_data(self.plan)
+        """The task's data (a subset if asked), checked against the protocol and for non-finite
+        values (once, on the device)."""
+        data = load_data(self.plan)
+        data.check_finite(self.plan.task.name)
+        return data
 
     @cached_property
     def _generative(self) -> tuple[GenerativeModel | None, Path | None]:
