@@ -11,7 +11,10 @@ Under the data root the sources are tried in this order, and the first one prese
    torchvision.
 
 An ImageFolder copy is decoded once and the arrays are cached as a ``.npz`` under the cache
-folder, keyed by the archive's SHA-256 (a folder: by its file names, sizes and times). A copy with
+folder, keyed by the archive's SHA-256 (a folder: by its file names, sizes and times). The cache
+file carries a SHA-256 of its arrays (and of that key); a cache file that is unreadable, lacks
+it, does not match it, or holds other sizes than CIFAR-10's (e.g. rewritten with 49,000 training
+images) is decoded again, with a warning, and replaced. A copy with
 a missing class folder, a short class, an image of the wrong size or an unreadable file is
 refused with an error naming the file, never read as a shorter data set.
 """
@@ -35,6 +38,7 @@ OFFICIAL_FOLDER = "cifar-10-batches-py"
 JPEG_ZIP = "cifar10-jpeg.zip"
 JPEG_FOLDER = "cifar10-jpeg"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+ARRAYS = ("train_x", "train_y", "test_x", "test_y")  # the decoded arrays, as cached
 log = logging.getLogger(__name__)
 
 
@@ -96,15 +100,16 @@ def read_official(root: Path, download: bool) -> Cifar10Arrays:
 
 def read_image_folder(source: Path, cache_dir: Path | None) -> Cifar10Arrays:
     """An ImageFolder copy (a zip file or a folder), decoded once and cached by its digest in
-    ``cache_dir`` (None: decoded every time)."""
-    cached = None if cache_dir is None else Path(cache_dir) / f"cifar10-{_digest(source)}.npz"
+    ``cache_dir`` (None: decoded every time); a cache file that fails its checks is decoded again
+    with a warning (see the module docstring)."""
+    digest = _digest(source)
+    cached = None if cache_dir is None else Path(cache_dir) / f"cifar10-{digest}.npz"
     label = f"{'zip' if source.is_file() else 'folder'}: {source}"
     if cached is not None and cached.exists():
         try:
-            with np.load(cached) as saved:
-                return Cifar10Arrays(*(saved[k] for k in ("train_x", "train_y", "test_x", "test_y")), source=label)
-        except Exception as err:  # a truncated cache file: decode again and replace it
-            log.warning("cifar10: cached arrays %s are unreadable (%s); decoding %s again", cached, err, source)
+            return Cifar10Arrays(**_read_cache(cached, digest), source=label)
+        except Exception as err:  # truncated, rewritten or another copy's: decode again and replace it
+            log.warning("cifar10: cached arrays %s are unusable (%s); decoding %s again", cached, err, source)
     files = _zip_files(source) if source.is_file() else _folder_files(source)
     arrays = {}
     for split in ("train", "test"):
@@ -113,10 +118,49 @@ def read_image_folder(source: Path, cache_dir: Path | None) -> Cifar10Arrays:
         return Cifar10Arrays(**arrays, source=label)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(cached.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays, checksum=np.array(_checksum(arrays, digest)))
     tmp.replace(cached)
     log.info("cifar10: decoded %s and cached the arrays in %s", source, cached)
     return Cifar10Arrays(**arrays, source=label)
+
+
+def _read_cache(cached: Path, digest: str) -> dict[str, np.ndarray]:
+    """The arrays of a decoded cache file, after checking that they have CIFAR-10's sizes and the
+    checksum written with them (for the copy of ``digest``); ValueError saying what differs."""
+    with np.load(cached) as saved:  # pickles are refused (allow_pickle is False)
+        arrays = {key: saved[key] for key in ARRAYS if key in saved}
+        stored = str(saved["checksum"]) if "checksum" in saved else None
+    for key, (shape, dtype) in _expected_arrays().items():
+        if key not in arrays:
+            raise ValueError(f"{key} is missing")
+        if arrays[key].shape != shape or arrays[key].dtype != dtype:
+            raise ValueError(f"{key} is {arrays[key].dtype} {arrays[key].shape}, expected {np.dtype(dtype)} {shape}")
+    if stored is None:
+        raise ValueError("no checksum: written by an older version, or rewritten")
+    if stored != _checksum(arrays, digest):
+        raise ValueError("the arrays do not match their checksum: changed after they were cached")
+    return arrays
+
+
+def _expected_arrays() -> dict[str, tuple[tuple[int, ...], type]]:
+    """The shape and dtype of each decoded array, from the number of images per class."""
+    expected: dict[str, tuple[tuple[int, ...], type]] = {}
+    for split, per_class in PER_CLASS.items():
+        n = len(CLASSES) * per_class
+        expected[f"{split}_x"] = ((n, 3, 32, 32), np.uint8)
+        expected[f"{split}_y"] = ((n,), np.int64)
+    return expected
+
+
+def _checksum(arrays: dict[str, np.ndarray], digest: str) -> str:
+    """SHA-256 of the copy's ``digest`` and each array's name, dtype, shape and bytes (about 0.1 s
+    for the 60,000 images)."""
+    checksum = hashlib.sha256(digest.encode())
+    for key in ARRAYS:
+        array = np.ascontiguousarray(arrays[key])
+        checksum.update(f"{key} {array.dtype.str} {array.shape}\n".encode())
+        checksum.update(array.data)
+    return checksum.hexdigest()
 
 
 def _digest(source: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -80,6 +81,42 @@ def test_decoded_arrays_are_cached_by_the_archive_hash(tmp_path, small_per_class
     changed = read_cifar10(tmp_path, download=False, cache_dir=tmp_path / "cache")
     assert not np.array_equal(changed.test_x, first.test_x)
     assert len(list((tmp_path / "cache").glob("cifar10-*.npz"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        ("fewer", r"train_x is uint8 \(19, 3, 32, 32\), expected uint8 \(20, 3, 32, 32\)"),  # as 49,000 of 50,000
+        ("edited", "the arrays do not match their checksum"),
+        ("another copy's", "the arrays do not match their checksum"),
+        ("no checksum", "no checksum: written by an older version, or rewritten"),
+    ],
+)
+def test_a_rewritten_decoded_cache_is_decoded_again_with_a_warning(tmp_path, small_per_class, caplog, tamper, why):
+    write_copy(tmp_path / "cifar10-jpeg.zip")
+    first = read_cifar10(tmp_path, download=False, cache_dir=tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("cifar10-*.npz")
+    with np.load(cached) as saved:
+        arrays = dict(saved)
+    if tamper == "fewer":
+        arrays["train_x"], arrays["train_y"] = arrays["train_x"][1:], arrays["train_y"][1:]
+    elif tamper == "edited":
+        arrays["test_x"][3, 0, 0, 0] ^= 1
+    elif tamper == "another copy's":  # a complete cache of other images, renamed to this copy's key
+        arrays = {key: np.ascontiguousarray(array[::-1]) for key, array in arrays.items() if key != "checksum"}
+        arrays["checksum"] = np.array(cifar10_data._checksum(arrays, "another copy"))
+    else:
+        del arrays["checksum"]
+    np.savez(cached, **arrays)
+    with caplog.at_level("WARNING", logger="tasks.cifar10_data"):
+        again = read_cifar10(tmp_path, download=False, cache_dir=tmp_path / "cache")
+    assert re.search(rf"cached arrays {re.escape(str(cached))} are unusable \({why}.*\); decoding ", caplog.text)
+    for key in cifar10_data.ARRAYS:
+        assert np.array_equal(getattr(again, key), getattr(first, key)), key
+    caplog.clear()  # the cache was replaced: read as it is, without a warning
+    with caplog.at_level("WARNING", logger="tasks.cifar10_data"):
+        read_cifar10(tmp_path, download=False, cache_dir=tmp_path / "cache")
+    assert not caplog.records
 
 
 def test_reads_an_image_folder_directory(tmp_path, small_per_class):
