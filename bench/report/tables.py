@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, markdown_hardness, plot_hardness
@@ -26,6 +28,10 @@ TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
 #: What must agree for runs to be reported together (manifest ``protocol`` and ``config`` keys).
 PROTOCOL_KEYS = ["rounds", "initial", "increment", "epochs"]
 BASELINE = "random"
+#: At most this many left-out values are listed one by one in a report's note.
+LISTED = 10
+
+log = logging.getLogger(__name__)
 
 
 class ReportError(ValueError):
@@ -209,6 +215,38 @@ def unfinished(folder: Path) -> str | None:
     )
 
 
+def finite_values(rounds: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows whose metric value is a finite number, and a note listing the others.
+
+    A NaN or infinite value is no measurement (a diverged F, a damaged file): averaged in, one
+    NaN turns a whole cell, its paired difference and the strategy's AUBC into NaN, and one
+    infinity gives an infinite AUBC and a fictitious saving. Such rows are left out of every
+    table and figure; the note names each (strategy, repeat, seed, round and value), and the
+    tables show how many repeats each cell still averages. None left is refused."""
+    values = pd.to_numeric(rounds["value"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return rounds, []
+    if bad.all():
+        raise ReportError(
+            "no finite metric value in the inputs: every value in rounds.csv is NaN or infinite; "
+            "nothing can be reported (check the runs' manifest.json for failed units)"
+        )
+    rows = rounds[bad]
+    listed = [
+        f"{r['strategy']} repeat {r['repeat']} (seed {r['seed']}) t={r['round']}: {r['value']}"
+        for _, r in rows.head(LISTED).iterrows()
+    ]
+    more = f" and {len(rows) - LISTED} more" if len(rows) > LISTED else ""
+    note = (
+        f"{_count(len(rows), 'metric value is not a finite number and is', 'metric values are not finite and are')} "
+        f"left out of every table and figure: "
+        f"{'; '.join(listed)}{more}. A cell over fewer repeats than the others is marked (n=k), and a repeat "
+        f"missing a round is left out of its strategy's AUBC; the rows are in rounds.csv"
+    )
+    return rounds[~bad].reset_index(drop=True), [note]
+
+
 def summarize(rounds: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample std (ddof=1; NaN for one repeat) of the metric per (strategy, round), over
     its repeats (one row each: ``read_rounds`` refuses duplicates)."""
@@ -232,10 +270,11 @@ def markdown_table(
     ``paper`` rows (name, value per round t of this table; a round without one stays empty) go first."""
     rounds = sorted(table["round"].unique())
     sizes = table.groupby("round")["n_labeled"].first()
-    repeats = sorted(table["repeats"].unique())
+    most = int(table["repeats"].max())
+    fewer = "; (n=k): a cell over k of them" if (table["repeats"] < most).any() else ""
     header = "| strategy | " + " | ".join(f"t={t}" for t in rounds) + " |"
     lines = [
-        f"**{task}**: {metric}, mean ± std over {'/'.join(map(str, repeats))} repeats",
+        f"**{task}**: {metric}, mean ± std over {most} repeats{fewer}",
         "",
         header,
         "|" + "---|" * (len(rounds) + 1),
@@ -244,7 +283,10 @@ def markdown_table(
     for name, values in paper:
         lines.append(f"| {name} | " + " | ".join(f"{values[t]:.1f}" if t in values else "" for t in rounds) + " |")
     for strategy, rows in table.groupby("strategy", sort=False):
-        cells = {r["round"]: _mean_std(r["mean"], r["std"], decimals) for _, r in rows.iterrows()}
+        cells = {
+            r["round"]: _mean_std(r["mean"], r["std"], decimals) + _fewer(r["repeats"], most)
+            for _, r in rows.iterrows()
+        }
         lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
     return "\n".join(lines) + "\n"
 
@@ -280,11 +322,13 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
         target_text = "no target: random did not run (pass --target VALUE)"
     else:
         target_text = f"{target * metric.display_scale:.{d}f} ({'--target' if target_given else 'random’s final mean'})"
+    most = int(summary["repeats"].max()) if len(summary) else 0
+    fewer = " ((n=k): over k of them)" if (summary["repeats"] < most).any() else ""
     lines = [
         f"summary over the whole budget ({metric.direction}): AUBC is the area under each repeat's learning curve "
-        f"divided by the budget span (the curve's mean over the budget), mean ± std over repeats; labels to reach "
-        f"{target_text} are read off each strategy's mean curve (linear between rounds), and the saving is "
-        f"against random's.",
+        f"divided by the budget span (the curve's mean over the budget), mean ± std over the repeats that ran "
+        f"every round{fewer}; labels to reach {target_text} are read off each strategy's mean curve (linear "
+        f"between rounds), and the saving is against random's.",
         "",
         "| strategy | AUBC | labels to target | saving vs random |",
         "|---|---|---|---|",
@@ -296,8 +340,19 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
             labels = "not reached" if pd.isna(r["labels_to_target"]) else f"{r['labels_to_target']:.0f}"
         saving = "n/a" if pd.isna(r.get("saving_pct")) else f"{r['saving_pct']:+.0f}%"
         aubc = _mean_std(r["aubc_mean"] * metric.display_scale, r["aubc_std"] * metric.display_scale, d)
+        aubc += _fewer(r["repeats"], most)
         lines.append(f"| {r['strategy']} | {aubc} | {labels} | {saving} |")
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, one: str, several: str) -> str:
+    """``n`` with the singular or plural phrase that follows it."""
+    return f"{n} {one if n == 1 else several}"
+
+
+def _fewer(repeats: int, most: int) -> str:
+    """`` (n=k)`` after a cell that averages fewer repeats than the table's most, else nothing."""
+    return f" (n={int(repeats)})" if repeats < most else ""
 
 
 def _p(p: float) -> str:
@@ -381,9 +436,13 @@ def write_report(
     installed task's ``Metric.bounds``); when the runs measured their
     picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.report.hardness`, also in
     ``table.md``). ``target`` is in the units of ``rounds.csv`` values. Every table names its
-    metric and direction."""
+    metric and direction. Non-finite values are left out (:func:`finite_values`) with a note in
+    ``table.md`` and in the log."""
     from bench.report.curves import metric_bounds, plot_curves
 
+    rounds, left_out = finite_values(rounds)
+    for note in left_out:
+        log.warning("note: %s", note)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task, scale, d = rounds["task"].iloc[0], metric.display_scale, metric.decimals
@@ -392,7 +451,7 @@ def write_report(
     table.assign(**described).to_csv(out / "table.csv", index=False)
     sizes = {int(t): int(n) for t, n in table.groupby("round")["n_labeled"].first().items()}
     comparison = paper_comparison(task, sizes) if paper else PaperComparison([], [], "")
-    text = "".join(f"> {note}\n\n" for note in [*notes, *comparison.notes])
+    text = "".join(f"> {note}\n\n" for note in [*notes, *left_out, *comparison.notes])
     text += markdown_table(
         table.assign(mean=table["mean"] * scale, std=table["std"] * scale),
         task,
