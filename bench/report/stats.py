@@ -48,6 +48,33 @@ def paired_differences(
     return pd.DataFrame(rows)
 
 
+def unpaired_repeats(rounds: pd.DataFrame, baseline: str = "random") -> list[str]:
+    """A note per strategy with repeats that have no ``baseline`` repeat of the same seed (runs
+    merged from other ``--seed`` values, or a baseline unit that failed): such repeats started
+    from another initial set and weights, so :func:`paired_differences` leaves them out; the
+    note says which, so that fewer paired repeats (or none) never go unexplained. No notes
+    when the baseline did not run."""
+    if baseline not in set(rounds["strategy"]):
+        return []
+    repeats = rounds[["strategy", "seed", "repeat"]].drop_duplicates()
+    paired = set(map(tuple, repeats.loc[repeats["strategy"] == baseline, ["seed", "repeat"]].to_numpy().tolist()))
+    notes = []
+    for strategy, own in repeats[repeats["strategy"] != baseline].groupby("strategy", sort=False):
+        alone = [(s, r) for s, r in own[["seed", "repeat"]].to_numpy().tolist() if (s, r) not in paired]
+        if not alone:
+            continue
+        seeds = sorted({int(s) for s, _ in alone})
+        left = len(own) - len(alone)
+        notes.append(
+            f"{strategy}: {len(alone)} of its {len(own)} repeats ({'seed' if len(seeds) == 1 else 'seeds'} "
+            f"{', '.join(map(str, seeds))}) {'has' if len(alone) == 1 else 'have'} no {baseline} repeat of the "
+            f"same seed, so {'it is' if len(alone) == 1 else 'they are'} not paired with {baseline} "
+            + (f"(its paired differences are over the other {left})" if left else "(no paired difference)")
+            + "; run both with the same --seed and --repeats to pair them"
+        )
+    return notes
+
+
 def t_test_p(delta: np.ndarray) -> float:
     """Two-sided p of a one-sample t-test of the paired differences against 0 (NaN for one
     repeat, and where every difference is the same non-zero value: no spread, no t; 1 when

@@ -21,17 +21,42 @@ import pandas as pd
 
 from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, markdown_hardness, plot_hardness
 from bench.report.paper import CITATION, TABLE_1
-from bench.report.stats import aubc, label_savings, paired_differences, wilcoxon_floor
+from bench.report.stats import aubc, label_savings, paired_differences, unpaired_repeats, wilcoxon_floor
 from bench.run.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
+from tasks.base import Protocol
 
 TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
-#: What must agree for runs to be reported together (manifest ``protocol`` and ``config`` keys).
-PROTOCOL_KEYS = ["rounds", "initial", "increment", "epochs"]
+#: Settings of a manifest's ``config`` that need not agree for runs to be reported together:
+#: which strategies and repeats ran (repeats pair by seed), where and how fast they ran (device,
+#: threads, kernels), where the data and output live, what was logged, and each strategy's own
+#: settings (told apart by :func:`label_variants`). Every other setting, a future one included,
+#: changes what is trained and must agree.
+NOT_TRAINING = frozenset(
+    {
+        "task",
+        "strategies",
+        "repeats",
+        "seed",
+        "device",
+        "threads",
+        "nondeterministic",
+        "data_root",
+        "download",
+        "out",
+        "quiet",
+        "diagnostics",
+        "strategy_options",
+        "latent_dim",
+        "generative_options",
+    }
+)
 BASELINE = "random"
 #: At most this many left-out values are listed one by one in a report's note.
 LISTED = 10
 
 log = logging.getLogger(__name__)
+#: The settings a manifest's ``protocol`` records as the run resolved them.
+PROTOCOL_FIELDS = frozenset(f.name for f in dataclasses.fields(Protocol))
 
 
 class ReportError(ValueError):
@@ -148,25 +173,19 @@ def _uses_generative(strategy: str) -> bool:
 
 
 def _check_protocols(paths: list[Path], rounds: pd.DataFrame) -> None:
-    """Refuse runs of different protocols: by their manifests (rounds, initial, increment,
-    epochs, start mode, optimizer), and by the labeled-set size of each round."""
+    """Refuse runs of different protocols: by their manifests (:func:`trained_with`: every
+    setting that changes what is trained), and by the labeled-set size of each round."""
     seen: dict[str, tuple[Path, object]] = {}
     for path in map(Path, paths):
         manifest = _manifest(path)
         if not manifest:
             continue
-        protocol = manifest.get("protocol", {})
-        settings = {k: protocol.get(k) for k in PROTOCOL_KEYS}
-        # manifests before --start and --optimizer: Adam, and warm unless --no-warm-start
-        warm = manifest.get("config", {}).get("warm_start", True)
-        settings["start"] = protocol.get("start", "warm" if warm else "reset")
-        settings["optimizer"] = (str(protocol.get("optimizer", "adam")).lower(), protocol.get("optimizer_options", {}))
-        for key, value in settings.items():
+        for key, value in trained_with(manifest).items():
             first = seen.setdefault(key, (path, value))
-            if first[1] != value:
+            if json.dumps(first[1], sort_keys=True, default=str) != json.dumps(value, sort_keys=True, default=str):
                 raise ReportError(
                     f"runs of different protocols: {key} is {first[1]!r} in {first[0]} but {value!r} "
-                    f"in {path}; report them separately"
+                    f"in {path}; report them separately (a paired comparison needs one protocol)"
                 )
     sizes = rounds.groupby("round")["n_labeled"].unique()
     for t, values in sizes.items():
@@ -175,6 +194,27 @@ def _check_protocols(paths: list[Path], rounds: pd.DataFrame) -> None:
                 f"runs of different protocols: round {t} has {sorted(values)} labeled samples "
                 f"in different inputs; report them separately"
             )
+
+
+def trained_with(manifest: dict) -> dict[str, object]:
+    """What a run trained with, by its manifest: the protocol as it ran (``protocol``: rounds,
+    sizes, epochs, batch size, learning rate, optimizer, start mode, augmentation, ...), the
+    precisions F was trained and the pool scored in (``device``), the pool and test-set sizes
+    (``data``), and every ``config`` setting but those in :data:`NOT_TRAINING` (e.g. ``subset``).
+    The config's protocol fields are left to ``protocol``, which holds them resolved (a null
+    ``lr`` in the config is the task's). A setting an older manifest lacks is not compared,
+    except the start mode and optimizer, whose values before those flags are known."""
+    config, protocol = manifest.get("config") or {}, dict(manifest.get("protocol") or {})
+    warm = config.get("warm_start", True)  # manifests before --start: warm unless --no-warm-start
+    protocol.setdefault("start", "warm" if warm else "reset")
+    protocol.setdefault("optimizer", "adam")  # manifests before --optimizer: Adam, without options
+    protocol.setdefault("optimizer_options", {})
+    protocol["optimizer"] = str(protocol["optimizer"]).lower()
+    settings = {k: v for k, v in config.items() if k not in NOT_TRAINING | PROTOCOL_FIELDS | {"warm_start"}}
+    device, data = manifest.get("device") or {}, manifest.get("data") or {}
+    settings.update({k: device[k] for k in ("train_dtype", "score_dtype") if k in device})  # "auto" resolved
+    settings.update({f"{k} size": data[k] for k in ("pool", "test") if k in data})
+    return {**settings, **protocol}
 
 
 def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
@@ -323,12 +363,12 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
     else:
         target_text = f"{target * metric.display_scale:.{d}f} ({'--target' if target_given else 'random’s final mean'})"
     most = int(summary["repeats"].max()) if len(summary) else 0
-    fewer = " ((n=k): over k of them)" if (summary["repeats"] < most).any() else ""
+    fewer = " (those that ran every round; (n=k): over k of them)" if (summary["repeats"] < most).any() else ""
     lines = [
         f"summary over the whole budget ({metric.direction}): AUBC is the area under each repeat's learning curve "
-        f"divided by the budget span (the curve's mean over the budget), mean ± std over the repeats that ran "
-        f"every round{fewer}; labels to reach {target_text} are read off each strategy's mean curve (linear "
-        f"between rounds), and the saving is against random's.",
+        f"divided by the budget span (the curve's mean over the budget), mean ± std over repeats{fewer}; labels "
+        f"to reach {target_text} are read off each strategy's mean curve (linear between rounds), and the saving "
+        f"is against random's.",
         "",
         "| strategy | AUBC | labels to target | saving vs random |",
         "|---|---|---|---|",
@@ -436,12 +476,14 @@ def write_report(
     installed task's ``Metric.bounds``); when the runs measured their
     picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.report.hardness`, also in
     ``table.md``). ``target`` is in the units of ``rounds.csv`` values. Every table names its
-    metric and direction. Non-finite values are left out (:func:`finite_values`) with a note in
-    ``table.md`` and in the log."""
+    metric and direction. Non-finite values are left out (:func:`finite_values`), and so are
+    repeats without a random repeat of their seed from the paired differences
+    (:func:`~bench.report.stats.unpaired_repeats`), each with a note in ``table.md`` and the log."""
     from bench.report.curves import metric_bounds, plot_curves
 
     rounds, left_out = finite_values(rounds)
-    for note in left_out:
+    found = [*left_out, *unpaired_repeats(rounds, BASELINE)]
+    for note in found:
         log.warning("note: %s", note)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -451,7 +493,7 @@ def write_report(
     table.assign(**described).to_csv(out / "table.csv", index=False)
     sizes = {int(t): int(n) for t, n in table.groupby("round")["n_labeled"].first().items()}
     comparison = paper_comparison(task, sizes) if paper else PaperComparison([], [], "")
-    text = "".join(f"> {note}\n\n" for note in [*notes, *left_out, *comparison.notes])
+    text = "".join(f"> {note}\n\n" for note in [*notes, *found, *comparison.notes])
     text += markdown_table(
         table.assign(mean=table["mean"] * scale, std=table["std"] * scale),
         task,

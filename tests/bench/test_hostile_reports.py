@@ -92,3 +92,62 @@ def test_a_report_of_nothing_but_non_finite_values_is_refused(real_run, tmp_path
     assert report(folder) == 2
     err = capsys.readouterr().err
     assert "no finite metric value" in err and "rounds.csv" in err
+
+
+# item 22: runs of other protocols or seeds
+
+
+@pytest.mark.parametrize(
+    "section, setting, value",
+    [
+        ("protocol", "lr", 0.05),
+        ("protocol", "batch_size", 8),
+        ("protocol", "augment", True),
+        ("protocol", "optimizer", "SGD"),
+        ("device", "train_dtype", "bfloat16"),
+        ("data", "test", 100),
+        ("config", "some_future_setting", 1),  # a setting this version does not know still has to agree
+    ],
+)
+def test_runs_that_trained_differently_are_not_merged(real_run, tmp_path, capsys, section, setting, value):
+    random = copy(real_run, tmp_path / "random", "random")
+    coreset = copy(real_run, tmp_path / "coreset", "coreset")
+    if setting == "some_future_setting":  # (compared where both manifests record it)
+        edit_manifest(random, section, **{setting: 0})
+    edit_manifest(coreset, section, **{setting: value})
+    assert report(random, coreset, "--out", tmp_path / "both") == 2
+    err = capsys.readouterr().err
+    assert f"different protocols: {setting}" in err and str(coreset) in err, err
+
+
+def test_a_run_on_a_subset_is_not_merged_with_one_on_the_whole_pool(real_run, tmp_path, capsys, blobs_task):
+    # the hostile case: the same seed, so the same repeats, but another pool and test set: a -4.4
+    # difference at t=1 came out "significant" although both started from "the same" set
+    subset = tmp_path / "subset"
+    assert main([*RUN, "--strategy", "coreset", "--subset", "300", "--out", str(subset)]) == 0
+    capsys.readouterr()
+    assert report(copy(real_run, tmp_path / "random", "random"), subset, "--out", tmp_path / "both") == 2
+    assert "different protocols: subset is None in" in capsys.readouterr().err
+
+
+def test_runs_of_one_protocol_still_merge(real_run, tmp_path):
+    random = copy(real_run, tmp_path / "random", "random")
+    coreset = copy(real_run, tmp_path / "coreset", "coreset")
+    edit_manifest(coreset, "config", threads=4, device="cpu", repeats=3, diagnostics=False)  # how, not what
+    assert report(random, coreset, "--out", tmp_path / "both") == 0
+    assert len(pd.read_csv(tmp_path / "both" / "differences.csv")) == 3
+
+
+def test_repeats_of_other_seeds_are_not_paired_and_a_note_says_so(real_run, tmp_path, caplog):
+    folder = copy(real_run, tmp_path / "run")
+    edit_rows(folder, dict(strategy="coreset", repeat=2), seed=7)
+    with caplog.at_level(logging.INFO):
+        assert report(folder) == 0
+    text = (folder / "table.md").read_text()
+    assert "coreset: 1 of its 3 repeats (seed 7) has no random repeat of the same seed" in text, text
+    assert "coreset: 1 of its 3 repeats" in caplog.text
+    assert (pd.read_csv(folder / "differences.csv")["repeats"] == 2).all()
+    edit_rows(folder, dict(strategy="coreset"), seed=7)  # every repeat: no paired difference at all
+    assert report(folder) == 0
+    text = (folder / "table.md").read_text()
+    assert "coreset: 3 of its 3 repeats" in text and "difference to random" not in text
