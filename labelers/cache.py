@@ -31,6 +31,11 @@ it cannot use is dealt with, with a :class:`LabelCacheWarning` saying what was d
   are served, new ones are not saved, and one warning says so (``mode`` "ro"). A write that fails
   later for any other reason (disk full, a file made read-only meanwhile) also turns the cache
   read-only, with one warning.
+* A file another connection keeps locked for writing (a long write transaction, e.g. another
+  tool's ``BEGIN EXCLUSIVE``; this cache's own writers hold the lock for milliseconds) is waited for
+  quietly for about a second, then a warning says so at once, and after a few seconds more the
+  cache goes on without it: read-only (or off, if it cannot be read either), as above. Such a wait
+  is made once per cache: a later lock gets the quiet second only.
 * A path that cannot be opened at all (its folder cannot be created, a folder at the path, a
   missing file in a read-only folder), or a read that fails for any other reason, turns the cache
   off (``mode`` "off", every lookup a miss, nothing saved), with one warning.
@@ -49,6 +54,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,12 +72,17 @@ __all__ = ["LabelCache", "LabelCacheWarning"]
 CachedValue = np.ndarray | LabelError
 T = TypeVar("T")
 
-_BUSY_TIMEOUT_S = 60.0
+#: How long a statement waits quietly for a lock another connection holds (this cache's writers
+#: hold it for milliseconds), and how long more, once, after saying so (see LabelCache._patiently).
+_QUIET_WAIT_S = 1.0
+_LOCKED_WAIT_S = 4.0
 _QUERY_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's bound-parameter limit
 #: The files SQLite keeps beside a database; they belong to it and move with it.
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 #: Primary SQLite result codes of a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
 _CORRUPT_CODES = (11, 26)
+#: Primary SQLite result codes of a lock held by another connection: SQLITE_BUSY, SQLITE_LOCKED.
+_BUSY_CODES = (5, 6)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -101,10 +112,12 @@ class _CorruptEntry(Exception):
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """Run the block as one write transaction (BEGIN IMMEDIATE: take the write lock up front)."""
+    """Run the block as one write transaction (BEGIN IMMEDIATE: take the write lock up front); a
+    failed COMMIT (busy) rolls it back too, so that it can be tried again."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite rolls back by itself after some errors
             try:
@@ -112,7 +125,32 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
             except sqlite3.Error:
                 pass  # the error that got us here is the one to report
         raise
-    conn.execute("COMMIT")
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Set a read-write connection up: WAL mode, and the labels table."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(_SCHEMA)
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """Read the labels table (raises where it cannot be read)."""
+    conn.execute("SELECT 1 FROM labels LIMIT 1").fetchall()
+
+
+def _select(conn: sqlite3.Connection, keys: list[str]) -> list[tuple]:
+    """The stored rows (key, kind, dtype, shape, payload, checksum) of those ``keys`` present."""
+    return conn.execute(
+        f"SELECT key, kind, dtype, shape, payload, checksum FROM labels WHERE key IN ({','.join('?' * len(keys))})",
+        keys,
+    ).fetchall()
+
+
+def _write_rows(conn: sqlite3.Connection, statement: str, rows: list[tuple]) -> None:
+    """Run ``statement`` for every row, in one transaction."""
+    with _transaction(conn):
+        conn.executemany(statement, rows)
 
 
 def _is_corrupt(error: sqlite3.Error) -> bool:
@@ -122,6 +160,24 @@ def _is_corrupt(error: sqlite3.Error) -> bool:
         return code & 0xFF in _CORRUPT_CODES
     message = str(error)
     return "malformed" in message or "not a database" in message
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    """Whether an SQLite error says another connection holds a lock ("database is locked")."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(error)
+
+
+def _locked(error: sqlite3.Error) -> str:
+    """Why the cache goes on without a file another connection keeps locked, as warnings say it."""
+    return f"another writer keeps it locked: {error}"
+
+
+def _set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    """Let ``conn``'s statements wait up to ``seconds`` for a lock another connection holds."""
+    conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -225,6 +281,7 @@ class LabelCache:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._identity: tuple[int, int] | None = None  # the file our connection opened
+        self._waited = False  # whether a lock of another connection has been waited for (once)
 
     # ----------------------------------------------------------------------------------------------
     # Opening and closing
@@ -259,7 +316,7 @@ class LabelCache:
                     continue
                 self.close()
                 if self.path.is_file():
-                    self._read_only(f"it cannot be opened for writing: {error}")
+                    self._read_only(_locked(error) if _is_busy(error) else f"it cannot be opened for writing: {error}")
                 else:
                     self._turn_off(f"it cannot be opened: {error}")
         self._turn_off("it is still unusable after being moved aside")
@@ -269,13 +326,10 @@ class LabelCache:
         that a corrupt file is moved aside before it closes: closing it first would have SQLite
         delete the file's ``-wal`` and ``-shm``."""
         with _folder_lock(self.path.parent, exclusive=False):
-            self._conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn = self._conn = sqlite3.connect(self.path, timeout=_QUIET_WAIT_S, isolation_level=None)
             self._pid = os.getpid()
             self._identity = _file_identity(self.path)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute(_SCHEMA)
+            self._patiently(conn, _prepare)
 
     def _open_read_only(self) -> None:
         """Open read-only: plain (``mode=ro``), or immutable where SQLite cannot create the ``-shm``
@@ -285,9 +339,8 @@ class LabelCache:
         for query in ("mode=ro", "mode=ro&immutable=1"):
             conn = None
             try:
-                conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-                conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-                conn.execute("SELECT 1 FROM labels LIMIT 1").fetchall()
+                conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=_QUIET_WAIT_S, isolation_level=None)
+                self._patiently(conn, _probe)
             except sqlite3.Error as error:
                 if conn is not None:
                     conn.close()
@@ -410,6 +463,29 @@ class LabelCache:
             )
         return True
 
+    def _patiently(self, conn: sqlite3.Connection, statements: Callable[[sqlite3.Connection], T]) -> T:
+        """``statements(conn)`` (``conn``'s busy timeout is the quiet wait). Where another
+        connection's lock outlasts the quiet wait, say so at once and run them once more, waiting
+        up to :data:`_LOCKED_WAIT_S` longer; that is done once per cache (a lock that outlasts it
+        again is raised after the quiet wait), so the cache goes on without the file within
+        seconds, not after a minute per statement."""
+        try:
+            return statements(conn)
+        except sqlite3.OperationalError as error:
+            if self._waited or not _is_busy(error):
+                raise
+            self._waited = True
+            self._warn(
+                "locked",
+                f"label cache {self.path} is locked by another writer ({error}): waiting up to "
+                f"{_LOCKED_WAIT_S:g} s more, then going on without writing to it",
+            )
+        _set_busy_timeout(conn, _LOCKED_WAIT_S)
+        try:
+            return statements(conn)
+        finally:
+            _set_busy_timeout(conn, _QUIET_WAIT_S)
+
     def _recover(self, error: sqlite3.Error, writing: bool) -> bool:
         """Deal with an error of a query; True if the query may be tried again (on a new file)."""
         if _is_corrupt(error):
@@ -417,9 +493,9 @@ class LabelCache:
                 return self._move_aside(error)
             self._turn_off(f"it is corrupt ({error}) and read-only, so it cannot be moved aside")
         elif writing:
-            self._read_only(f"writing to it failed: {error}")
+            self._read_only(_locked(error) if _is_busy(error) else f"writing to it failed: {error}")
         else:
-            self._turn_off(f"reading it failed: {error}")
+            self._turn_off(_locked(error) if _is_busy(error) else f"reading it failed: {error}")
         return False
 
     def _query(self, read: Callable[[sqlite3.Connection], T], default: T) -> T:
@@ -429,7 +505,7 @@ class LabelCache:
             if conn is None:
                 break
             try:
-                return read(conn)
+                return self._patiently(conn, read)
             except sqlite3.Error as error:
                 if not self._recover(error, writing=False):
                     break
@@ -443,8 +519,7 @@ class LabelCache:
             if conn is None or self.mode != "rw":
                 return
             try:
-                with _transaction(conn):
-                    conn.executemany(statement, rows)
+                self._patiently(conn, partial(_write_rows, statement=statement, rows=rows))
                 return
             except sqlite3.Error as error:
                 if not self._recover(error, writing=True):
@@ -489,11 +564,7 @@ class LabelCache:
                     chunk = [key for key in keys[start : start + _QUERY_CHUNK] if key not in found]
                     if not chunk:
                         continue
-                    rows = conn.execute(
-                        "SELECT key, kind, dtype, shape, payload, checksum FROM labels"
-                        f" WHERE key IN ({','.join('?' * len(chunk))})",
-                        chunk,
-                    ).fetchall()
+                    rows = self._patiently(conn, partial(_select, keys=chunk))
                     for key, kind, dtype, shape, payload, checksum in rows:
                         try:
                             found[key] = _decode(kind, dtype, shape, payload, checksum)

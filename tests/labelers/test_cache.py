@@ -10,6 +10,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +153,41 @@ def test_concurrent_processes_can_write(tmp_path):
         writer.join(timeout=120)
     assert [writer.exitcode for writer in writers] == [0, 0]
     assert len(LabelCache(path)) == 200
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_cache_locked_by_another_writer_says_so_at_once_and_goes_read_only_within_seconds(tmp_path, journal):
+    """Another writer's long transaction (``BEGIN EXCLUSIVE``) stalled a put for 60 s per
+    statement, about 3 minutes in all, before the cache went read-only. In a rollback journal
+    (``delete``, another tool's) readers wait for the lock too."""
+    path = tmp_path / "labels.sqlite"
+    with LabelCache(path) as first:
+        first.put("kept", stress_map(1))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(f"PRAGMA journal_mode = {journal}")
+    other.execute("BEGIN EXCLUSIVE")
+    said: list[tuple[float, str]] = []
+    start = time.monotonic()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *rest, **more: said.append((time.monotonic() - start, str(message)))
+            with LabelCache(path) as cache:
+                cache.put("new", stress_map(2))
+                assert cache.mode == "ro"
+                assert np.array_equal(cache.get("kept"), stress_map(1))  # its labels are still used
+                assert cache.get("new") is None
+        elapsed = time.monotonic() - start
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert said and "is locked by another writer (database is locked): waiting up to 4 s more" in said[0][1]
+    assert said[0][0] < 3, said  # at once: after a quiet second, not after the wait
+    assert any("is used read-only (another writer keeps it locked" in message for _, message in said), said
+    assert elapsed < 10, said  # quiet 1 s + 4 s, with room for a loaded machine
+    with LabelCache(path) as again:  # the lock released: written again
+        again.put("new", stress_map(2))
+        assert again.mode == "rw" and np.array_equal(again.get("new"), stress_map(2))
 
 
 # --------------------------------------------------------------------------------------------------
