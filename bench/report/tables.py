@@ -22,7 +22,7 @@ import pandas as pd
 from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, markdown_hardness, plot_hardness
 from bench.report.paper import CITATION, TABLE_1
 from bench.report.stats import aubc, label_savings, paired_differences, unpaired_repeats, wilcoxon_floor
-from bench.run.results import ROUND_COLUMNS, MetricInfo, read_rounds_csv
+from bench.run.results import ROUND_COLUMNS, MetricInfo, RoundsFileError, read_rounds_csv
 from tasks.base import Protocol
 
 TABLE_COLUMNS = ["strategy", "round", "n_labeled", "mean", "std", "repeats"]
@@ -67,12 +67,59 @@ def _csv_path(path: Path) -> Path:
     return path / "rounds.csv" if path.is_dir() else path
 
 
+#: The manifest entries a report reads, and the JSON types a run writes there.
+MANIFEST_ENTRIES: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "task": (str,),
+    "metric": (dict,),
+    "protocol": (dict,),
+    "config": (dict,),
+    "strategies": (dict,),
+    "generative": (dict, type(None)),
+    "device": (dict,),
+    "data": (dict,),
+    "units": (dict,),
+}
+JSON_NAMES = {dict: "an object", str: "a string", type(None): "null", bool: "true or false", int: "an integer"}
+
+
 def _manifest(path: Path) -> dict | None:
-    """The manifest beside a rounds.csv (or in a run folder), when there is a readable one."""
-    try:
-        return json.loads((_csv_path(Path(path)).parent / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    """The manifest beside a rounds.csv (or in a run folder); None when there is none. One that
+    cannot be read, is not a JSON object, or has an entry a report reads of another type than a
+    run writes is refused (ReportError naming the file and the entry), never skipped: skipping
+    it would skip the protocol checks and the metric's recorded direction."""
+    csv_path = _csv_path(Path(path))
+    file = csv_path.parent / "manifest.json"
+    if not file.exists():
         return None
+    fix = f"restore it (e.g. from git), or move it away to report {csv_path} without it (and without its checks)"
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
+        raise ReportError(f"{file} is not readable JSON ({err}); {fix}") from None
+    if not isinstance(manifest, dict):
+        raise ReportError(f"{file} is not a JSON object but {type(manifest).__name__}; {fix}")
+    for key, kinds in MANIFEST_ENTRIES.items():
+        value = manifest.get(key)
+        if key in manifest and not isinstance(value, kinds):
+            expected = " or ".join(JSON_NAMES[kind] for kind in kinds)
+            raise ReportError(
+                f"{file}: {key!r} is {type(value).__name__} ({value!r:.60}) where a run writes {expected}; {fix}"
+            )
+    for name, settings in manifest.get("strategies", {}).items():
+        if not isinstance(settings, dict):
+            raise ReportError(f"{file}: the settings of strategy {name!r} are not an object; {fix}")
+    return manifest
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    """:func:`~bench.run.results.read_rounds_csv`, any file it cannot read refused (ReportError naming it)."""
+    try:
+        return read_rounds_csv(csv_path)
+    except RoundsFileError as err:
+        raise ReportError(str(err)) from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ReportError(f"{csv_path} is not a readable rounds.csv ({err})") from None
 
 
 def read_rounds(paths: list[Path]) -> pd.DataFrame:
@@ -83,10 +130,7 @@ def read_rounds(paths: list[Path]) -> pd.DataFrame:
         csv_path = _csv_path(path)
         if not csv_path.is_file():
             raise ReportError(f"no rounds.csv at {csv_path}: pass a run folder or a rounds.csv file")
-        try:
-            frame = read_rounds_csv(csv_path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise ReportError(f"{csv_path} is not a readable rounds.csv ({err})") from err
+        frame = _read_csv(csv_path)
         missing = [c for c in ROUND_COLUMNS if c not in frame.columns]
         if missing:
             raise ReportError(f"{csv_path} lacks the columns {', '.join(missing)}: is it a rounds.csv?")
@@ -219,11 +263,16 @@ def trained_with(manifest: dict) -> dict[str, object]:
 
 def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
     """The metric of the runs at ``paths``: from their manifests, else from the installed task."""
-    recorded = {json.dumps(m["metric"], sort_keys=True) for p in paths if (m := _manifest(p)) and "metric" in m}
+    recorded: dict[MetricInfo, Path] = {}
+    for path in map(Path, paths):
+        manifest = _manifest(path)
+        if manifest and "metric" in manifest:
+            recorded.setdefault(_metric(_csv_path(path).parent / "manifest.json", manifest["metric"]), path)
     if len(recorded) > 1:
-        raise ReportError(f"the inputs' manifests describe their metric differently ({'; '.join(sorted(recorded))})")
+        described = "; ".join(f"{m} in {p}" for m, p in recorded.items())
+        raise ReportError(f"the inputs' manifests describe their metric differently ({described})")
     if recorded:
-        return MetricInfo(**json.loads(recorded.pop()))
+        return next(iter(recorded))
     from tasks import TASKS
 
     task, metric = rounds["task"].iloc[0], rounds["metric"].iloc[0]
@@ -235,6 +284,37 @@ def metric_info(paths: list[Path], rounds: pd.DataFrame) -> MetricInfo:
     )
 
 
+def _metric(file: Path, entry: dict) -> MetricInfo:
+    """A manifest's ``metric`` entry as a :class:`MetricInfo`; one with a missing, unknown or
+    wrong-typed field is refused (ReportError naming the file and the field)."""
+    fields = {f.name: f for f in dataclasses.fields(MetricInfo)}
+    kinds: dict[str, tuple[type, ...]] = {
+        "name": (str,),
+        "higher_is_better": (bool,),
+        "label": (str,),
+        "display_scale": (int, float),
+        "decimals": (int,),
+    }
+    problems = [f"unknown field {k!r}" for k in entry if k not in fields]
+    problems += [f"no {k!r}" for k, f in fields.items() if k not in entry and f.default is dataclasses.MISSING]
+    for key, value in entry.items():
+        if key in kinds and (
+            not isinstance(value, kinds[key]) or (key != "higher_is_better" and isinstance(value, bool))
+        ):
+            problems.append(f"{key} {value!r} is not {' or '.join(k.__name__ for k in kinds[key])}")
+    scale = entry.get("display_scale", 1.0)
+    if not problems and not (math.isfinite(scale) and scale > 0):
+        problems.append(f"display_scale {scale!r} is not a positive finite number")
+    if not problems and entry.get("decimals", 1) < 0:
+        problems.append(f"decimals {entry['decimals']!r} is negative")
+    if problems:
+        raise ReportError(
+            f"{file}: its 'metric' is not as a run writes it ({'; '.join(problems)}); restore the file (e.g. from "
+            f"git), or move it away to report the rounds.csv beside it with the installed task's metric"
+        )
+    return MetricInfo(**entry)
+
+
 def unfinished(folder: Path) -> str | None:
     """For a run folder whose manifest says it has not finished (``running``, ``interrupted`` or
     ``failed``):
@@ -244,11 +324,18 @@ def unfinished(folder: Path) -> str | None:
     if not manifest or manifest.get("status") not in ("running", "interrupted", "failed") or "units" not in manifest:
         return None
     csv_path = folder / "rounds.csv"
-    rows = read_rounds_csv(csv_path) if csv_path.exists() and csv_path.stat().st_size else pd.DataFrame()
-    done = rows.groupby(["strategy", "repeat"]).size().to_dict() if len(rows) else {}
-    total = manifest["protocol"]["rounds"]
-    open_units = [u for u in manifest["units"].values() if u["status"] not in ("complete", "failed")]
-    missing = sum(total - done.get((u["strategy"], u["repeat"]), 0) for u in open_units)
+    rows = _read_csv(csv_path) if csv_path.exists() and csv_path.stat().st_size else pd.DataFrame()
+    written = len(rows) and {"strategy", "repeat"} <= set(rows.columns)  # else read_rounds says what is wrong
+    done = rows.groupby(["strategy", "repeat"]).size().to_dict() if written else {}
+    try:
+        total = int(manifest["protocol"]["rounds"])
+        open_units = [u for u in manifest["units"].values() if u["status"] not in ("complete", "failed")]
+        missing = sum(total - done.get((u["strategy"], u["repeat"]), 0) for u in open_units)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ReportError(
+            f"{folder / 'manifest.json'}: its protocol or units are not as a run writes them ({type(err).__name__}: "
+            f"{err}); restore the file (e.g. from git), or move it away to report the rounds.csv without it"
+        ) from None
     return (
         f"{folder} is an unfinished run ({manifest['status']}): {len(open_units)} of {len(manifest['units'])} "
         f"units unfinished, {missing} rounds missing; go on with: python -m bench run --resume {folder}"

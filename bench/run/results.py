@@ -6,7 +6,9 @@ so a killed run keeps every finished round.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.run.config import ConfigError
 from bench.run.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
 
 if TYPE_CHECKING:
@@ -175,22 +178,53 @@ def sort_rows(path: Path, units: list[tuple[str, int]]) -> None:
     _atomic_write(Path(path), lambda tmp: tmp.write_bytes(header + b"".join(lines)))
 
 
-def read_rounds_csv(path: Path) -> pd.DataFrame:
-    """``rounds.csv`` as a frame, a torn last row (never data) left out."""
-    import io
+class RoundsFileError(ConfigError):
+    """A ``rounds.csv`` whose rows are not as a run writes them (the message names the file,
+    the line and the fix): a report, a resume or a check refuses it (exit 2)."""
 
+
+def read_rounds_csv(path: Path) -> pd.DataFrame:
+    """``rounds.csv`` as a frame, a torn last row (never data) left out. Any other row must have
+    as many fields as the header: a run appends whole rows, so a short or long one in the
+    middle is damage or an edit, and read as it stands its fields would land in the wrong
+    columns (a cut-off ``accuracy`` read as another metric); RoundsFileError names it."""
     import pandas as pd
 
     raw, torn = complete_part(path)
     if torn:
         logging.getLogger(__name__).warning("%s ends in a half-written row (a killed run); it is ignored", path)
+    check_fields(path, raw)
     return pd.read_csv(io.BytesIO(raw))
 
 
+def check_fields(path: Path, raw: bytes) -> None:
+    """Refuse (RoundsFileError) ``rounds.csv`` bytes that are not text, or with a row whose
+    number of fields differs from the header's; blank lines pass, as pandas skips them."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RoundsFileError(f"{path} is not a text file ({err}); pass the rounds.csv a run wrote") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    for row in reader:
+        if row and header is not None and len(row) != len(header):
+            raise RoundsFileError(
+                f"{path} line {reader.line_num}: {len(row)} fields where the header has {len(header)}, a cut-off or "
+                f"edited row (a killed run tears only the last line); restore that line or remove it"
+            )
+
+
 def _atomic_write(path: Path, write) -> None:
+    """Replace ``path`` by what ``write`` writes to a temp file beside it; a write that fails (a
+    full disk) or is interrupted removes the temp file and leaves ``path`` as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 class LabeledLog:

@@ -151,3 +151,36 @@ def test_repeats_of_other_seeds_are_not_paired_and_a_note_says_so(real_run, tmp_
     assert report(folder) == 0
     text = (folder / "table.md").read_text()
     assert "coreset: 3 of its 3 repeats" in text and "difference to random" not in text
+
+
+# item 23: torn rows and broken manifests
+
+
+def test_a_torn_middle_row_is_refused_naming_its_line(real_run, tmp_path, capsys):
+    folder = copy(real_run, tmp_path / "run")
+    lines = (folder / "rounds.csv").read_text().splitlines(keepends=True)
+    lines[3] = lines[3][:35] + "\n"  # row 3 cut short (the last row torn by a kill is fine)
+    (folder / "rounds.csv").write_text("".join(lines))
+    assert report(folder) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'rounds.csv'} line 4:" in err and "fields" in err and "several metrics" not in err, err
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b'{"status": "complete", "metric": ', "not readable JSON"),
+        (b"\xff\xfe\x00garbage", "not readable JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"protocol": 5}', "'protocol' is int"),
+        (b'{"metric": {"name": "accuracy"}}', "'metric'"),
+        (b'{"metric": {"name": "accuracy", "higher_is_better": "yes", "label": "x"}}', "higher_is_better"),
+    ],
+)
+def test_a_broken_manifest_is_refused_naming_the_file(real_run, tmp_path, capsys, content, says):
+    folder = copy(real_run, tmp_path / "run")
+    (folder / "manifest.json").write_bytes(content)
+    assert report(folder) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'manifest.json'}" in err and says in err, err
+    assert "Traceback" not in err
