@@ -18,7 +18,7 @@ from bench.report.tables import label_variants, write_report
 from bench.run.assembly import Assembly, assemble
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
-from bench.run.folder import LOCK, FolderLock, RunFolder
+from bench.run.folder import LOCK, RUN_FILES, FolderLock, FolderWriteError, RunFolder, writing
 from bench.run.loop import repeat_seed
 from bench.run.manifest import command_line, generative_file_entry, now, start_manifest
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
@@ -62,6 +62,16 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
     return out, lock
 
 
+def discard_new(out: Path) -> None:
+    """Remove what a new run wrote into ``out`` before any unit ran (its lock, an empty rounds.csv,
+    temp files), and ``out`` itself when that leaves it empty: a run that could not start leaves no
+    folder behind."""
+    for name in (LOCK, *RUN_FILES, *(f"{name}.tmp" for name in RUN_FILES)):
+        (out / name).unlink(missing_ok=True)
+    if not any(out.iterdir()):
+        out.rmdir()
+
+
 def with_threads(config: RunConfig, execution: Execution) -> RunConfig:
     """``config`` with its torch threads per unit settled (recorded, so a resume uses the same):
     as given, else max(1, cores // jobs) beside other local workers, the Ray CPUs per unit, or
@@ -90,17 +100,19 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
     try:
         try:
             data = assembly.data
-        except BaseException:  # nothing was written: leave no folder behind
-            (out / LOCK).unlink(missing_ok=True)
-            if not any(out.iterdir()):
-                out.rmdir()
+        except BaseException:
+            discard_new(out)
             raise
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes)
-        folder = RunFolder.create(
-            out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints
-        )
+        try:
+            folder = RunFolder.create(
+                out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints
+            )
+        except FolderWriteError as err:
+            discard_new(out)
+            raise ConfigError(f"{err}; free space there, or choose another --out") from None
         run_units(assembly, folder, execution)
     finally:
         lock.release()
@@ -232,7 +244,8 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
             manifest["generative"]["quality"] = {"error": f"{type(err).__name__}: {err}"}
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
         if samples.exists():
-            shutil.copyfile(samples, folder.out / "generative-samples.png")
+            with writing(folder.out / "generative-samples.png"):
+                shutil.copyfile(samples, folder.out / "generative-samples.png")
     units = folder.unfinished()
     jobs = [Job(unit, folder.latest_checkpoint(unit)) for unit in units]
     folder.start()
@@ -265,10 +278,12 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
     finally:
         bar.close()
         folder.close()
-    sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
+    with writing(folder.out / "rounds.csv"):
+        sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
     rows = read_rounds_csv(folder.out / "rounds.csv")
     label_variants([rows], [manifest])
     if rows.empty:
         log.warning("no unit finished a round: no tables or figure to write")
     else:
-        write_report(rows, folder.out, MetricInfo.of(plan.task.metric))
+        with writing(folder.out):  # the tables and figures
+            write_report(rows, folder.out, MetricInfo.of(plan.task.metric))

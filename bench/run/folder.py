@@ -12,6 +12,10 @@ finishes unless kept.
 A unit that starts again from a checkpoint recomputes rounds whose rows were already written
 (the driver was killed between a row and the next checkpoint); those rows are kept and the
 recomputed ones, identical in value, are not written twice.
+
+A file of the folder that cannot be written (a full disk, a quota, a file size limit) is the
+driver's problem, not a unit's: :class:`FolderWriteError` stops the run as ``interrupted``, to be
+resumed once the folder can be written again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import os
 import shutil
 import socket
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,29 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
+#: The files a run writes into its folder besides the report's tables and figures.
+RUN_FILES = ("manifest.json", "rounds.csv", "labeled.npz")
+
+
+class FolderWriteError(KeyboardInterrupt):
+    """A file of the run folder could not be written (disk full, a quota, a file size limit, a
+    read-only or vanished folder). Nothing a unit did: the run stops as Ctrl-C stops it, with one
+    line, exit 130 and an ``interrupted`` manifest, and resumes once the folder can be written.
+    It is a KeyboardInterrupt so that a unit's ``except Exception`` (which records the unit's own
+    failures, for good) lets it through to the driver."""
+
+    def __init__(self, path: Path, err: OSError) -> None:
+        super().__init__(f"cannot write {path}: {err.strerror or err}")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` (a file of the run folder, or the folder) into
+    :class:`FolderWriteError`."""
+    try:
+        yield
+    except OSError as err:
+        raise FolderWriteError(path, err) from err
 
 
 class FolderLock:
@@ -92,7 +121,8 @@ class RunFolder:
             rows = read_rounds_csv(self.out / "rounds.csv")
             for (strategy, repeat), rounds in rows.groupby(["strategy", "repeat"])["round"]:
                 self.written[Unit(strategy, int(repeat)).key] = int(rounds.max())
-        self.writer = RoundsWriter(self.out / "rounds.csv", extra_metrics)
+        with writing(self.out / "rounds.csv"):
+            self.writer = RoundsWriter(self.out / "rounds.csv", extra_metrics)
 
     @classmethod
     def create(
@@ -117,10 +147,14 @@ class RunFolder:
         ``interrupted`` until the units run again."""
         out = Path(out)
         manifest = json.loads((out / "manifest.json").read_text())
-        if repair_rounds_csv(out / "rounds.csv"):
+        with writing(out / "rounds.csv"):
+            torn = repair_rounds_csv(out / "rounds.csv")
+        if torn:
             log.warning(
                 "%s ended in a half-written row (the run was killed while writing it); dropped it", out / "rounds.csv"
             )
+        for tmp in [*(out / f"{name}.tmp" for name in RUN_FILES), *(out / CHECKPOINTS).glob("*.pt.tmp")]:
+            tmp.unlink(missing_ok=True)  # a write the run was killed in
         if manifest["status"] == "running":
             manifest["status"] = "interrupted"
             manifest.setdefault("interruptions", []).append({"found": now()})
@@ -159,7 +193,8 @@ class RunFolder:
         elif isinstance(event, RoundFinished):
             self._round(event, entry)
         elif isinstance(event, Checkpointed):
-            write_atomic(self.checkpoint_path(event.unit), event.payload)
+            with writing(self.checkpoint_path(event.unit)):
+                write_atomic(self.checkpoint_path(event.unit), event.payload)
             return
         elif isinstance(event, Probed):
             self._probed(event)
@@ -185,10 +220,12 @@ class RunFolder:
     def _round(self, event: RoundFinished, entry: dict[str, Any]) -> None:
         record, key = event.record, event.unit.key
         if record.round > self.written.get(key, 0):
-            self.writer.write(record)
+            with writing(self.writer.path):
+                self.writer.write(record)
             self.written[key] = record.round
         self.labeled.add(record.strategy, record.repeat, record.round, event.sources, event.latents)
-        self.labeled.save()
+        with writing(self.labeled.path):
+            self.labeled.save()
         entry["rounds_done"] = record.round
 
     def _probed(self, event: Probed) -> None:
@@ -216,17 +253,28 @@ class RunFolder:
 
     def _drop_checkpoint(self, unit: Unit) -> None:
         if not self.keep_checkpoints:
-            self.checkpoint_path(unit).unlink(missing_ok=True)
-            folder = self.out / CHECKPOINTS
-            if folder.exists() and not any(folder.iterdir()):
-                shutil.rmtree(folder)
+            with writing(self.checkpoint_path(unit)):
+                self.checkpoint_path(unit).unlink(missing_ok=True)
+                folder = self.out / CHECKPOINTS
+                if folder.exists() and not any(folder.iterdir()):
+                    shutil.rmtree(folder)
 
     def finish(self, error: BaseException | None = None) -> None:
         """Close the rows and mark the run: ``failed`` (with ``error``) when the driver failed,
-        ``interrupted`` when stopped by Ctrl-C or SIGTERM or when a unit never ended (a resume
-        goes on), else ``complete`` (with failures, when a unit failed)."""
-        self.writer.close()
-        self.labeled.save(compressed=True)
+        ``interrupted`` when stopped by Ctrl-C or SIGTERM, when the folder could not be written
+        (:class:`FolderWriteError`) or when a unit never ended (a resume goes on), else
+        ``complete`` (with failures, when a unit failed). A file that cannot be written now is
+        raised as FolderWriteError, unless the run already stops for ``error``: then the manifest
+        may keep saying ``running``, which a resume reads as interrupted."""
+        closing = None
+        for path, close in ((self.writer.path, self.writer.close), (self.labeled.path, self._save_labeled)):
+            try:
+                with writing(path):
+                    close()
+            except FolderWriteError as err:
+                closing = closing or err
+        if error is None:
+            error = closing
         states = [u["status"] for u in self.manifest["units"].values()]
         if isinstance(error, (KeyboardInterrupt, SystemExit)):  # stopped from outside, not broken: resumable
             status = "interrupted"
@@ -246,10 +294,21 @@ class RunFolder:
             if unit["status"] == "running":
                 unit["status"] = "interrupted"
         self.manifest.update(status=status, finished=now())
-        self.save_manifest()
+        try:
+            self.save_manifest()
+        except FolderWriteError as err:
+            if error is None:
+                raise
+            log.warning("%s; the manifest still says running, which a resume reads as interrupted", err)
+        if closing is not None and closing is error:
+            raise closing
+
+    def _save_labeled(self) -> None:
+        self.labeled.save(compressed=True)
 
     def close(self) -> None:
         self.writer.close()
 
     def save_manifest(self) -> None:
-        write_json(self.out / "manifest.json", self.manifest)
+        with writing(self.out / "manifest.json"):
+            write_json(self.out / "manifest.json", self.manifest)
