@@ -47,6 +47,10 @@ LOSS_NAMES = (
     "image_discriminator",
     "code_discriminator",
 )
+#: The largest weight of the reconstruction term, 100,000 times the paper's 10: there the
+#: adversarial terms (each of order 1) are a negligible share of the loss and the model trains as
+#: a plain autoencoder, so a larger value is a typo (and 1e300 overflows float32 to inf).
+MAX_RECON_WEIGHT = 1e6
 log = logging.getLogger(__name__)
 
 
@@ -75,6 +79,12 @@ class AlphaGANSpec(GenerativeSpec):
     def check(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout={self.layout!r}: use one of {', '.join(LAYOUTS)}")
+        if self.recon_weight > MAX_RECON_WEIGHT:
+            raise ValueError(
+                f"recon_weight={self.recon_weight!r} is out of range: at most {MAX_RECON_WEIGHT:g} (there the "
+                f"adversarial terms are a negligible share of the loss: the model trains as a plain autoencoder); "
+                f"give a smaller weight (the paper's is 10)"
+            )
 
     def build(self, input_shape: tuple[int, ...]) -> AlphaGAN:
         return AlphaGAN(self)

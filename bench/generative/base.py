@@ -70,6 +70,16 @@ class GenerativeSpec(ABC):
     def check(self) -> None:
         """Raise ValueError naming a setting that cannot build a model (checked before any work)."""
 
+    def footprint(self, input_shape: tuple[int, ...]) -> tuple[int, int]:
+        """The parameter count and the bytes of parameters and buffers of the model :meth:`build`
+        makes for inputs of ``input_shape``, built on torch's meta device: no memory is allocated,
+        so settings too large for the machine can be measured and refused before any work."""
+        with torch.device("meta"):
+            model = self.build(input_shape)
+        parameters = list(model.parameters())
+        tensors = [*parameters, *model.buffers()]
+        return sum(p.numel() for p in parameters), sum(t.numel() * t.element_size() for t in tensors)
+
     def cache_salt(self, pool_x: Tensor) -> str:
         """Extra text in the cache key of a model trained on ``pool_x`` (beyond task, pool, seed
         and settings), e.g. the pool's dtype."""

@@ -17,6 +17,8 @@ from bench.generative.base import GenerativeSpec
 from bench.paths import cache_root
 from bench.registry import UnknownNameError
 from bench.run.config import (
+    LIMITS,
+    MAX_LR,
     ConfigError,
     RunConfig,
     check_finite,
@@ -207,7 +209,12 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
             f"--generative-option {', '.join(unknown)}: the {task.name} generative model "
             f"({type(default).__name__}) has no such setting; it has {', '.join(fields)}"
         )
-    spec = default.replace(latent_dim=config.latent_dim, **options)
+    if config.latent_dim is not None and options.get("latent_dim", config.latent_dim) != config.latent_dim:
+        raise ConfigError(
+            f"--latent-dim {config.latent_dim} and --generative-option latent_dim={options['latent_dim']!r} "
+            f"disagree; give one of them"
+        )
+    spec = default.replace(**{"latent_dim": config.latent_dim, **options})
     for name in fields:
         value, before = getattr(spec, name), getattr(default, name)
         if type(value) is not type(before) and not (isinstance(before, float) and type(value) is int):
@@ -216,6 +223,7 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
             )
         if isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--generative-option {name}={value!r}: must be positive and finite")
+        check_generative_limit(name, value, before)
     try:
         spec.check()
     except ValueError as err:
@@ -223,9 +231,88 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
     return spec
 
 
+#: The generative model's settings that the run's own flags bound too, with their limits: a
+#: generative model trained for more epochs, or with a larger batch, latent space or learning
+#: rate than F may be, is a typo too.
+GENERATIVE_LIMITS: dict[str, tuple[str, int | float]] = {
+    "epochs": ("--epochs", LIMITS["epochs"]),
+    "batch_size": ("--batch-size", LIMITS["batch_size"]),
+    "latent_dim": ("--latent-dim", LIMITS["latent_dim"]),
+    "lr": ("--lr", MAX_LR),
+}
+#: The most parameters a generative model may have (2**31 float32 weights take 8 GiB, and four
+#: times that to train): beyond it a setting is a typo, not a model for these tasks.
+MAX_GENERATIVE_PARAMETERS = 2**31
+#: Copies of its weights that training a generative model holds: the weights, their gradients
+#: and Adam's two moment estimates (activations come on top).
+TRAINING_COPIES = 4
+
+
+def check_generative_limit(name: str, value: Any, default: Any) -> None:
+    """Refuse a generative setting above the limit of the run's flag of the same name
+    (:data:`GENERATIVE_LIMITS`)."""
+    if name not in GENERATIVE_LIMITS or not isinstance(value, (int, float)):
+        return
+    flag, limit = GENERATIVE_LIMITS[name]
+    if value > limit:
+        shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
+        raise ConfigError(
+            f"--generative-option {name}={value!r} is out of range: at most {shown}, the limit of the run's "
+            f"own {flag} (beyond it a value is a typo, not a plan); give a smaller value (the task's is {default!r})"
+        )
+
+
+def machine_memory(device: torch.device) -> int | None:
+    """Bytes of memory ``device`` has: a GPU's own, or the machine's physical memory for the CPU;
+    None where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # a system without these names (Windows)
+        return None
+
+
+def check_generative_size(plan: Plan, input_shape: tuple[int, ...]) -> None:
+    """Refuse a generative model that would not fit before it is built: more than
+    :data:`MAX_GENERATIVE_PARAMETERS` parameters, or more memory to train than the device has.
+    Measured on torch's meta device (:meth:`GenerativeSpec.footprint`) for inputs of
+    ``input_shape``; the message names the settings that differ from the task's."""
+    spec, default = plan.generative, plan.task.generative
+    if spec is None or default is None:
+        return
+    changed = [name for name, value in spec.settings().items() if value != getattr(default, name)]
+    settings = ", ".join(f"{name}={getattr(spec, name)!r}" for name in changed) or "the task's settings"
+    model = f"the {plan.task.name} generative model ({spec.label}) with {settings}"
+    fix = f"lower {' or '.join(changed)}" if changed else "lower its settings with --generative-option"
+    try:
+        count, size = spec.footprint(input_shape)
+    except Exception as err:
+        try:
+            default.footprint(input_shape)
+        except Exception:  # a spec whose models cannot be built on the meta device: nothing to measure
+            return
+        raise ConfigError(f"{model} cannot be built: {type(err).__name__}: {str(err).splitlines()[0]}; {fix}") from None
+    if count > MAX_GENERATIVE_PARAMETERS:
+        raise ConfigError(
+            f"{model} would have {count:,} parameters, more than 2**31 = {MAX_GENERATIVE_PARAMETERS:,} "
+            f"(the most a generative model may have: beyond it a setting is a typo); {fix}"
+        )
+    memory = machine_memory(plan.device)
+    if memory is not None and TRAINING_COPIES * size > memory:
+        where = "this GPU's" if plan.device.type == "cuda" else "this machine's"
+        raise ConfigError(
+            f"{model} would need {TRAINING_COPIES * size / 2**30:.1f} GiB to train (its weights, their "
+            f"gradients and Adam's two moments: {TRAINING_COPIES} x {size / 2**30:.1f} GiB), more than "
+            f"{where} {memory / 2**30:.1f} GiB of memory; {fix}"
+        )
+
+
 def load_data(plan: Plan) -> TaskData:
-    """The task's data (subset if asked), checked against the protocol, on the device."""
+    """The task's data (subset if asked), checked against the protocol, on the device; the
+    generative model's size is checked against the inputs' shape here, before it is built."""
     data = plan.task.load(Path(plan.config.data_root), download=plan.config.download)
+    check_generative_size(plan, tuple(data.pool_x.shape[1:]))
     subset = plan.config.subset
     if subset is not None:
         if subset > len(data.pool_x):

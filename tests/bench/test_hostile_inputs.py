@@ -1,0 +1,75 @@
+"""Hostile input values (issue 27, items 13-16, 19 and 27): absurd generative settings, an
+absurd latent step, optimizers the training loop cannot drive, wrong-typed strategy options, a
+damaged latent-quality file and a plug-in task whose data fail to load. Each is refused before
+any work with exit 2 and a message naming what is wrong and the fix, or recovered from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import bench.run.plan
+from bench.cli.main import main
+
+SNN = ["run", "--task", "blobs", "--strategy", "snn", "--rounds", "2", "--quiet", "--threads", "1"]
+
+
+def refused(capsys, tmp_path: Path, *args: str) -> str:
+    """Run ``args``, check it exits 2 with one error line, no traceback and no folder; the message."""
+    code = main([*args, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+    return err
+
+
+@pytest.mark.parametrize(
+    ("option", "flag", "limit"),
+    [
+        ("epochs=1000000000000", "--epochs", "100000"),
+        ("batch_size=100000000", "--batch-size", "16777216"),
+        ("latent_dim=1000000", "--latent-dim", "4096"),
+        ("lr=1000", "--lr", "100"),
+    ],
+)
+def test_generative_options_have_the_limits_of_the_runs_own_flags(capsys, tmp_path, blobs_task, option, flag, limit):
+    err = refused(capsys, tmp_path, *SNN, "--generative-option", option)
+    assert f"--generative-option {option} is out of range: at most {limit}, the limit of the run's own {flag}" in err
+
+
+def test_a_generative_model_of_more_than_2_31_parameters_is_refused_naming_the_setting(capsys, tmp_path, blobs_task):
+    err = refused(capsys, tmp_path, *SNN, "--generative-option", "hidden=100000000")
+    assert "the blobs generative model (VAE) with hidden=100000000 would have 20,000,002,600,000,012 parameters" in err
+    assert "more than 2**31" in err and err.rstrip().endswith("lower hidden")
+
+
+def test_a_width_that_overflows_torch_is_refused(capsys, tmp_path, blobs_task):
+    err = refused(capsys, tmp_path, *SNN, "--generative-option", f"hidden={10**30}", "--latent-dim", "3")
+    assert f"with hidden={10**30}, latent_dim=3 cannot be built: TypeError:" in err
+    assert err.rstrip().endswith("lower hidden or latent_dim")
+
+
+def test_a_generative_model_larger_than_the_machines_memory_is_refused(capsys, tmp_path, blobs_task, monkeypatch):
+    monkeypatch.setattr(bench.run.plan, "machine_memory", lambda device: 2**30)  # a machine with 1 GiB
+    err = refused(capsys, tmp_path, *SNN, "--generative-option", "hidden=8192")  # 134 M parameters: 2 GiB to train
+    assert "with hidden=8192 would need 2.0 GiB to train (its weights, their gradients and Adam's two moments" in err
+    assert "more than this machine's 1.0 GiB of memory; lower hidden" in err
+
+
+def test_an_absurd_alpha_gan_reconstruction_weight_is_refused():
+    from bench.generative import AlphaGANSpec
+
+    with pytest.raises(ValueError, match=r"recon_weight=1e\+300 is out of range: at most 1e\+06"):
+        AlphaGANSpec(recon_weight=1e300).check()
+    AlphaGANSpec(recon_weight=1e6).check()
+
+
+def test_latent_dim_as_a_generative_option_is_the_flags_twin(capsys, tmp_path, blobs_task):
+    from bench.run.config import RunConfig
+
+    plan = bench.run.plan.plan_run(RunConfig(task="blobs", strategies=["snn"], generative_options={"latent_dim": 3}))
+    assert plan.generative is not None and plan.generative.latent_dim == 3
+    err = refused(capsys, tmp_path, *SNN, "--latent-dim", "4", "--generative-option", "latent_dim=3")
+    assert "--latent-dim 4 and --generative-option latent_dim=3 disagree; give one of them" in err
