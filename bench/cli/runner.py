@@ -18,7 +18,16 @@ from bench.report.tables import label_variants, write_report
 from bench.run.assembly import Assembly, assemble
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
-from bench.run.folder import LOCK, RUN_FILES, FolderLock, FolderWriteError, RunFolder, writing
+from bench.run.folder import (
+    LOCK,
+    RUN_FILES,
+    FolderLock,
+    FolderWriteError,
+    RunFolder,
+    lock_problem,
+    not_our_lock,
+    writing,
+)
 from bench.run.loop import repeat_seed
 from bench.run.manifest import command_line, generative_file_entry, now, start_manifest
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
@@ -30,7 +39,8 @@ log = logging.getLogger(__name__)
 def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
     """Create and claim the output folder (default: a new one under ``results/runs/``): it must
     be writable, and empty or new (an earlier run is continued with --resume, anything else is
-    not overwritten). The claim keeps a second run out until this one ends."""
+    not overwritten). It is checked before anything is created in it, and again once claimed
+    (another run may have come first). The claim keeps a second run out until this one ends."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("results") / "runs" / f"{task}-{stamp}"
@@ -39,8 +49,8 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
             out = out.with_name(f"{task}-{stamp}-{suffix}")
             suffix += 1
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; choose a folder")
+    if out.exists() or out.is_symlink():
+        refuse_unless_new(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -48,18 +58,32 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
             f"cannot write to --out {out} ({err.strerror or err}); choose a folder you can write to"
         ) from None
     lock = FolderLock(out)
-    if (out / "rounds.csv").exists() or (out / "manifest.json").exists():
+    try:
+        refuse_unless_new(out)
+    except ConfigError:
         lock.release()
+        raise
+    return out, lock
+
+
+def refuse_unless_new(out: Path) -> None:
+    """Refuse (ConfigError) an existing ``out`` that a new run may not write into: a file, a
+    folder that holds a run or anything else but a lock file this harness left there."""
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
+    names = {p.name for p in out.iterdir()}
+    if names & {"rounds.csv", "manifest.json"}:
         raise ConfigError(
             f"--out {out} already holds a run; choose a new folder, or continue it with "
             f"python -m bench run --resume {out}"
         )
-    if any(p.name != LOCK for p in out.iterdir()):
-        lock.release()
+    if names - {LOCK}:
         raise ConfigError(
             f"--out {out} is not empty and holds no run (nothing there is overwritten); choose a new or empty folder"
         )
-    return out, lock
+    problem = lock_problem(out / LOCK)
+    if problem is not None:
+        raise ConfigError(f"--out {out}: {not_our_lock(out / LOCK, problem)}")
 
 
 def discard_new(out: Path) -> None:

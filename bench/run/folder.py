@@ -20,11 +20,14 @@ resumed once the folder can be written again.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import socket
+import stat
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,32 +74,89 @@ def writing(path: Path) -> Iterator[None]:
         raise FolderWriteError(path, err) from err
 
 
+#: What a lock file of this harness holds: the holder :class:`FolderLock` wrote, or nothing.
+LOCK_TEXT = re.compile(r"(pid \d+ on [^\n]*\n?)?")
+
+
+def lock_problem(path: Path) -> str | None:
+    """Why ``path`` (a folder's ``.lock``) is not a lock file this harness may take over, or None
+    when it is one or there is none (see :func:`_foreign`)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if (problem := _foreign(info)) is not None:
+        return problem
+    with open(path, "rb") as f:
+        return _foreign(info, f.read(4096))
+
+
+def _foreign(info: os.stat_result, text: bytes | None = None) -> str | None:
+    """What makes a lock file with status ``info`` and content ``text`` (None: not read yet) not
+    this harness's: a symbolic link (writing it would write its target), anything but a plain
+    file, a file with other names (hard links), or content this harness does not write."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a plain file"
+    if info.st_nlink > 1:
+        return "is a file with other names (hard links)"
+    if text is not None and not LOCK_TEXT.fullmatch(text.decode("utf-8", "replace")):
+        return f"holds {text[:40]!r}"
+    return None
+
+
+def not_our_lock(path: Path, problem: str) -> str:
+    """The refusal of a folder whose lock file at ``path`` has ``problem``."""
+    return (
+        f"{path} {problem}, not a lock file this harness wrote; nothing in {path.parent} is touched: "
+        f"choose another folder (or remove that file, if it is no one's)"
+    )
+
+
 class FolderLock:
     """This process's exclusive claim on a run folder: an ``flock`` on ``<out>/.lock`` (which
     names the holder), held until :meth:`release` or the process ends, however it ends. A
-    second claim while it is held raises ConfigError. (Without ``fcntl``, nothing is locked.)"""
+    second claim while it is held raises ConfigError. (Without ``fcntl``, nothing is locked.)
+
+    The lock file is opened without following a symbolic link, and one that is not this
+    harness's (a link, not a plain file, another tool's content: :func:`lock_problem`) is
+    refused (ConfigError) untouched: a run writes only files it owns."""
 
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / LOCK
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            self._file = open(self.path, "a+")
+            fd = os.open(self.path, flags, 0o644)
         except OSError as err:
+            if err.errno in (errno.ELOOP, errno.EMLINK):  # what O_NOFOLLOW answers for a link
+                raise ConfigError(not_our_lock(self.path, "is a symbolic link")) from None
+            if err.errno == errno.EISDIR:
+                raise ConfigError(not_our_lock(self.path, "is not a plain file")) from None
             raise ConfigError(
                 f"cannot write to {out} ({err.strerror or err}); choose a folder you can write to"
             ) from None
+        problem = _foreign(os.fstat(fd))
+        if problem is not None:
+            os.close(fd)
+            raise ConfigError(not_our_lock(self.path, problem))
+        self._file = os.fdopen(fd, "r+b")
         if fcntl is not None:
             try:
                 fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                self._file.seek(0)
-                holder = self._file.read().strip() or "another process"
+                holder = self._file.read(4096).decode("utf-8", "replace").strip() or "another process"
                 self._file.close()
                 raise ConfigError(
                     f"{out} is in use by another run ({holder}); wait for it to end, or choose another folder"
                 ) from None
+        problem = _foreign(os.fstat(fd), self._file.read(4096))
+        if problem is not None:
+            self._file.close()
+            raise ConfigError(not_our_lock(self.path, problem))
         self._file.seek(0)
         self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._file.flush()
 
     def release(self) -> None:

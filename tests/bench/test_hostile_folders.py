@@ -16,9 +16,11 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench.cli.main import main
+from bench.run.folder import FolderLock
 from tests.bench.test_resume import same_results
 
 TINY = ["--task", "blobs", "--strategy", "random", "--rounds", "3", "--quiet", "--threads", "1"]
@@ -47,6 +49,18 @@ def save_manifest(folder: Path, content: dict) -> None:
 def leftovers(folder: Path) -> list[Path]:
     """Temp files of atomic writes left in a run folder."""
     return sorted(folder.rglob("*.tmp"))
+
+
+def rewind(folder: Path, last_round: int) -> None:
+    """Make a finished run (with ``--keep-checkpoints`` when its checkpoints are needed) look as a
+    SIGKILL after round ``last_round`` leaves it: later rows gone, every unit and the run running."""
+    rows = pd.read_csv(folder / "rounds.csv")
+    rows[rows["round"] <= last_round].to_csv(folder / "rounds.csv", index=False)
+    content = manifest(folder)
+    content["status"] = "running"
+    for unit in content["units"].values():
+        unit.update(status="running", rounds_done=last_round)
+    save_manifest(folder, content)
 
 
 # item 3: a full disk stops the run as interrupted, resumable
@@ -111,3 +125,80 @@ def test_a_run_folder_that_cannot_be_set_up_is_refused_and_left_as_it_was(tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write {tmp_path / 'o' / 'manifest.json'}: No space left on device" in err, err
     assert not (tmp_path / "o").exists()
+
+
+# items 6 and 7: the lock and the folder of a new run
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path, blobs_task, capsys):
+    target = tmp_path / "precious.txt"
+    target.write_text("not the run's\n")
+    for folder in (tmp_path / "o", tmp_path / "dangling"):
+        folder.mkdir()
+    (tmp_path / "o" / ".lock").symlink_to(target)
+    (tmp_path / "dangling" / ".lock").symlink_to(tmp_path / "new.txt")
+    for folder in (tmp_path / "o", tmp_path / "dangling"):
+        assert run(folder) == 2
+        err = capsys.readouterr().err
+        assert f"{folder / '.lock'} is a symbolic link" in err and "Traceback" not in err
+        with pytest.raises(Exception, match="is a symbolic link"):
+            FolderLock(folder)
+    assert target.read_text() == "not the run's\n" and not (tmp_path / "new.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("kind", ["hard link", "fifo", "folder"])
+def test_a_lock_file_that_is_not_a_plain_file_of_its_own_is_refused(tmp_path, blobs_task, capsys, kind):
+    out, target = tmp_path / "o", tmp_path / "precious.txt"
+    out.mkdir()
+    target.write_text("")  # empty, as a lock of ours may be: only its second name gives it away
+    {
+        "hard link": lambda: os.link(target, out / ".lock"),
+        "fifo": lambda: os.mkfifo(out / ".lock"),
+        "folder": lambda: (out / ".lock").mkdir(),
+    }[kind]()
+    assert run(out) == 2
+    assert f"{out / '.lock'} is " in capsys.readouterr().err
+    with pytest.raises(Exception, match="not a lock file this harness wrote"):
+        FolderLock(out)
+    assert target.read_text() == ""
+
+
+def test_a_resume_refuses_a_lock_file_that_is_a_link(tmp_path, blobs_task, capsys):
+    assert run(tmp_path / "o", "--rounds", "2") == 0
+    rewind(tmp_path / "o", 1)
+    target = tmp_path / "precious.txt"
+    target.write_text("not the run's\n")
+    (tmp_path / "o" / ".lock").unlink()
+    (tmp_path / "o" / ".lock").symlink_to(target)
+    assert cli("run", "--resume", str(tmp_path / "o"), "--quiet") == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert target.read_text() == "not the run's\n"
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"notes.txt": "mine"},  # an unrelated folder
+        {".lock": "held by another tool\n"},  # another tool's lock
+        {".lock": "pid 12 on host\n", "notes.txt": "mine"},  # a lock of ours beside something else
+    ],
+)
+def test_a_folder_that_is_not_ours_is_refused_before_anything_is_touched(tmp_path, blobs_task, capsys, files):
+    out = tmp_path / "o"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    before = {p.name: (p.read_text(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert run(out) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and "Traceback" not in err
+    assert {p.name: (p.read_text(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+
+
+def test_a_folder_holding_only_an_old_lock_of_ours_is_used(tmp_path, blobs_task):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".lock").write_text("pid 12 on host\n")  # left by a run that stopped before writing anything
+    assert run(out) == 0
+    assert manifest(out)["status"] == "complete"
