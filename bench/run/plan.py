@@ -102,6 +102,30 @@ def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> 
             raise ConfigError(f"strategy {cls.name!r}: {err}") from None
 
 
+#: The longest latent step ``alpha`` of a strategy that needs a generative model (snn, si: p' = p
+#: + alpha * d, d a unit vector). The codes follow the N(0, I) prior, so even in the largest latent
+#: space (4096-d, codes about 64 from the origin) they lie within about 150 of each other: a
+#: longer step leaves every code behind (SNN drops every such step as off the manifold; SI
+#: synthesizes far from anything G was trained on), and 1e300 overflows float32 to inf.
+MAX_ALPHA = 1000.0
+
+
+def check_latent_steps(strategies: list[type[Strategy]], options: dict[str, Any]) -> None:
+    """Refuse a latent step ``alpha`` above :data:`MAX_ALPHA` for a strategy that needs a
+    generative model (the constructors refuse one that is not positive)."""
+    for cls in strategies:
+        alpha = strategy_options(cls, options).get("alpha")
+        if Capability.GENERATIVE not in cls.requires or not isinstance(alpha, (int, float)) or alpha <= MAX_ALPHA:
+            continue
+        given = f"--option {cls.name}.alpha={alpha:g}" if f"{cls.name}.alpha" in options else f"--alpha {alpha:g}"
+        raise ConfigError(
+            f"{given} ({cls.name}'s step in the latent space) is out of range: at most {MAX_ALPHA:g}. The latent "
+            f"codes follow the N(0, I) prior and lie within about 150 of each other even in the largest latent "
+            f"space, so a longer step leaves every code and the region G was trained on; give a step of the "
+            f"codes' scale, e.g. the default 0.5"
+        )
+
+
 def applicable_strategies(task: Task) -> list[str]:
     """Names of the registered strategies that do not refuse ``task``."""
     return [name for name in STRATEGIES.names() if STRATEGIES.get(name).refuses(task) is None]
@@ -175,6 +199,7 @@ def plan_run(config: RunConfig) -> Plan:
     if config.seed < 0:
         raise ConfigError(f"--seed must be non-negative (got {config.seed})")
     check_options(strategies, config.strategy_options)
+    check_latent_steps(strategies, config.strategy_options)
     protocol = config.protocol(task.protocol)
     if config.subset is not None:
         if task.pool_size is not None and config.subset > task.pool_size:

@@ -69,6 +69,10 @@ def status(folder: Path) -> str:
         ["--jobs", str(10**7)],
         ["--option", ".alpha=1"],
         ["--option", "random.=1"],
+        ["--strategy", "snn", "--generative-option", "epochs=1000000000000"],
+        ["--strategy", "snn", "--generative-option", "hidden=100000000"],
+        ["--strategy", "snn", "--alpha", "1e300"],
+        ["--strategy", "snn,si", "--option", "si.alpha=5000"],
     ],
 )
 def test_non_finite_and_absurd_numbers_are_refused_before_any_work(capsys, tmp_path, blobs_task, args):

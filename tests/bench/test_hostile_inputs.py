@@ -73,3 +73,22 @@ def test_latent_dim_as_a_generative_option_is_the_flags_twin(capsys, tmp_path, b
     assert plan.generative is not None and plan.generative.latent_dim == 3
     err = refused(capsys, tmp_path, *SNN, "--latent-dim", "4", "--generative-option", "latent_dim=3")
     assert "--latent-dim 4 and --generative-option latent_dim=3 disagree; give one of them" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [
+        (["--alpha", "1e300"], "--alpha 1e+300 (snn's step in the latent space)"),
+        (["--option", "alpha=1001"], "--alpha 1001 (snn's step in the latent space)"),
+        (["--option", "snn.alpha=5000"], "--option snn.alpha=5000 (snn's step in the latent space)"),
+    ],
+)
+def test_a_latent_step_beyond_every_code_is_refused(capsys, tmp_path, blobs_task, args, given):
+    err = refused(capsys, tmp_path, *SNN, *args)
+    assert f"{given} is out of range: at most 1000." in err and "e.g. the default 0.5" in err
+
+
+def test_the_longest_latent_step_plans(blobs_task):
+    from bench.run.config import RunConfig
+
+    bench.run.plan.plan_run(RunConfig(task="blobs", strategies=["snn", "si"], strategy_options={"alpha": 1000}))
