@@ -505,10 +505,12 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                 return 1
         elif args.command == "report":
             from bench.report.tables import metric_info, read_rounds, unfinished, write_report
+            from bench.run.folder import check_report_target
 
             if args.out is None and len(args.runs) != 1:
                 raise ReportError("several inputs: pass --out DIR for the combined report")
             out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
+            check_report_target(args.runs, out)
             notes = [note for run in args.runs if (note := unfinished(run if run.is_dir() else run.parent))]
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)

@@ -164,6 +164,76 @@ class FolderLock:
         self._file.close()
 
 
+def lock_holder(folder: Path) -> str | None:
+    """Who holds ``folder``'s lock (the holder its lock file names), or None when no live
+    process does. Looks without creating, following or changing anything: a shared ``flock``
+    tried and given back at once."""
+    if fcntl is None:
+        return None
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(Path(folder) / LOCK, flags)
+    except OSError:  # none, a link, unreadable: no run of this harness holds it
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return f.read(4096).decode("utf-8", "replace").strip() or "another process"
+    return None
+
+
+#: What ``report`` writes (:func:`bench.report.tables.write_report`): a folder of these alone is a report.
+REPORT_FILES = frozenset(
+    {
+        "table.csv",
+        "table.md",
+        "differences.csv",
+        "summary.csv",
+        "hardness.csv",
+        "curves.png",
+        "curves.svg",
+        "hardness.png",
+        "hardness.svg",
+    }
+)
+
+
+def check_report_target(runs: list[Path], out: Path) -> None:
+    """Refuse (ConfigError) to write a report of ``runs`` (run folders or rounds.csv files) into
+    ``out`` where it would overwrite what is not its own: ``out`` must be new or empty, the
+    folder of the one run reported, or hold report files only (an earlier report, rebuilt); and
+    no run may be writing into it (a live run's folder is reported once the run has ended)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
+    holder = lock_holder(out)
+    if holder is not None:
+        raise ConfigError(
+            f"{out} is in use by a run ({holder}); report it once that run has ended, "
+            f"or pass --out to write the report into another folder"
+        )
+    folders = {(run if run.is_dir() else run.parent).resolve() for run in runs}
+    if folders == {out.resolve()}:  # the run's own report
+        return
+    names = {p.name for p in out.iterdir()}
+    if names & {*RUN_FILES, CHECKPOINTS}:
+        whose = "one of the runs reported" if out.resolve() in folders else "another run"
+        raise ConfigError(
+            f"--out {out} holds {whose}, whose tables are not overwritten; a report of other or "
+            f"several runs goes into a new or empty folder of its own"
+        )
+    if names - REPORT_FILES:
+        raise ConfigError(
+            f"--out {out} is not a report folder (it holds {', '.join(sorted(names - REPORT_FILES)[:3])}); "
+            f"nothing there is overwritten: choose a new or empty folder"
+        )
+
+
 class RunFolder:
     """Writes one run's outputs into ``out`` as its units' events arrive."""
 

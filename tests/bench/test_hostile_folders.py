@@ -202,3 +202,36 @@ def test_a_folder_holding_only_an_old_lock_of_ours_is_used(tmp_path, blobs_task)
     (out / ".lock").write_text("pid 12 on host\n")  # left by a run that stopped before writing anything
     assert run(out) == 0
     assert manifest(out)["status"] == "complete"
+
+
+# item 8: where a report may write
+
+
+def test_a_report_never_overwrites_another_runs_folder_or_a_live_run(tmp_path, blobs_task, capsys):
+    for name in ("a", "b"):
+        assert run(tmp_path / name, "--rounds", "2", "--seed", str(len(name))) == 0
+    b_table = (tmp_path / "b" / "table.md").read_text()
+    assert cli("report", str(tmp_path / "a"), "--out", str(tmp_path / "b")) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'b'} holds another run" in err
+    assert (tmp_path / "b" / "table.md").read_text() == b_table
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert cli("report", str(tmp_path / "a"), "--out", str(tmp_path / "mine")) == 2
+    assert "not a report folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+    assert cli("report", str(tmp_path / "a"), "--out", str(tmp_path / "r")) == 0  # a new folder
+    assert cli("report", str(tmp_path / "a"), "--out", str(tmp_path / "r")) == 0  # ... its own report again
+    assert cli("report", str(tmp_path / "a")) == 0  # the run's own folder
+    assert cli("report", str(tmp_path / "a" / "rounds.csv")) == 0
+    capsys.readouterr()
+
+    lock = FolderLock(tmp_path / "a")  # a run (or resume) is writing it
+    try:
+        assert cli("report", str(tmp_path / "a")) == 2
+        assert "in use by a run" in capsys.readouterr().err
+        assert cli("report", str(tmp_path / "a"), "--out", str(tmp_path / "r")) == 0  # reading it is fine
+    finally:
+        lock.release()
