@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes",
     )
+    g.add_argument(
+        "--unit-timeout",
+        type=finite_float,
+        metavar="SECONDS",
+        help="stop a unit (one strategy in one repeat) still running after SECONDS: it is failed and "
+        "recorded, and the run goes on (default: no limit)",
+    )
 
     sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
 
@@ -382,6 +389,7 @@ EXECUTION_FLAGS = {
     "cpus_per_job",
     "gpus_per_job",
     "keep_checkpoints",
+    "unit_timeout",
     "out",
 }
 
@@ -394,6 +402,7 @@ def execution(args: argparse.Namespace) -> Execution:
         cpus_per_job=args.cpus_per_job,
         gpus_per_job=args.gpus_per_job,
         keep_checkpoints=args.keep_checkpoints,
+        unit_timeout=args.unit_timeout,
     )
 
 

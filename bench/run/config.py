@@ -138,6 +138,7 @@ class Execution:
     cpus_per_job: float | None = None  # Ray: CPUs a unit asks for (default: its threads)
     gpus_per_job: float | None = None  # Ray: GPUs a unit asks for, fractions share one (default: 0, or 1 on cuda)
     keep_checkpoints: bool = False  # keep finished units' checkpoints
+    unit_timeout: float | None = None  # seconds a unit may run before it is stopped and failed; None: no limit
 
     def check(self) -> None:
         if self.jobs < 1:
@@ -163,6 +164,8 @@ class Execution:
                 raise ConfigError(f"{flag} must be a non-negative number (got {value})")
         if self.cpus_per_job == 0:
             raise ConfigError("--cpus-per-job must be more than 0 (a unit needs a CPU)")
+        if self.unit_timeout is not None and not (math.isfinite(self.unit_timeout) and self.unit_timeout > 0):
+            raise ConfigError(f"--unit-timeout must be a positive number of seconds (got {self.unit_timeout})")
 
 
 def resolve_device(name: str) -> torch.device:

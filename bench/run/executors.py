@@ -21,8 +21,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import connection
 from multiprocessing.connection import Connection
@@ -31,7 +33,7 @@ from typing import Any
 from bench.run.assembly import Assembly, assemble, generative_weights
 from bench.run.config import RunConfig
 from bench.run.plan import Plan
-from bench.run.units import Event, Failed, Finished, Job, Unit, run_job
+from bench.run.units import Event, Failed, Finished, Job, Started, Unit, run_job
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +106,69 @@ def _register(registry, name: str, cls: type) -> None:
         registry.add(name, cls)
 
 
+class UnitTimedOut(Exception):
+    """A unit ran past ``--unit-timeout``: it is failed and recorded, and the run goes on."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the unit ran past --unit-timeout {timeout:g} s and was stopped")
+
+
+def timed_out(unit: Unit, timeout: float) -> Failed:
+    """The failure event of ``unit`` stopped after ``timeout`` seconds (not retried)."""
+    return Failed(unit, f"UnitTimedOut: {UnitTimedOut(timeout)}", "", selection=False)
+
+
 @dataclass
 class InProcess:
-    """Runs units one after another in the driver's process, on what it assembled."""
+    """Runs units one after another in the driver's process, on what it assembled. With
+    ``unit_timeout`` (seconds), a unit still running after it is stopped by a timer signal
+    (POSIX, main thread), never while the driver writes what the unit reported."""
 
     assembly: Assembly
+    unit_timeout: float | None = None
 
     def run(self, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
         for job in jobs:
-            run_job(self.assembly.plan, self.assembly.data, self.assembly.generative, job, on_event)
+            with _deadline(self.unit_timeout) as guarded:
+                run_job(self.assembly.plan, self.assembly.data, self.assembly.generative, job, guarded(on_event))
+
+
+@contextmanager
+def _deadline(timeout: float | None) -> Iterator[Callable[[OnEvent], OnEvent]]:
+    """Within the block, :class:`UnitTimedOut` is raised where the process is once ``timeout``
+    seconds have passed; the wrapper it yields defers that while an event is being written."""
+    if timeout is None:
+        yield lambda on_event: on_event
+        return
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("--unit-timeout with --jobs 1 needs POSIX timers on the main thread; use --jobs 2")
+    writing, expired = [False], [False]
+
+    def expire(signum, frame) -> None:
+        expired[0] = True
+        if not writing[0]:
+            raise UnitTimedOut(timeout)
+
+    def guarded(on_event: OnEvent) -> OnEvent:
+        def write(event: Event) -> None:
+            writing[0] = True
+            ended = isinstance(event, (Finished, Failed))  # the unit's last event: nothing left to stop
+            try:
+                on_event(event)
+            finally:
+                writing[0] = ended
+            if expired[0] and not ended:
+                raise UnitTimedOut(timeout)
+
+        return write
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield guarded
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _exit_with_driver() -> None:
@@ -144,10 +200,15 @@ def _exit_with_driver() -> None:
 
 
 def _worker_main(spec: WorkerSpec, conn: Connection, name: str) -> None:
-    """A worker process: run the jobs the driver sends over ``conn`` until a ``None``, sending
-    each unit's events back; it exits within moments of the driver's death (:func:`_exit_with_driver`)."""
+    """A worker process: take the generative model's weights (the spec came without them), then
+    run the jobs the driver sends over ``conn`` until a ``None``, sending each unit's events back;
+    it exits within moments of the driver's death (:func:`_exit_with_driver`)."""
     _exit_with_driver()
-    state = worker_state(spec)
+    try:
+        weights = conn.recv()
+    except EOFError:
+        return
+    state = worker_state(dataclasses.replace(spec, generative=weights))
     while True:
         try:
             job = conn.recv()
@@ -163,6 +224,7 @@ class _Worker:
     process: mp.Process
     conn: Connection  # the driver's end of this worker's own pipe
     unit: Unit | None = None  # the unit it runs
+    since: float | None = None  # when it started that unit (time.monotonic(); its Started event)
     heard: bool = False  # whether it has sent anything (it got through its set-up)
 
 
@@ -174,6 +236,7 @@ class LocalProcesses:
 
     spec: WorkerSpec
     jobs: int
+    unit_timeout: float | None = None  # seconds a worker may run one unit; past it, it is killed
 
     def run(self, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
         ctx = mp.get_context("spawn")
@@ -183,15 +246,29 @@ class LocalProcesses:
         retries: dict[Unit, int] = {}
         serial, silent_deaths = 0, 0
 
-        def start_worker() -> None:
+        def start_workers(n: int) -> None:
+            """Start ``n`` workers, then send each the generative model's weights: a send waits
+            until its worker has started up and reads, so all start up side by side first."""
+            started = [start_worker() for _ in range(n)]
+            for worker in started:
+                try:
+                    worker.conn.send(self.spec.generative)
+                except OSError:  # it died: its sentinel says so
+                    pass
+
+        def start_worker() -> _Worker:
             nonlocal serial
             serial += 1
             name = f"worker-{serial}"
             driver_end, worker_end = ctx.Pipe()
-            process = ctx.Process(target=_worker_main, args=(self.spec, worker_end, name), name=name)
+            # the start payload stays small: a process killed while it reads a large one leaves
+            # multiprocessing's writer blocked for good (it holds the pipe's read end until done)
+            light = dataclasses.replace(self.spec, generative=None)
+            process = ctx.Process(target=_worker_main, args=(light, worker_end, name), name=name)
             process.start()
             worker_end.close()  # the worker's end lives in the worker only: its death closes the pipe
             workers[name] = _Worker(process, driver_end)
+            return workers[name]
 
         def hand_out() -> None:
             for worker in workers.values():
@@ -202,10 +279,12 @@ class LocalProcesses:
                     except OSError:  # it died: its sentinel says so, the job waits for another
                         pending.appendleft(job)
                         continue
-                    worker.unit = job.unit
+                    worker.unit, worker.since = job.unit, None
 
         def handle(worker: _Worker, event: Event) -> None:
             worker.heard = True
+            if isinstance(event, Started):
+                worker.since = time.monotonic()
             if isinstance(event, (Finished, Failed)):
                 unfinished.discard(event.unit)
                 worker.unit = None
@@ -252,10 +331,25 @@ class LocalProcesses:
                     )
                     pending.appendleft(Job(unit, latest(unit)))
             if unfinished and len(workers) < self.jobs:
-                start_worker()
+                start_workers(1)
 
-        for _ in range(min(self.jobs, len(jobs))):
-            start_worker()
+        def stop_overdue() -> None:
+            """Kill each worker whose unit ran past the timeout; the unit fails, is not retried."""
+            if self.unit_timeout is None:
+                return
+            now = time.monotonic()
+            for name, worker in list(workers.items()):
+                if worker.unit is not None and worker.since is not None and now - worker.since > self.unit_timeout:
+                    workers.pop(name)
+                    worker.process.kill()
+                    worker.process.join(timeout=5)
+                    worker.conn.close()
+                    unfinished.discard(worker.unit)
+                    on_event(timed_out(worker.unit, self.unit_timeout))
+                    if unfinished and len(workers) < self.jobs:
+                        start_workers(1)
+
+        start_workers(min(self.jobs, len(jobs)))
         try:
             while unfinished:
                 hand_out()
@@ -273,6 +367,7 @@ class LocalProcesses:
                         dead.add(name)
                 for name in dead:
                     bury(name)
+                stop_overdue()
         finally:
             for worker in workers.values():
                 try:

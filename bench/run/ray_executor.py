@@ -9,13 +9,15 @@ the unit's last checkpoint. Needs the optional extra: ``pip install "latent-benc
 from __future__ import annotations
 
 import logging
+import math
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bench.run.config import ConfigError
-from bench.run.executors import MAX_RETRIES, LatestCheckpoint, OnEvent, WorkerSpec, worker_state
-from bench.run.units import Event, Failed, Job, Unit, run_job
+from bench.run.executors import MAX_RETRIES, LatestCheckpoint, OnEvent, WorkerSpec, timed_out, worker_state
+from bench.run.units import Event, Failed, Job, Started, Unit, run_job
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class RayExecutor:
     cpus_per_job: float = 1.0
     gpus_per_job: float = 0.0
     init_options: dict = field(default_factory=dict)  # passed to ray.init (e.g. num_cpus in tests)
+    unit_timeout: float | None = None  # seconds a unit's task may run; past it, it is cancelled and failed
 
     def run(self, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
         ray = _import_ray()
@@ -85,7 +88,15 @@ class RayExecutor:
                 _cancel(ray, stream)
 
     def _drain(self, ray, task, spec_ref, streams, retries, on_event: OnEvent, latest: LatestCheckpoint) -> None:
+        since: dict = {}  # stream -> when its unit started (its Started event)
         while streams:
+            for stream, unit in list(streams.items()):
+                if self.unit_timeout is not None and time.monotonic() - since.get(stream, math.inf) > self.unit_timeout:
+                    del streams[stream]
+                    _cancel(ray, stream)
+                    on_event(timed_out(unit, self.unit_timeout))
+            if not streams:
+                break
             ready, _ = ray.wait(list(streams), num_returns=1, timeout=1.0)
             for stream in ready:
                 unit = streams[stream]
@@ -117,6 +128,8 @@ class RayExecutor:
                     )
                     streams[task.remote(spec_ref, Job(unit, latest(unit)))] = unit
                     continue
+                if isinstance(event, Started):
+                    since[stream] = time.monotonic()
                 on_event(event)
 
 

@@ -1,4 +1,4 @@
-"""The command line with the test-only ``blobs`` task and a ``slow`` strategy registered, for
+"""The command line with the test-only ``blobs`` task and the ``slow`` and ``sleeps`` strategies registered, for
 tests that run the harness in a subprocess: ``python -c "from tests.bench.blobs_cli import
 main; main()" run ...``. Defined in an importable module so worker processes find them too."""
 
@@ -22,7 +22,17 @@ class SlowRandom(RandomSampling):
         return super().select(context, k)
 
 
+class Sleeps(RandomSampling):
+    """A hung strategy: it sleeps ten minutes whenever it selects (for ``--unit-timeout``)."""
+
+    name = "sleeps"
+
+    def select(self, context, k):
+        time.sleep(600)
+        return super().select(context, k)
+
+
 def main() -> None:
-    with registered(Blobs, SlowRandom):
+    with registered(Blobs, SlowRandom, Sleeps):
         code = cli.main(sys.argv[1:])
     sys.exit(code)

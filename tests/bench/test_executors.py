@@ -16,10 +16,11 @@ import torch
 
 from bench.cli.runner import execute
 from bench.run.config import ConfigError, Execution, RunConfig
-from bench.testing import Blobs
+from bench.testing import Blobs, registered
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tasks import TASKS
+from tests.bench.blobs_cli import Sleeps
 from tests.bench.test_resume import blobs_cli, same_results
 
 
@@ -196,6 +197,11 @@ def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_los
             lost = execute(
                 config(tmp_path / "dies", strategies=["dies-once"], repeats=1, rounds=4), Execution(executor="ray")
             )
+            with registered(Sleeps):
+                hung = execute(
+                    config(tmp_path / "hung", strategies=["sleeps", "random"], repeats=1, rounds=2),
+                    Execution(executor="ray", unit_timeout=4),
+                )
         finally:
             ray.shutdown()
     finally:
@@ -204,6 +210,10 @@ def test_a_local_ray_cluster_gives_the_numbers_of_one_process_and_survives_a_los
     assert json.loads((out / "manifest.json").read_text())["execution"]["executor"] == "ray"
     assert marker.exists()  # a Ray worker did die, and its unit went on from its checkpoint
     same_results(tmp_path / "dies-reference", lost)
+    failures = json.loads((hung / "manifest.json").read_text())["failures"]
+    assert [(f["strategy"], f["error"]) for f in failures] == [
+        ("sleeps", "UnitTimedOut: the unit ran past --unit-timeout 4 s and was stopped")
+    ]
 
 
 class BlobsWithoutDataInWorkers(Blobs):

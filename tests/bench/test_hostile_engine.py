@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -15,6 +16,8 @@ from bench.cli.main import main
 from bench.testing import Blobs, registered
 from strategies.base import Strategy
 from strategies.random import RandomSampling
+from tests.bench.blobs_cli import Sleeps
+from tests.bench.test_executors import worker_pids
 from tests.bench.test_resume import blobs_cli
 
 
@@ -93,3 +96,47 @@ def test_a_storm_of_sigterms_ends_with_one_line_and_exit_130(tmp_path):
     err = process.stderr.read()
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted (SIGTERM)"
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_unit_past_the_unit_timeout_is_failed_and_the_run_goes_on(tmp_path, jobs):
+    out = tmp_path / "o"
+    started = time.monotonic()
+    with registered(Blobs, Sleeps):
+        code = main(
+            ["run", "--task", "blobs", "--strategy", "sleeps,random", "--rounds", "2", "--quiet", "--threads", "1"]
+            + ["--jobs", jobs, "--unit-timeout", "4", "--out", str(out)]
+        )
+    assert time.monotonic() - started < 120  # not the ten minutes the strategy sleeps
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert code == 1 and manifest["status"] == "complete with failures"
+    assert [f["strategy"] for f in manifest["failures"]] == ["sleeps"]
+    assert manifest["failures"][0]["error"] == "UnitTimedOut: the unit ran past --unit-timeout 4 s and was stopped"
+    assert manifest["units"]["random-r0"]["status"] == "complete"
+    assert manifest["execution"]["unit_timeout"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
+def test_a_worker_killed_while_it_starts_up_is_replaced_and_the_run_completes(tmp_path):
+    """A generative model of ~8 MB travels to each worker; killing one while it starts up used to
+    leave the driver blocked for good in multiprocessing's write of the start payload."""
+    out = tmp_path / "o"
+    process = blobs_cli(
+        *["run", "--task", "blobs", "--strategy", "snn", "--generative-option", "hidden=1000"],
+        *["--generative-option", "epochs=1", "--jobs", "2", "--threads", "1", "--rounds", "2", "--quiet"],
+        *["--out", str(out)],
+        wait=False,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := worker_pids(process.pid)):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.02)
+        time.sleep(0.3)
+        os.kill(min(workers), signal.SIGKILL)
+        assert process.wait(timeout=180) == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
