@@ -18,7 +18,16 @@ from bench.report.tables import label_variants, write_report
 from bench.run.assembly import Assembly, assemble
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.executors import InProcess, LocalProcesses, WorkerSpec, available_cores, default_threads
-from bench.run.folder import LOCK, FolderLock, RunFolder
+from bench.run.folder import (
+    LOCK,
+    RUN_FILES,
+    FolderLock,
+    FolderWriteError,
+    RunFolder,
+    lock_problem,
+    not_our_lock,
+    writing,
+)
 from bench.run.loop import repeat_seed
 from bench.run.manifest import command_line, generative_file_entry, now, start_manifest
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
@@ -30,7 +39,8 @@ log = logging.getLogger(__name__)
 def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
     """Create and claim the output folder (default: a new one under ``results/runs/``): it must
     be writable, and empty or new (an earlier run is continued with --resume, anything else is
-    not overwritten). The claim keeps a second run out until this one ends."""
+    not overwritten). It is checked before anything is created in it, and again once claimed
+    (another run may have come first). The claim keeps a second run out until this one ends."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("results") / "runs" / f"{task}-{stamp}"
@@ -39,8 +49,8 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
             out = out.with_name(f"{task}-{stamp}-{suffix}")
             suffix += 1
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; choose a folder")
+    if out.exists() or out.is_symlink():
+        refuse_unless_new(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -48,18 +58,42 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
             f"cannot write to --out {out} ({err.strerror or err}); choose a folder you can write to"
         ) from None
     lock = FolderLock(out)
-    if (out / "rounds.csv").exists() or (out / "manifest.json").exists():
+    try:
+        refuse_unless_new(out)
+    except ConfigError:
         lock.release()
+        raise
+    return out, lock
+
+
+def refuse_unless_new(out: Path) -> None:
+    """Refuse (ConfigError) an existing ``out`` that a new run may not write into: a file, a
+    folder that holds a run or anything else but a lock file this harness left there."""
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a folder")
+    names = {p.name for p in out.iterdir()}
+    if names & {"rounds.csv", "manifest.json"}:
         raise ConfigError(
             f"--out {out} already holds a run; choose a new folder, or continue it with "
             f"python -m bench run --resume {out}"
         )
-    if any(p.name != LOCK for p in out.iterdir()):
-        lock.release()
+    if names - {LOCK}:
         raise ConfigError(
             f"--out {out} is not empty and holds no run (nothing there is overwritten); choose a new or empty folder"
         )
-    return out, lock
+    problem = lock_problem(out / LOCK)
+    if problem is not None:
+        raise ConfigError(f"--out {out}: {not_our_lock(out / LOCK, problem)}")
+
+
+def discard_new(out: Path) -> None:
+    """Remove what a new run wrote into ``out`` before any unit ran (its lock, an empty rounds.csv,
+    temp files), and ``out`` itself when that leaves it empty: a run that could not start leaves no
+    folder behind."""
+    for name in (LOCK, *RUN_FILES, *(f"{name}.tmp" for name in RUN_FILES)):
+        (out / name).unlink(missing_ok=True)
+    if not any(out.iterdir()):
+        out.rmdir()
 
 
 def with_threads(config: RunConfig, execution: Execution) -> RunConfig:
@@ -90,17 +124,19 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
     try:
         try:
             data = assembly.data
-        except BaseException:  # nothing was written: leave no folder behind
-            (out / LOCK).unlink(missing_ok=True)
-            if not any(out.iterdir()):
-                out.rmdir()
+        except BaseException:
+            discard_new(out)
             raise
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes)
-        folder = RunFolder.create(
-            out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints
-        )
+        try:
+            folder = RunFolder.create(
+                out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints
+            )
+        except FolderWriteError as err:
+            discard_new(out)
+            raise ConfigError(f"{err}; free space there, or choose another --out") from None
         run_units(assembly, folder, execution)
     finally:
         lock.release()
@@ -233,7 +269,8 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
             manifest["generative"]["quality"] = {"error": f"{type(err).__name__}: {err}"}
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
         if samples.exists():
-            shutil.copyfile(samples, folder.out / "generative-samples.png")
+            with writing(folder.out / "generative-samples.png"):
+                shutil.copyfile(samples, folder.out / "generative-samples.png")
     units = folder.unfinished()
     jobs = [Job(unit, folder.latest_checkpoint(unit)) for unit in units]
     folder.start()
@@ -266,10 +303,12 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
     finally:
         bar.close()
         folder.close()
-    sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
+    with writing(folder.out / "rounds.csv"):
+        sort_rows(folder.out / "rounds.csv", [(u.strategy, u.repeat) for u in plan_units(plan)])
     rows = read_rounds_csv(folder.out / "rounds.csv")
     label_variants([rows], [manifest])
     if rows.empty:
         log.warning("no unit finished a round: no tables or figure to write")
     else:
-        write_report(rows, folder.out, MetricInfo.of(plan.task.metric))
+        with writing(folder.out):  # the tables and figures
+            write_report(rows, folder.out, MetricInfo.of(plan.task.metric))
