@@ -30,7 +30,7 @@ from bench.run.config import (
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
-from tasks.base import Capability, DataError, Protocol, Task, TaskData
+from tasks.base import Capability, DataError, OptimizerSpec, Protocol, Task, TaskData, make_optimizer, optimizer_name
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,45 @@ def check_latent_steps(strategies: list[type[Strategy]], options: dict[str, Any]
         )
 
 
+def optimizer_problem(spec: OptimizerSpec, lr: float, options: dict[str, Any]) -> str | None:
+    """Why the training loop cannot drive optimizer ``spec``, or None when it can. The loop
+    (:func:`bench.training.train_epochs`) calls ``step()`` once per mini-batch, without a closure,
+    on the dense gradients of F's weights and biases; one such step on a small weight and bias
+    tells (LBFGS needs a closure, SparseAdam sparse gradients)."""
+    weights = [torch.zeros(2, 2, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    try:
+        optimizer = make_optimizer(spec, weights, lr, options)
+        for weight in weights:
+            weight.grad = torch.ones_like(weight)
+        optimizer.step()
+    except Exception as err:
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no message'}"
+    return None
+
+
+def drivable_optimizers() -> list[str]:
+    """The ``torch.optim`` optimizers the training loop can drive (by their defaults), lower case."""
+    names = sorted(
+        name.lower()
+        for name, value in vars(torch.optim).items()
+        if isinstance(value, type) and issubclass(value, torch.optim.Optimizer) and value is not torch.optim.Optimizer
+    )
+    return [name for name in names if optimizer_problem(name, 1e-3, {}) is None]
+
+
+def check_optimizer(protocol: Protocol) -> None:
+    """Refuse an optimizer the training loop cannot drive (:func:`optimizer_problem`), listing those
+    it can; check_protocol has already refused one that cannot be built with its options."""
+    problem = optimizer_problem(protocol.optimizer, protocol.lr, protocol.optimizer_options)
+    if problem is not None:
+        raise ConfigError(
+            f"--optimizer {optimizer_name(protocol.optimizer)}: the training loop cannot drive it ({problem}); "
+            f"it calls step() once per mini-batch without a closure, on dense gradients of every weight and bias "
+            f"of F, so closure-based (LBFGS) and sparse-only (SparseAdam) optimizers do not work. Use one that "
+            f"does: {', '.join(drivable_optimizers())}"
+        )
+
+
 def applicable_strategies(task: Task) -> list[str]:
     """Names of the registered strategies that do not refuse ``task``."""
     return [name for name in STRATEGIES.names() if STRATEGIES.get(name).refuses(task) is None]
@@ -209,6 +248,7 @@ def plan_run(config: RunConfig) -> Plan:
         check_protocol(protocol, config.subset, f"--subset {config.subset}")
     else:
         check_protocol(protocol, task.pool_size or 2**62, f"the {task.name} pool")
+    check_optimizer(protocol)
     device = resolve_device(config.device)
     if protocol.augment and task.augmentation is None:
         raise ConfigError(f"--augment: task {task.name!r} has no data augmentation; drop the flag")

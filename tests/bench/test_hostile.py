@@ -73,6 +73,8 @@ def status(folder: Path) -> str:
         ["--strategy", "snn", "--generative-option", "hidden=100000000"],
         ["--strategy", "snn", "--alpha", "1e300"],
         ["--strategy", "snn,si", "--option", "si.alpha=5000"],
+        ["--optimizer", "lbfgs"],
+        ["--optimizer", "sparseadam"],
     ],
 )
 def test_non_finite_and_absurd_numbers_are_refused_before_any_work(capsys, tmp_path, blobs_task, args):

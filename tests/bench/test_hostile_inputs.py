@@ -92,3 +92,29 @@ def test_the_longest_latent_step_plans(blobs_task):
     from bench.run.config import RunConfig
 
     bench.run.plan.plan_run(RunConfig(task="blobs", strategies=["snn", "si"], strategy_options={"alpha": 1000}))
+
+
+RANDOM = ["run", "--task", "blobs", "--strategy", "random", "--rounds", "2", "--quiet", "--threads", "1"]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "why"),
+    [
+        ("lbfgs", "TypeError: LBFGS.step() missing 1 required positional argument: 'closure'"),
+        ("SparseAdam", "RuntimeError: SparseAdam does not support dense gradients"),
+    ],
+)
+def test_optimizers_the_training_loop_cannot_drive_are_refused_listing_those_it_can(
+    capsys, tmp_path, blobs_task, optimizer, why
+):
+    err = refused(capsys, tmp_path, *RANDOM, "--optimizer", optimizer)
+    assert err.startswith(f"error: --optimizer {optimizer}: the training loop cannot drive it ({why}")
+    working = err.rstrip().split("Use one that does: ")[1].split(", ")
+    assert {"adam", "adamw", "sgd", "rmsprop"} <= set(working) and not {"lbfgs", "sparseadam"} & set(working)
+
+
+def test_optimizers_the_training_loop_drives_plan(blobs_task):
+    from bench.run.config import RunConfig
+
+    for optimizer in bench.run.plan.drivable_optimizers():
+        bench.run.plan.plan_run(RunConfig(task="blobs", strategies=["random"], optimizer=optimizer))
