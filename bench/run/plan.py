@@ -96,10 +96,69 @@ def check_options(strategies: list[type[Strategy]], options: dict[str, Any]) -> 
                 f"{', '.join(known) or 'none'}"
             )
     for cls in strategies:
+        chosen = strategy_options(cls, options)
+        mistyped = mistyped_option(cls, chosen, options, annotated_only=True)
+        if mistyped is not None:
+            raise ConfigError(mistyped)
         try:
-            cls(**strategy_options(cls, options))
+            cls(**chosen)
         except (TypeError, ValueError) as err:
+            mistyped = mistyped_option(cls, chosen, options, annotated_only=False)
+            if mistyped is not None:
+                raise ConfigError(f"{mistyped} (strategy {cls.name!r} said: {err})") from None
             raise ConfigError(f"strategy {cls.name!r}: {err}") from None
+
+
+#: The option types a constructor's annotation can declare and ``--option`` can give, and how a
+#: refusal asks for one.
+OPTION_TYPES: dict[type, str] = {int: "a whole number", float: "a number", str: "text"}
+
+
+def option_type(parameter: inspect.Parameter, annotated_only: bool) -> type | None:
+    """The type an option must have, or None when the constructor does not say. With
+    ``annotated_only`` (checked before the constructor runs) only an int or float annotation
+    counts; otherwise (after the constructor failed) an int, float or str annotation, else the
+    default's type. Text is checked only then: ``--option`` reads every number as a number, so a
+    str option whose values look like numbers must stay possible."""
+    types = [int, float] if annotated_only else list(OPTION_TYPES)
+    annotation = parameter.annotation
+    if isinstance(annotation, str):  # postponed annotations (from __future__ import annotations)
+        annotation = {t.__name__: t for t in OPTION_TYPES}.get(annotation.strip())
+    if annotation in types:
+        return annotation
+    default = parameter.default
+    if annotated_only or type(default) not in types:
+        return None
+    return type(default)
+
+
+def mistyped_option(
+    cls: type[Strategy], chosen: dict[str, Any], options: dict[str, Any], annotated_only: bool
+) -> str | None:
+    """A message naming the first option in ``chosen`` whose value is not of the type its
+    constructor parameter declares (:func:`option_type`; an int passes for a float), with the
+    value given and the expected type; None when all fit."""
+    parameters = inspect.signature(cls).parameters
+    for name, value in chosen.items():
+        expected = option_type(parameters[name], annotated_only)
+        if expected is None:
+            continue
+        if expected is str:
+            fits = isinstance(value, str)
+        else:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            fits = numeric and (expected is float or isinstance(value, int))
+        if not fits:
+            key = f"{cls.name}.{name}" if f"{cls.name}.{name}" in options else name
+            default = parameters[name].default
+            known = default is not inspect.Parameter.empty
+            return (
+                f"--option {key}={value!r}: strategy {cls.name!r} expects {expected.__name__} for {name}"
+                + (f" (its default is {default!r})" if known else "")
+                + f", got {type(value).__name__} {value!r}; give {OPTION_TYPES[expected]}"
+                + (f", e.g. --option {key}={default}" if known else "")
+            )
+    return None
 
 
 #: The longest latent step ``alpha`` of a strategy that needs a generative model (snn, si: p' = p

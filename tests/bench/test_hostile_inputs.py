@@ -11,6 +11,8 @@ import pytest
 
 import bench.run.plan
 from bench.cli.main import main
+from bench.testing import Blobs, registered
+from strategies.random import RandomSampling
 
 SNN = ["run", "--task", "blobs", "--strategy", "snn", "--rounds", "2", "--quiet", "--threads", "1"]
 
@@ -118,3 +120,49 @@ def test_optimizers_the_training_loop_drives_plan(blobs_task):
 
     for optimizer in bench.run.plan.drivable_optimizers():
         bench.run.plan.plan_run(RunConfig(task="blobs", strategies=["random"], optimizer=optimizer))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--strategy", "snn", "--option", "alpha="],
+            "--option alpha='': strategy 'snn' expects float for alpha (its default is 0.5), got str ''; "
+            "give a number, e.g. --option alpha=0.5",
+        ),
+        (
+            ["--strategy", "si", "--option", "si.max_candidates=2.5"],
+            "--option si.max_candidates=2.5: strategy 'si' expects int for max_candidates (its default is 20), "
+            "got float 2.5; give a whole number, e.g. --option si.max_candidates=20",
+        ),
+        (
+            ["--strategy", "si", "--option", "si.start=1"],
+            "--option si.start=1: strategy 'si' expects str for start (its default is 'prior'), got int 1; give "
+            "text, e.g. --option si.start=prior (strategy 'si' said: start must be one of prior, pool (got 1))",
+        ),
+    ],
+)
+def test_a_strategy_option_of_the_wrong_type_is_named_with_the_type_expected(
+    capsys, tmp_path, blobs_task, args, message
+):
+    assert refused(capsys, tmp_path, *RANDOM, *args) == f"error: {message}\n"
+
+
+class Levelled(RandomSampling):
+    """Random sampling with an unannotated option whose constructor compares it with a number."""
+
+    name = "levelled"
+
+    def __init__(self, level=1) -> None:
+        if level <= 0:
+            raise ValueError(f"level must be positive (got {level})")
+        self.level = level
+
+
+def test_a_type_error_of_an_unannotated_constructor_names_the_option_and_its_defaults_type(capsys, tmp_path):
+    with registered(Blobs, Levelled):
+        err = refused(capsys, tmp_path, *RANDOM, "--strategy", "levelled", "--option", "level=")
+        assert err.startswith("error: --option level='': strategy 'levelled' expects int for level (its default is 1)")
+        assert "(strategy 'levelled' said: '<=' not supported between instances of 'str' and 'int')" in err
+        main([*RANDOM, "--strategy", "levelled", "--option", "level=0.5", "--out", str(tmp_path / "ok")])
+        assert "error" not in capsys.readouterr().err  # no annotation: a float where the default is an int passes
