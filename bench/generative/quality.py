@@ -16,6 +16,8 @@ import logging
 import math
 import textwrap
 import time
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,15 +73,63 @@ class LatentQuality:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> LatentQuality:
-        return cls(
-            **{
-                "loss": "",
-                **saved,
-                "posterior": PosteriorFit(**saved["posterior"]),
-                "realism": Realism(**saved["realism"]),
-            }
-        )
+    def from_dict(cls, saved: Any) -> LatentQuality:
+        """The statistics as :meth:`as_dict` wrote them (``loss`` may be missing: files before it);
+        TypeError naming the first field that is missing, unknown or of another type than the
+        dataclasses declare (:func:`check_schema`)."""
+        if isinstance(saved, dict):
+            saved = {"loss": "", **saved}
+        check_schema(saved, cls, "")
+        return cls(**{**saved, "posterior": PosteriorFit(**saved["posterior"]), "realism": Realism(**saved["realism"])})
+
+
+def check_schema(value: Any, hint: Any, where: str) -> None:
+    """Raise TypeError naming the field at ``where`` (a dotted path; "" the whole file) when
+    ``value``, read from JSON, does not have type ``hint``: a dataclass (an object with its
+    fields, those without a default required), ``dict[str, T]``, ``list[T]``, ``str``, ``int``,
+    ``float`` (an int passes), a union of these or ``Any``. A cached file is checked so that a damaged one is
+    computed again, never copied into a manifest or printed."""
+    if hint is Any:
+        return
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise TypeError(f"{where or 'the file'} is {type(value).__name__} {value!r:.40}, not an object")
+        fields = {f.name: f for f in dataclasses.fields(hint)}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise TypeError(f"{where or 'the file'} has unknown fields: {', '.join(unknown)}")
+        hints = typing.get_type_hints(hint)
+        for name, field in fields.items():
+            path = f"{where}.{name}" if where else name
+            if name in value:
+                check_schema(value[name], hints[name], path)
+            elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise TypeError(f"{path} is missing")
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where} is {type(value).__name__} {value!r:.40}, not an object")
+        for key, item in value.items():
+            check_schema(key, args[0], f"{where} key {key!r}")
+            check_schema(item, args[1], f"{where}[{key!r}]")
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where} is {type(value).__name__} {value!r:.40}, not a list")
+        for i, item in enumerate(value):
+            check_schema(item, args[0], f"{where}[{i}]")
+        return
+    if origin in (typing.Union, types.UnionType):  # X | None
+        for option in args:
+            try:
+                return check_schema(value, option, where)
+            except TypeError:
+                pass
+        raise TypeError(f"{where} is {type(value).__name__} {value!r:.40}, not {hint}")
+    allowed = (int, float) if hint is float else (hint,)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise TypeError(f"{where} is {type(value).__name__} {value!r:.40}, not {hint.__name__}")
 
 
 def posterior_fit(codes: Tensor) -> PosteriorFit:
@@ -170,7 +220,7 @@ def cached_quality(
     except FileNotFoundError:
         pass
     except (ValueError, TypeError, KeyError) as err:  # damaged, or an older layout
-        log.warning("latent-quality file %s is unreadable (%s); computing it again", path, err)
+        log.warning("latent-quality file %s is damaged or unreadable (%s); computing it again", path, err)
     quality = compute(model, spec, task, data, seed)
     log.info(
         "latent quality of %s computed in %s",

@@ -166,3 +166,76 @@ def test_a_type_error_of_an_unannotated_constructor_names_the_option_and_its_def
         assert "(strategy 'levelled' said: '<=' not supported between instances of 'str' and 'int')" in err
         main([*RANDOM, "--strategy", "levelled", "--option", "level=0.5", "--out", str(tmp_path / "ok")])
         assert "error" not in capsys.readouterr().err  # no annotation: a float where the default is an int passes
+
+
+@pytest.fixture
+def quality_file_of_a_blobs_model(blobs_task, tmp_path):
+    """A quickly trained blobs VAE, its statistics computed and kept; what cached_quality needs."""
+    from bench.generative.cache import load_or_train
+    from bench.generative.quality import cached_quality
+
+    blobs_task.cache_dir = tmp_path
+    data = blobs_task.load()
+    spec = blobs_task.generative.replace(epochs=2)
+    vae = load_or_train("blobs", data.pool_x, spec, 0, tmp_path / "generative", progress=False)
+    (path,) = (tmp_path / "generative").glob("vae-blobs-*.pt")
+    kept = cached_quality(path, vae, spec, blobs_task, data, seed=0)
+    return path, (vae, spec, blobs_task, data), kept
+
+
+def damage(saved: dict, field: str, value) -> None:
+    """Set the field at the dotted path ``field`` of ``saved`` to ``value`` (None: delete it)."""
+    *parents, last = field.split(".")
+    for name in parents:
+        saved = saved[name]
+    if value is None:
+        del saved[last]
+    else:
+        saved[last] = value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("posterior.kl", "abc", "posterior.kl is str 'abc', not float"),
+        ("posterior.mean", [0.1, "x"], "posterior.mean[1] is str 'x', not float"),
+        ("reconstruction.loss.pool", [1.0], "reconstruction['loss']['pool'] is list [1.0], not float"),
+        ("samples.pool", 1.5, "samples['pool'] is float 1.5, not int"),
+        ("seed", True, "seed is bool True, not int"),
+        ("realism.values", [], "realism.values is list [], not an object"),
+        ("spec", "hidden=32", "spec is str 'hidden=32', not an object"),
+        ("posterior", None, "posterior is missing"),
+        ("extra", 1, "the file has unknown fields: extra"),
+    ],
+)
+def test_a_latent_quality_file_that_breaks_its_schema_is_computed_again(
+    quality_file_of_a_blobs_model, caplog, field, value, why
+):
+    import json
+
+    from bench.generative.quality import cached_quality, quality_file
+
+    path, model, kept = quality_file_of_a_blobs_model
+    saved = json.loads(quality_file(path).read_text())
+    damage(saved, field, value)
+    quality_file(path).write_text(json.dumps(saved))
+    again = cached_quality(path, *model, seed=0)
+    assert f"is damaged or unreadable ({why}); computing it again" in caplog.text
+    assert {**again.as_dict(), "seconds": None} == {**kept.as_dict(), "seconds": None}
+    assert json.loads(quality_file(path).read_text()) == again.as_dict()  # replaced by a valid one
+
+
+def test_the_latent_command_recomputes_a_damaged_quality_file(blobs_task, capsys, caplog, monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    latent = ["latent", "--task", "blobs", "--subset", "120", "--generative-option", "epochs=2", "--threads", "1"]
+    assert main(latent) == 0
+    (path,) = (tmp_path / "generative").glob("*.quality.json")
+    saved = json.loads(path.read_text())
+    saved["posterior"]["kl"] = "abc"
+    path.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main(latent) == 0
+    assert "posterior.kl is str 'abc', not float" in caplog.text
+    assert "KL(N(mean, cov) || N(0, I))" in capsys.readouterr().out
