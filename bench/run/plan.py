@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 import os
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -432,10 +433,31 @@ def check_generative_size(plan: Plan, input_shape: tuple[int, ...]) -> None:
         )
 
 
+def load_task_data(task: Task, data_root: Path, download: bool) -> TaskData:
+    """``task.load(data_root, download)``. What it raises is the task's or its data's doing, not
+    the harness's: an exception other than a DataError or ConfigError (which say what is wrong
+    already) is refused as a DataError naming the task, the error and where it was raised, and
+    so is a result that is not TaskData; Ctrl-C and SIGTERM pass."""
+    try:
+        data = task.load(data_root, download=download)
+    except (DataError, ConfigError):
+        raise
+    except Exception as err:
+        frame = traceback.extract_tb(err.__traceback__)[-1]
+        message = str(err).splitlines()[0] if str(err) else "no message"
+        raise DataError(
+            f"task {task.name!r} failed to load its data: {type(err).__name__}: {message} (raised in "
+            f"{frame.name}, {frame.filename}:{frame.lineno}); fix the task or its data"
+        ) from err
+    if not isinstance(data, TaskData):
+        raise DataError(f"task {task.name!r}: load() returned {type(data).__name__}, not TaskData; fix the task")
+    return data
+
+
 def load_data(plan: Plan) -> TaskData:
     """The task's data (subset if asked), checked against the protocol, on the device; the
     generative model's size is checked against the inputs' shape here, before it is built."""
-    data = plan.task.load(Path(plan.config.data_root), download=plan.config.download)
+    data = load_task_data(plan.task, Path(plan.config.data_root), plan.config.download)
     check_generative_size(plan, tuple(data.pool_x.shape[1:]))
     subset = plan.config.subset
     if subset is not None:

@@ -239,3 +239,49 @@ def test_the_latent_command_recomputes_a_damaged_quality_file(blobs_task, capsys
     assert main(latent) == 0
     assert "posterior.kl is str 'abc', not float" in caplog.text
     assert "KL(N(mean, cov) || N(0, I))" in capsys.readouterr().out
+
+
+class BrokenLoad(Blobs):
+    """A plug-in task whose data cannot be read."""
+
+    name = "broken-load"
+
+    def load(self, data_root=None, download=True):
+        raise ValueError("the header of pool.csv names 7 columns, the rows have 9")
+
+
+class LoadsNothing(Blobs):
+    """A plug-in task whose load() forgets to return its data."""
+
+    name = "loads-nothing"
+
+    def load(self, data_root=None, download=True):
+        super().load(data_root, download)
+
+
+def test_a_task_whose_load_raises_is_refused_naming_the_task_and_the_error(capsys, tmp_path):
+    with registered(BrokenLoad):
+        err = refused(capsys, tmp_path, *RANDOM, "--task", "broken-load")
+    assert err.startswith(
+        "error: task 'broken-load' failed to load its data: ValueError: the header of pool.csv names 7 columns, "
+        "the rows have 9 (raised in load, "
+    )
+    assert f"{__file__}:" in err and err.rstrip().endswith("); fix the task or its data")
+
+
+def test_a_task_whose_load_returns_no_data_is_refused(capsys, tmp_path):
+    with registered(LoadsNothing):
+        err = refused(capsys, tmp_path, *RANDOM, "--task", "loads-nothing")
+    assert err == "error: task 'loads-nothing': load() returned NoneType, not TaskData; fix the task\n"
+
+
+def test_the_harness_s_own_errors_after_loading_still_raise(tmp_path, blobs_task, monkeypatch):
+    from bench.run.config import RunConfig
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug of the harness")
+
+    monkeypatch.setattr(bench.run.plan, "check_labels", bug)
+    plan = bench.run.plan.plan_run(RunConfig(task="blobs", strategies=["random"]))
+    with pytest.raises(ZeroDivisionError, match="a bug of the harness"):
+        bench.run.plan.load_data(plan)
