@@ -24,6 +24,7 @@ from bench.run.folder import (
     FolderLock,
     FolderWriteError,
     RunFolder,
+    lock_holder,
     lock_problem,
     not_our_lock,
     writing,
@@ -50,6 +51,11 @@ def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
             suffix += 1
     out = Path(out)
     if out.exists() or out.is_symlink():
+        holder = lock_holder(out) if out.is_dir() else None
+        if holder is not None:  # a live run's folder is refused as such, not as a folder that holds a run
+            raise ConfigError(
+                f"{out} is in use by another run ({holder}); wait for it to end, or choose another folder"
+            )
         refuse_unless_new(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
