@@ -66,11 +66,13 @@ def test_bench_list_shows_the_plugin_and_where_bald_applies(plugin_env):
     lines = result.stdout.splitlines()
     assert any(line.split()[:1] == ["deepal-mnist"] for line in lines)
     assert any(line.split()[:1] == ["bald"] and "MC dropout" in line for line in lines)
-    matrix = lines[next(i for i, line in enumerate(lines) if line.startswith("which strategy applies")) + 1 :]
+    start = next(i for i, line in enumerate(lines) if line.startswith("which strategy applies")) + 1
+    matrix = lines[start : lines.index("", start)]  # up to the blank line before the refused pairs
     columns = matrix[0].split()
-    applies = {row.split()[0]: dict(zip(columns, row.split()[1:])) for row in matrix[1:] if row.strip()}
+    applies = {row.split()[0]: dict(zip(columns, row.split()[1:])) for row in matrix[1:]}
     assert applies["bald"]["deepal-mnist"] == "x" and applies["bald"]["mnist"] == "-"
     assert applies["random"]["deepal-mnist"] == "x" and applies["snn"]["deepal-mnist"] == "x"
+    assert any(line.strip().startswith("bald on mnist: it needs") for line in lines)  # why it is refused
 
 
 def test_a_run_of_the_plugin_records_who_provided_it_and_the_recipe(plugin_env, mnist_root, tmp_path):
