@@ -30,9 +30,19 @@ from bench.run.folder import (
     writing,
 )
 from bench.run.loop import repeat_seed
-from bench.run.manifest import command_line, generative_file_entry, now, start_manifest
+from bench.run.manifest import (
+    NOT_PLANNED,
+    command_line,
+    generative_file_entry,
+    manifest_problem,
+    now,
+    plan_changes,
+    start_manifest,
+)
+from bench.run.plan import Plan
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
+from tasks.base import optimizer_name
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +160,7 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
 
 
 #: Flags a resumed run may set: how it executes and where it finds its data, not what it computes.
-RESUMABLE = {"data_root", "download", "quiet"}
+RESUMABLE = NOT_PLANNED - {"out"}
 
 
 def resume(folder: Path, execution: Execution | None = None, given: dict | None = None) -> Path:
@@ -174,15 +184,31 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
     manifest_path = folder / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
-        config = RunConfig.from_manifest(manifest["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"--resume {folder}: manifest.json is not a run's manifest ({err})") from None
-    if manifest.get("status") in ("complete", "complete with failures"):
+    if isinstance(manifest, dict) and manifest.get("status") in ("complete", "complete with failures"):
         raise ConfigError(f"--resume {folder}: the run is already {manifest['status']}; nothing to do")
-    if "units" not in manifest:
+    if isinstance(manifest, dict) and "config" in manifest and "units" not in manifest:
         raise ConfigError(
             f"--resume {folder}: the run predates resumable runs (no units in its manifest); start it again"
         )
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise ConfigError(
+            f"--resume {folder}: {manifest_path}: {problem}; restore the manifest the run wrote, or start the "
+            f"run again in a new folder"
+        )
+    changed = plan_changes(manifest)
+    if changed:
+        raise ConfigError(
+            f"--resume {folder}: {', '.join(f'config.{name}' for name in changed)} in {manifest_path} "
+            f"differs from what the run was started with (its plan checksum); a run's plan cannot change "
+            f"on resume: restore the manifest, or start a new run with the settings you want"
+        )
+    try:
+        config = RunConfig.from_manifest(manifest["config"])
+    except TypeError as err:
+        raise ConfigError(f"--resume {folder}: manifest.json is not a run's manifest ({err})") from None
     for name, value in (given or {}).items():
         if name == "strategy_options":
             clash = {k: v for k, v in value.items() if config.strategy_options.get(k) != v} or None
@@ -205,7 +231,15 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
         config, out=folder, **pinned, **{k: v for k, v in (given or {}).items() if k in RESUMABLE}
     )
     assembly = assemble(config)
-    plan, data = assembly.plan, assembly.data
+    plan = assembly.plan
+    contradiction = plan_contradiction(folder, manifest, plan)
+    if contradiction is not None:
+        field, evidence = contradiction
+        raise ConfigError(
+            f"--resume {folder}: config.{field} in {manifest_path} does not match {evidence}; a run's plan "
+            f"cannot change on resume: restore the manifest, or start a new run with the settings you want"
+        )
+    data = assembly.data
     sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
     if any(manifest.get("data", {}).get(k) != v for k, v in sizes.items()):
         raise ConfigError(
@@ -216,6 +250,57 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
     run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
     run_units(assembly, run_folder, execution)
     return folder
+
+
+def plan_contradiction(folder: Path, manifest: dict, plan: Plan) -> tuple[str, str] | None:
+    """Where ``plan``, rebuilt from the manifest's config, contradicts what the run in ``folder``
+    did: the setting of ``config`` that must have been edited, and the evidence. The evidence is
+    the units the manifest lists, the rows of ``rounds.csv`` (task, strategies, repeats, seeds,
+    rounds and labeled-set sizes) and what the manifest recorded when the run started (task,
+    strategies, repeat seeds, protocol). This is how an edited manifest without plan checksums
+    (a run started before they were recorded) is caught; None when nothing contradicts it."""
+    config, protocol = plan.config, plan.protocol
+    strategies = {cls.name for cls in plan.strategies}
+    seeds = [repeat_seed(config.seed, r) for r in range(config.repeats)]
+    units = sorted(u.key for u in plan_units(plan))
+    if sorted(manifest["units"]) != units:
+        return (
+            "strategies or config.repeats",
+            f"its units ({', '.join(sorted(manifest['units']))}; the plan has {', '.join(units)})",
+        )
+    path = folder / "rounds.csv"
+    rows = read_rounds_csv(path) if path.exists() and path.stat().st_size else None
+    if rows is not None and len(rows):
+        expected = {
+            "task": lambda row: row.task == plan.task.name,
+            "strategies": lambda row: row.strategy in strategies,
+            "repeats": lambda row: 0 <= row.repeat < config.repeats,
+            "seed": lambda row: row.seed == seeds[row.repeat],
+            "rounds": lambda row: 1 <= row.round <= protocol.rounds,
+            "initial or config.increment": (
+                lambda row: row.n_labeled == protocol.initial + (row.round - 1) * protocol.increment
+            ),
+        }
+        for row in rows.itertuples():
+            for field, holds in expected.items():
+                if not holds(row):
+                    return field, (
+                        f"the rows of {path} (line {row.Index + 2}: task {row.task}, strategy {row.strategy}, "
+                        f"repeat {row.repeat}, seed {row.seed}, round {row.round}, n_labeled {row.n_labeled})"
+                    )
+    recipe = {**dataclasses.asdict(protocol), "optimizer": optimizer_name(protocol.optimizer)}
+    given = {"task": plan.task.name, "repeat_seeds": seeds, "strategies": sorted(strategies)}
+    given.update({f"protocol.{name}": value for name, value in recipe.items()})
+    started = {key: manifest[key] for key in ("task", "repeat_seeds") if key in manifest}
+    if isinstance(manifest.get("strategies"), dict):
+        started["strategies"] = sorted(manifest["strategies"])
+    if isinstance(manifest.get("protocol"), dict):
+        started.update({f"protocol.{name}": value for name, value in manifest["protocol"].items()})
+    for where, then in started.items():
+        if where in given and then != given[where]:
+            field = "seed" if where == "repeat_seeds" else where.removeprefix("protocol.")
+            return field, f"what the run recorded when it started ({where} {then!r}; the config gives {given[where]!r})"
+    return None
 
 
 def executor_for(assembly: Assembly, execution: Execution):

@@ -175,9 +175,10 @@ def lock_holder(folder: Path) -> str | None:
         fd = os.open(Path(folder) / LOCK, flags)
     except OSError:  # none, a link, unreadable: no run of this harness holds it
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a FIFO: not a lock of this harness
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:

@@ -5,10 +5,17 @@ about that machine: the cached generative model is named relative to the cache r
 (``"file": "generative/vae-mnist-<key>.pt", "under": "cache root"``), the data's source relative
 to the data root, ``--data-root`` and ``--out`` as typed when relative and null when absolute, and
 the command with each absolute path replaced by ``<absolute path>``.
+
+A manifest keeps a checksum of each setting of its plan (``plan_checksums``), so that a resume
+refuses a manifest whose plan was edited (rows of two seeds or two tasks would end up in one
+``rounds.csv``, averaged as one), and :func:`manifest_problem` names a field a resume needs that
+is missing or of the wrong type.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import socket
@@ -120,6 +127,75 @@ def generative_file_entry(path: Path) -> dict[str, str]:
     return {"file": cache_relative(path), "under": "cache root"}
 
 
+#: Settings of a manifest's ``config`` that say where a run finds its data and writes, and how
+#: much it prints, not what it computes: a resume may change them, and the plan's checksums
+#: leave them out.
+NOT_PLANNED = frozenset({"data_root", "download", "quiet", "out"})
+
+
+def plan_checksums(config: dict[str, Any]) -> dict[str, str]:
+    """A checksum of each setting of a manifest's ``config`` that decides what the run computes
+    (all but :data:`NOT_PLANNED`), of its JSON text: a resume compares them to name a setting
+    that was edited."""
+    return {name: _digest(value) for name, value in sorted(config.items()) if name not in NOT_PLANNED}
+
+
+def plan_checksum(config: dict[str, Any]) -> str:
+    """One checksum of the whole plan of a manifest's ``config`` (what a checkpoint is bound to)."""
+    return _digest(plan_checksums(config))
+
+
+def plan_changes(manifest: dict[str, Any]) -> list[str]:
+    """The settings of ``manifest``'s config whose checksum differs from the one recorded when the
+    run started (added or removed ones too); none for a manifest without checksums (a run
+    started before they were recorded)."""
+    recorded = manifest.get("plan_checksums")
+    if recorded is None:
+        return []
+    now = plan_checksums(manifest["config"])
+    return sorted(name for name in recorded.keys() | now.keys() if recorded.get(name) != now.get(name))
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: A run's ``status`` and a unit's, as :class:`bench.run.folder.RunFolder` writes them.
+RUN_STATUSES = ("running", "interrupted", "failed", "complete", "complete with failures")
+UNIT_STATUSES = ("pending", "running", "interrupted", "complete", "failed")
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What keeps ``manifest`` (a run folder's ``manifest.json``, read) from being resumed: a
+    field the resume reads that is missing or of the wrong type, named as a path
+    (``units.random-r0.status``); None when it has every one."""
+    if not isinstance(manifest, dict):
+        return "it is not a JSON object"
+    if "status" not in manifest:
+        return "it has no status"
+    if manifest["status"] not in RUN_STATUSES:
+        return f"status is {manifest['status']!r}, not one a run writes ({', '.join(RUN_STATUSES)})"
+    for name in ("config", "units"):
+        if name not in manifest:
+            return f"it has no {name}"
+        if not isinstance(manifest[name], dict) or not manifest[name]:
+            return f"{name} is {manifest[name]!r}, not a run's"
+    if not isinstance(manifest.get("plan_checksums", {}), dict):
+        return "plan_checksums is not a run's"
+    for key, unit in manifest["units"].items():
+        if not isinstance(unit, dict):
+            return f"units.{key} is {unit!r}, not a unit's entry"
+        for field, kind in (("strategy", str), ("repeat", int), ("status", str), ("rounds_done", int)):
+            if field not in unit:
+                return f"units.{key} has no {field}"
+            if not isinstance(unit[field], kind) or isinstance(unit[field], bool):
+                return f"units.{key}.{field} is {unit[field]!r}, not a {kind.__name__}"
+        if unit["status"] not in UNIT_STATUSES:
+            return f"units.{key}.status is {unit['status']!r}, not one a run writes ({', '.join(UNIT_STATUSES)})"
+    return None
+
+
 def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, Any]) -> dict[str, Any]:
     """The manifest written when a run starts (``status: running``)."""
     from bench.run.plan import strategy_settings
@@ -128,12 +204,14 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, Any]) ->
     from tasks import TASKS
     from tasks.base import optimizer_name
 
+    config = recorded_config(plan.config)
     return {
         "status": "running",
         "started": now(),
         "finished": None,
         "command": command_line(),
-        "config": recorded_config(plan.config),
+        "config": config,
+        "plan_checksums": plan_checksums(json.loads(json.dumps(config, default=str))),  # as a resume reads it
         "task": plan.task.name,
         "strategies": {cls.name: strategy_settings(cls, plan.config.strategy_options) for cls in plan.strategies},
         "generative": None if plan.generative is None else {**plan.generative.settings(), "seed": plan.config.seed},

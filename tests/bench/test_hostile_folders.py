@@ -235,3 +235,72 @@ def test_a_report_never_overwrites_another_runs_folder_or_a_live_run(tmp_path, b
         assert cli("report", str(tmp_path / "a"), "--out", str(tmp_path / "r")) == 0  # reading it is fine
     finally:
         lock.release()
+
+
+# items 9 and 12: an edited or incomplete manifest
+
+
+@pytest.fixture
+def killed(tmp_path, blobs_task) -> Path:
+    """A run of random and uncertainty killed after round 2 of 3, with its checkpoints; its
+    uninterrupted twin is ``tmp_path / "reference"``."""
+    strategies = ["--strategy", "random,uncertainty"]
+    assert run(tmp_path / "reference", *strategies) == 0
+    assert run(tmp_path / "killed", *strategies, "--keep-checkpoints") == 0
+    rewind(tmp_path / "killed", 2)
+    return tmp_path / "killed"
+
+
+@pytest.mark.parametrize(
+    "field, value", [("seed", 7), ("task", "mnist"), ("rounds", 4), ("strategies", ["random"]), ("lr", 0.5)]
+)
+def test_a_resume_refuses_a_plan_edited_in_the_manifest(killed, capsys, field, value):
+    content = manifest(killed)
+    content["config"][field] = value
+    save_manifest(killed, content)
+    assert cli("run", "--resume", str(killed), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert f"config.{field}" in err and "manifest.json" in err and "Traceback" not in err
+    assert len(pd.read_csv(killed / "rounds.csv")) == 2 * 2  # nothing was added
+
+
+@pytest.mark.parametrize("field, value", [("seed", 7), ("task", "mnist"), ("rounds", 2), ("initial", 30)])
+def test_a_manifest_without_plan_checksums_is_checked_against_its_rows_and_records(killed, capsys, field, value):
+    content = manifest(killed)
+    del content["plan_checksums"]  # as a run started before they were recorded
+    content["config"][field] = value
+    save_manifest(killed, content)
+    assert cli("run", "--resume", str(killed), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert f"config.{field}" in err and "does not match" in err and "Traceback" not in err, err
+
+
+def test_a_manifest_without_plan_checksums_still_resumes(killed, tmp_path, capsys):
+    content = manifest(killed)
+    del content["plan_checksums"]
+    for unit in content["units"].values():
+        unit.pop("checkpoint", None)  # nor checkpoint records: its checkpoints load, and are used
+    save_manifest(killed, content)
+    assert cli("run", "--resume", str(killed), "--quiet") == 0
+    assert "running the unit again" not in capsys.readouterr().err
+    same_results(tmp_path / "reference", killed)
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda m: m.pop("status"), "has no status"),
+        (lambda m: m.update(status="paused"), "status is 'paused'"),
+        (lambda m: m["units"]["random-r0"].pop("status"), "units.random-r0 has no status"),
+        (lambda m: m["units"]["random-r0"].update(rounds_done="two"), "units.random-r0.rounds_done"),
+        (lambda m: m["units"].pop("random-r0"), "units"),
+        (lambda m: m.update(units=[]), "units"),
+    ],
+)
+def test_a_manifest_missing_a_field_is_refused_naming_it(killed, capsys, edit, named):
+    content = manifest(killed)
+    edit(content)
+    save_manifest(killed, content)
+    assert cli("run", "--resume", str(killed), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert named in err and str(killed / "manifest.json") in err and "Traceback" not in err, err
