@@ -21,6 +21,7 @@ resumed once the folder can be written again.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -39,9 +40,9 @@ try:
 except ImportError:  # not POSIX: folders are not locked
     fcntl = None
 
-from bench.run.checkpoint import write_atomic
+from bench.run.checkpoint import from_bytes, write_atomic
 from bench.run.config import ConfigError
-from bench.run.manifest import now
+from bench.run.manifest import now, plan_checksum
 from bench.run.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
 from bench.run.units import Checkpointed, Event, Failed, Finished, Probed, RoundFinished, Started, Unit
 
@@ -244,6 +245,7 @@ class RunFolder:
         self.out = Path(out)
         self.manifest = manifest
         self.keep_checkpoints = keep_checkpoints
+        self.plan = plan_checksum(manifest["config"])  # what every checkpoint of this run is bound to
         self.labeled = LabeledLog(self.out / "labeled.npz")
         if self.labeled.path.exists():
             self.labeled.arrays = load_labeled(self.labeled.path)
@@ -308,9 +310,48 @@ class RunFolder:
         return self.out / CHECKPOINTS / f"{unit.key}.pt"
 
     def latest_checkpoint(self, unit: Unit) -> bytes | None:
-        """The unit's last checkpoint (bytes), or None when it has none yet."""
+        """The unit's last checkpoint (bytes), or None when it has none yet, or none it can use:
+        a checkpoint this run did not record for this unit (another unit's, an edited or
+        damaged one, one of another plan) is refused with a warning, and the unit starts again
+        from its first round (the rows it wrote are kept; the same ones recomputed are not
+        written twice)."""
         path = self.checkpoint_path(unit)
-        return path.read_bytes() if path.exists() else None
+        if not path.exists():
+            return None
+        payload = path.read_bytes()
+        problem = self._checkpoint_problem(unit, payload)
+        if problem is not None:
+            log.warning("%s %s; running the unit again from its first round", path, problem)
+            return None
+        return payload
+
+    def _checkpoint_problem(self, unit: Unit, payload: bytes) -> str | None:
+        """Why ``payload``, read from ``unit``'s checkpoint file, is not the unit's own last
+        checkpoint, or None when it is. The run records each checkpoint it writes in the unit's
+        manifest entry (``checkpoint``: unit, round, plan checksum, SHA-256 of the bytes); a
+        checkpoint of a run started before that is loaded here instead (safely, with
+        ``weights_only=True``), so that a damaged one never reaches the unit."""
+        entry = self.manifest["units"][unit.key]
+        record = entry.get("checkpoint")
+        if record is None:
+            try:
+                state = from_bytes(payload)
+                rounds = int(state["round"])
+            except Exception:  # noqa: BLE001 - whatever torch raises for a damaged file (and its advice) is not shown
+                return "is damaged or cut short (it cannot be read as a checkpoint)"
+            if not 1 <= rounds <= entry["rounds_done"]:
+                return f"is of round {rounds}, and the unit has done {entry['rounds_done']}"
+            return None
+        if not isinstance(record, dict) or record.get("unit") != unit.key:
+            return f"is recorded in the manifest for another unit than {unit.key}"
+        if record.get("plan") != self.plan:
+            return f"was made for another plan than this run's (checksum {record.get('plan')}, not {self.plan})"
+        if record.get("sha256") != hashlib.sha256(payload).hexdigest():
+            return (
+                f"is not the checkpoint this run recorded for {unit.key} after round {record.get('round')} "
+                f"(another unit's, edited, damaged or cut short)"
+            )
+        return None
 
     def start(self) -> None:
         self.manifest["status"] = "running"
@@ -326,7 +367,12 @@ class RunFolder:
         elif isinstance(event, Checkpointed):
             with writing(self.checkpoint_path(event.unit)):
                 write_atomic(self.checkpoint_path(event.unit), event.payload)
-            return
+            entry["checkpoint"] = {  # what latest_checkpoint checks before the unit goes on from it
+                "unit": event.unit.key,
+                "round": event.round,
+                "plan": self.plan,
+                "sha256": hashlib.sha256(event.payload).hexdigest(),
+            }
         elif isinstance(event, Probed):
             self._probed(event)
         elif isinstance(event, Finished):
@@ -384,6 +430,7 @@ class RunFolder:
 
     def _drop_checkpoint(self, unit: Unit) -> None:
         if not self.keep_checkpoints:
+            self.manifest["units"][unit.key].pop("checkpoint", None)
             with writing(self.checkpoint_path(unit)):
                 self.checkpoint_path(unit).unlink(missing_ok=True)
                 folder = self.out / CHECKPOINTS

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from bench.cli.main import main
 from bench.run.folder import FolderLock
@@ -304,3 +305,58 @@ def test_a_manifest_missing_a_field_is_refused_naming_it(killed, capsys, edit, n
     assert cli("run", "--resume", str(killed), "--quiet") == 2
     err = capsys.readouterr().err
     assert named in err and str(killed / "manifest.json") in err and "Traceback" not in err, err
+
+
+# items 10 and 11: checkpoints
+
+
+def resume_warns(folder: Path, capsys, caplog) -> str:
+    """Resume ``folder`` (it must succeed) and return what it printed and logged."""
+    assert cli("run", "--resume", str(folder), "--quiet") == 0
+    return capsys.readouterr().err + caplog.text
+
+
+def test_a_checkpoint_of_another_unit_is_refused_and_its_unit_starts_again(killed, tmp_path, capsys, caplog):
+    checkpoints = killed / "checkpoints"
+    (checkpoints / "random-r0.pt").write_bytes((checkpoints / "uncertainty-r0.pt").read_bytes())
+    said = resume_warns(killed, capsys, caplog)
+    assert f"{checkpoints / 'random-r0.pt'} is not the checkpoint this run recorded for random-r0" in said
+    assert "running the unit again from its first round" in said
+    same_results(tmp_path / "reference", killed)
+
+
+def test_a_checkpoint_with_an_edited_round_is_refused(killed, tmp_path, capsys, caplog):
+    path = killed / "checkpoints" / "random-r0.pt"
+    state = torch.load(path, weights_only=True)
+    state["round"] = 1
+    torch.save(state, path)
+    said = resume_warns(killed, capsys, caplog)
+    assert "is not the checkpoint this run recorded for random-r0" in said
+    same_results(tmp_path / "reference", killed)
+
+
+def test_a_checkpoint_of_another_plan_is_refused(killed, tmp_path, capsys, caplog):
+    content = manifest(killed)
+    content["units"]["random-r0"]["checkpoint"]["plan"] = "0" * 16
+    save_manifest(killed, content)
+    said = resume_warns(killed, capsys, caplog)
+    assert "was made for another plan" in said
+    same_results(tmp_path / "reference", killed)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_checkpoint_is_set_aside_without_torchs_advice(killed, tmp_path, capsys, caplog, damage, legacy):
+    path = killed / "checkpoints" / "uncertainty-r0.pt"
+    payload = path.read_bytes()
+    path.write_bytes({"garbage": os.urandom(5000), "truncated": payload[: len(payload) // 2], "empty": b""}[damage])
+    if legacy:  # a run started before checkpoints were recorded: the driver must load it to know
+        content = manifest(killed)
+        for unit in content["units"].values():
+            del unit["checkpoint"]
+        save_manifest(killed, content)
+    said = resume_warns(killed, capsys, caplog)
+    assert "uncertainty-r0" in said and "running the unit again from its first round" in said
+    assert "weights_only" not in said
+    assert manifest(killed)["status"] == "complete" and not manifest(killed).get("failures")
+    same_results(tmp_path / "reference", killed)
