@@ -127,6 +127,14 @@ class SelectionContext:
         return self.embed(self.pool_x)
 
 
+#: What a strategy whose selections differ between identical runs is told (by the contract checks,
+#: a run's reproducibility probe and ``list``).
+RNG_ADVICE = (
+    "draw random numbers only from context.rng (numpy's and Python's global random state are not seeded "
+    "by the harness; torch's global stream is)"
+)
+
+
 class CapabilityError(RuntimeError):
     """A strategy used something the task does not provide (a :class:`Capability`): the unit
     stops with this message instead of computing on what is not there. Declaring the capability

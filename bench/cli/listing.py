@@ -7,10 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 from bench.registry import Origin, distribution_origin
-from bench.run.loop import probes
 from bench.run.plan import create_task
-from bench.run.probes import verdict
+from bench.run.probes import is_probed, verdict
 from strategies import STRATEGIES
+from strategies.base import RNG_ADVICE
 from tasks import TASKS
 from tasks.base import optimizer_name
 
@@ -35,7 +35,7 @@ def reproducibility(cls: type) -> str:
     when = f"in a run on {found.get('task')}, {str(found.get('date', ''))[:10]}"
     if found.get("reproducible"):
         return f"reproducible: yes ({when})"
-    return f"reproducible: NO ({when}: it {found.get('detail')}); draw random numbers only from context.rng"
+    return f"reproducible: NO ({when}: it {found.get('detail')}); {RNG_ADVICE}"
 
 
 def listing() -> str:
@@ -67,7 +67,7 @@ def listing() -> str:
     lines += ["", "strategies:"]
     for name, cls in strategies.items():
         lines.append(f"  {name:<{width}}  {cls.description}  {provided_by(STRATEGIES.origin(name), harness)}")
-        if probes(cls, repeat=0):
+        if is_probed(cls, repeat=0):
             lines.append(f"  {'':<{width}}  {reproducibility(cls)}")
     refused = {
         (strategy, task): why

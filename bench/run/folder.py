@@ -43,8 +43,10 @@ except ImportError:  # not POSIX: folders are not locked
 from bench.run.checkpoint import from_bytes, write_atomic
 from bench.run.config import ConfigError
 from bench.run.manifest import now, plan_checksum
+from bench.run.probes import record as record_probe
 from bench.run.results import LabeledLog, RoundsWriter, load_labeled, read_rounds_csv, repair_rounds_csv, write_json
 from bench.run.units import Checkpointed, Event, Failed, Finished, Probed, RoundFinished, Started, Unit
+from strategies.base import RNG_ADVICE
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +410,6 @@ class RunFolder:
     def _probed(self, event: Probed) -> None:
         """Record a plug-in strategy's reproducibility probe in the manifest and the cache root;
         warn when it failed, since identical commands will then give different numbers."""
-        from bench.run import probes
         from strategies import STRATEGIES
 
         name, probe = event.unit.strategy, event.probe
@@ -418,14 +419,13 @@ class RunFolder:
             "detail": probe.detail,
         }
         if name in STRATEGIES:
-            probes.record(STRATEGIES.get(name), self.manifest["config"]["task"], probe)
+            record_probe(STRATEGIES.get(name), self.manifest["config"]["task"], probe)
         if not probe.reproducible:
             log.warning(
-                "strategy %r is not reproducible: it %s; the same command will give other numbers. "
-                "Draw random numbers only from context.rng (numpy's and Python's global random state "
-                "are not seeded by the harness)",
+                "strategy %r is not reproducible: it %s; the same command will give other numbers: %s",
                 name,
                 probe.detail,
+                RNG_ADVICE,
             )
 
     def _drop_checkpoint(self, unit: Unit) -> None:

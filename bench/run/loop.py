@@ -26,6 +26,7 @@ from torch import Tensor
 
 from bench.run.diagnostics import Diagnostics, diagnose
 from bench.run.plan import Plan
+from bench.run.probes import Probe, is_probed
 from bench.run.results import RoundRecord
 from bench.training import inference_batch, predict, train_epochs
 from labelers.lookup import LookupLabeler
@@ -258,21 +259,6 @@ OnCheckpoint = Callable[[int, dict[str, Any]], None]
 OnProbe = Callable[["Probe"], None]
 
 
-@dataclass(frozen=True)
-class Probe:
-    """The reproducibility probe of a plug-in strategy: its first selection made twice from the
-    same state (its RNG, torch's stream and its ``state_dict`` restored in between)."""
-
-    reproducible: bool
-    detail: str  # what was compared, and how the two selections differed
-
-
-def probes(strategy_cls: type[Strategy], repeat: int) -> bool:
-    """Whether a unit probes its strategy's reproducibility: a plug-in strategy (defined outside the
-    built-in ``strategies`` package, whose contract tests run in CI), in repeat 0."""
-    return repeat == 0 and strategy_cls.__module__.partition(".")[0] != "strategies"
-
-
 def run_progressive(
     plan: Plan,
     data: TaskData,
@@ -292,9 +278,9 @@ def run_progressive(
     ``on_checkpoint(t, state)`` gets everything needed to go on from there (see
     :meth:`UnitState.state_dict`); ``resume`` is such a state, and the unit continues from it
     with the same numbers as if it had never stopped. ``on_probe`` gets the :class:`Probe` of a
-    plug-in strategy's first selection (see :func:`probes`).
+    plug-in strategy's first selection (see :func:`bench.run.probes.is_probed`).
     """
-    unit = UnitState(plan, data, strategy_cls, repeat, generative, probe=probes(strategy_cls, repeat))
+    unit = UnitState(plan, data, strategy_cls, repeat, generative, probe=is_probed(strategy_cls, repeat))
     if resume is None:
         unit.propose(0, plan.protocol.initial, initial=True)
         first = 1
@@ -344,7 +330,7 @@ class UnitState:
         self.training = TrainingSet(data, LookupLabeler(data.pool_y))
         self.n_rejected = 0  # candidates refused while building the latest additions
         self.diagnostics = Diagnostics()  # of the latest additions (bench.run.diagnostics); NaN when not measured
-        self.probing = probe  # select twice from the same state after round 1 (see probes())
+        self.probing = probe  # select twice from the same state after round 1 (see is_probed())
         self.probe: Probe | None = None  # its outcome, until reported
         self.label_inputs = None
         if Capability.SYNTHETIC_LABELS in task.capabilities:

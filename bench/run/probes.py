@@ -1,7 +1,8 @@
-"""What the reproducibility probes of plug-in strategies found (:class:`bench.run.loop.Probe`),
-kept in the cache root so that ``python -m bench list`` can say whether a plug-in strategy has
-passed. Keyed by the strategy's name and a digest of its module's source, so that an edited
-strategy counts as unchecked again."""
+"""The reproducibility probe of plug-in strategies: which units make it (:func:`is_probed`), its
+outcome (:class:`Probe`, made by :class:`bench.run.loop.UnitState`), and what it found, kept in
+the cache root so that ``python -m bench list`` can say whether a plug-in strategy has passed.
+Keyed by the strategy's name and a digest of its module's source, so that an edited strategy
+counts as unchecked again."""
 
 from __future__ import annotations
 
@@ -9,17 +10,32 @@ import hashlib
 import inspect
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.paths import cache_root
-from bench.run.loop import Probe
 from bench.run.manifest import now
 from bench.run.results import write_json
 
 log = logging.getLogger(__name__)
 
 FILE = "reproducibility.json"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The reproducibility probe of a plug-in strategy: its first selection made twice from the
+    same state (its RNG, torch's stream and its ``state_dict`` restored in between)."""
+
+    reproducible: bool
+    detail: str  # what was compared, and how the two selections differed
+
+
+def is_probed(strategy_cls: type, repeat: int) -> bool:
+    """Whether a unit probes its strategy's reproducibility: a plug-in strategy (defined outside the
+    built-in ``strategies`` package, whose contract tests run in CI), in repeat 0."""
+    return repeat == 0 and strategy_cls.__module__.partition(".")[0] != "strategies"
 
 
 def source_digest(cls: type) -> str | None:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from bench.run.checkpoint import from_bytes, to_bytes
-from bench.run.loop import Probe, run_progressive
+from bench.run.loop import run_progressive
 from bench.run.plan import Plan
+from bench.run.probes import Probe
 from bench.run.results import RoundRecord
 from strategies.base import SelectionError
 from tasks.base import TaskData

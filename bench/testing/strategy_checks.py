@@ -18,15 +18,9 @@ from bench.run.config import ConfigError
 from bench.run.loop import StrategyError, UnitState
 from bench.run.plan import create_task, plan_run, strategy_options
 from bench.testing.harness import Options, StrategyLike, TaskLike, _checking, _loaded, registered
-from strategies.base import CapabilityError, Selection, SelectionContext
+from strategies.base import RNG_ADVICE, CapabilityError, Selection, SelectionContext
 from tasks import TASKS
 from tasks.base import Capability, Labels, Task
-
-#: What a failed reproducibility check advises.
-RNG_HINT = (
-    "draw random numbers only from context.rng (numpy's and Python's global random state are not seeded "
-    "by the harness; torch's global stream is)"
-)
 
 
 def returns_k_samples_the_harness_accepts(
@@ -64,7 +58,7 @@ def is_reproducible_from_its_seed(strategy: StrategyLike, task: TaskLike = None,
         first, again = it.round_one().unit(), it.round_one().trained()
         a, b = (unit.strategy.select(unit.context(1), 10) for unit in (first, again))
         assert a.same_as(b), (
-            f"{it}, k=10: two runs with the same seed selected {a.summary()} and {b.summary()}; {RNG_HINT}"
+            f"{it}, k=10: two runs with the same seed selected {a.summary()} and {b.summary()}; {RNG_ADVICE}"
         )
 
 
@@ -120,7 +114,7 @@ def resumes_from_a_checkpoint(strategy: StrategyLike, task: TaskLike = None, opt
             return
         c, d = (round_two(start.restored(saved))[1] for _ in range(2))
         assert c.same_as(d), (
-            f"{it}, k=5: two units restored from one checkpoint selected {c.summary()} and {d.summary()}; {RNG_HINT}"
+            f"{it}, k=5: two units restored from one checkpoint selected {c.summary()} and {d.summary()}; {RNG_ADVICE}"
         )
         raise AssertionError(
             f"{it}, k=5: selected {a.summary()} straight through, {b.summary()} after a resume; what it carries "

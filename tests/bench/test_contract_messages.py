@@ -163,7 +163,7 @@ def test_the_probe_changes_no_number_of_a_reproducible_strategy(tmp_path, monkey
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     with registered(Blobs, RandomPlugin):
         probed, rows = probe_run(tmp_path, "probed", ["random-plugin"], diagnostics=True)
-        monkeypatch.setattr("bench.run.loop.probes", lambda cls, repeat: False)
+        monkeypatch.setattr("bench.run.loop.is_probed", lambda cls, repeat: False)
         plain, plain_rows = probe_run(tmp_path, "plain", ["random-plugin"], diagnostics=True)
     assert "reproducibility" in probed and "reproducibility" not in plain
     timing = [c for c in rows.columns if c.endswith("_s")]
