@@ -161,13 +161,17 @@ class Selection:
 
     A strategy that synthesizes inputs labels them through ``context.label_inputs`` and returns
     their ``targets`` too; ``latents`` optionally records where they came from (for audit).
-    ``n_rejected`` counts candidates the strategy refused and replaced (reported in rounds.csv).
+    ``scores`` optionally records, for audit, the quantity the strategy ranked each pick by
+    (float [k], in pick order: an entropy, a distance, a discriminator output); it is written to
+    ``labeled.npz`` beside the picks and changes nothing else. ``n_rejected`` counts candidates
+    the strategy refused and replaced (reported in rounds.csv).
     """
 
     indices: np.ndarray | None = None
     inputs: Tensor | None = None
     targets: Tensor | None = None
     latents: Tensor | None = None
+    scores: np.ndarray | None = None
     n_rejected: int = 0
 
     def __post_init__(self) -> None:
@@ -182,6 +186,16 @@ class Selection:
                     f"context.unlabeled[order]"
                 )
             self.indices = given.astype(np.int64).reshape(-1)
+        if self.scores is not None:
+            scores = self.scores.detach().cpu().numpy() if isinstance(self.scores, Tensor) else np.asarray(self.scores)
+            if scores.dtype.kind not in "iuf":
+                raise ValueError(f"a Selection's scores must be numbers, one per pick, not {scores.dtype}")
+            self.scores = scores.astype(np.float64).reshape(-1)
+            if len(self.scores) != len(self):
+                raise ValueError(
+                    f"a Selection has {len(self.scores)} scores for {len(self)} picks; "
+                    f"give one score per pick, in pick order"
+                )
 
     def __len__(self) -> int:
         if self.indices is not None:

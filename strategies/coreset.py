@@ -30,7 +30,7 @@ size (never N x N, nor N x labeled).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -79,6 +79,7 @@ class KCenterStats:
     deciding_s: float = 0.0  # seconds spent on the principal axes and the probes (not on updates)
     projected: bool = False  # whether the pool's projection [N, p] was built
     break_even: float = 0.0  # the candidate fraction below which the bound path is taken
+    distances: list[float] = field(default_factory=list)  # each pick's distance to its nearest centre when picked
 
     @property
     def picks(self) -> int:
@@ -217,6 +218,7 @@ def k_center_greedy(
     for _ in range(k):
         i = int(torch.argmax(min_sq))
         picks.append(i)
+        stats.distances.append(float(min_sq[i]) ** 0.5)
         centre, centre_sq = x[i], x_sq[i]
         use_bound = bound is not None and path == "bound"
         if bound is not None and path == "auto":
@@ -260,4 +262,4 @@ class CoreSet(Strategy):
     def select(self, context: SelectionContext, k: int) -> Selection:
         self.stats = KCenterStats()
         picks = k_center_greedy(context.pool_embeddings, context.labeled, k, stats=self.stats)
-        return Selection(indices=np.asarray(picks, dtype=np.int64))
+        return Selection(indices=np.asarray(picks, dtype=np.int64), scores=np.asarray(self.stats.distances))

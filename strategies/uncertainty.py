@@ -47,4 +47,4 @@ class UncertaintySampling(Strategy):
         probs = context.pool_probabilities[unlabeled].cpu().numpy()
         scores = uncertainty_scores(probs, self.measure)
         top = np.argsort(-scores, kind="stable")[:k]
-        return Selection(indices=unlabeled[top])
+        return Selection(indices=unlabeled[top], scores=scores[top])

@@ -23,7 +23,7 @@ def perf(config: RunConfig) -> str:
     plan, data = assembly.plan, assembly.data
     rows = []
 
-    def on_round(record, _sources, _latents) -> None:
+    def on_round(record, _sources, _latents, _scores) -> None:
         samples = record.n_labeled * plan.protocol.epochs
         rows.append(
             {

@@ -402,7 +402,7 @@ class RunFolder:
             with writing(self.writer.path):
                 self.writer.write(record)
             self.written[key] = record.round
-        self.labeled.add(record.strategy, record.repeat, record.round, event.sources, event.latents)
+        self.labeled.add(record.strategy, record.repeat, record.round, event.sources, event.latents, event.scores)
         with writing(self.labeled.path):
             self.labeled.save()
         entry["rounds_done"] = record.round

@@ -143,6 +143,7 @@ class TrainingSet:
         self._y: list[Tensor] = []
         self._labeled = np.zeros(len(data.pool_x), dtype=bool)
         self.latents: list[Tensor] = []  # latent codes of synthesized samples, when reported
+        self.scores: list[np.ndarray] = []  # per sample, what its strategy ranked it by (NaN: none given)
 
     def __len__(self) -> int:
         return int(sum(len(s) for s in self.sources))
@@ -189,6 +190,11 @@ class TrainingSet:
     def add(self, selection: Selection) -> None:
         """Append the selection: pool samples with their looked-up labels, or synthesized
         inputs with the targets the strategy obtained from the task's labeler."""
+        self.scores.append(
+            selection.scores.astype(np.float32)
+            if selection.scores is not None
+            else np.full(len(selection), np.nan, np.float32)
+        )
         if selection.indices is not None:
             idx = selection.indices
             self._labeled[idx] = True
@@ -213,7 +219,7 @@ class TrainingSet:
             else:
                 chunks.append({"inputs": self.x[start:end], "targets": self.y[start:end]})
             start = end
-        return {"chunks": chunks, "latents": list(self.latents)}
+        return {"chunks": chunks, "latents": list(self.latents), "scores": [torch.from_numpy(s) for s in self.scores]}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         """Rebuild the set from :meth:`state_dict`'s output (on the CPU) onto ``device``."""
@@ -223,6 +229,15 @@ class TrainingSet:
             else:
                 self.add(Selection(inputs=chunk["inputs"].to(device), targets=chunk["targets"].to(device)))
         self.latents = list(state["latents"])
+        if "scores" in state:  # a checkpoint written before scores were kept has none
+            self.scores = [s.numpy() for s in state["scores"]]
+
+    @property
+    def all_scores(self) -> np.ndarray | None:
+        """Every sample's score, in the order added (float32, NaN where its strategy gave none);
+        None when no selection had scores."""
+        scores = np.concatenate(self.scores) if self.scores else np.empty(0, np.float32)
+        return scores if np.isfinite(scores).any() else None
 
     @property
     def x(self) -> Tensor:
@@ -288,8 +303,8 @@ def run_progressive(
         unit.load_state_dict(resume)
         first = int(resume["round"]) + 1
     for t in range(first, plan.protocol.rounds + 1):
-        record, sources, latents = unit.train_and_evaluate(t)
-        on_round(record, sources, latents)
+        record, sources, latents, scores = unit.train_and_evaluate(t)
+        on_round(record, sources, latents, scores)
         if t < plan.protocol.rounds:
             unit.propose(t, plan.protocol.increment, initial=False)
             probe, unit.probe = unit.probe, None
@@ -489,7 +504,7 @@ class UnitState:
             extra=scores,
         )
         latents = torch.cat(training.latents).numpy() if training.latents else None
-        return record, np.concatenate(training.sources), latents
+        return record, np.concatenate(training.sources), latents, training.all_scores
 
     def state_dict(self, t: int) -> dict[str, Any]:
         """The state after round ``t`` and the labeling of round t + 1's additions: tensors and

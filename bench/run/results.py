@@ -232,7 +232,9 @@ class LabeledLog:
 
     Keys are ``"<strategy>/repeat<r>/round<t>"``; values are the pool indices trained on in that
     round, in the order they were added, with -1 for each synthesized sample. The latent codes of
-    the synthesized samples, in the same order, are under ``"<strategy>/repeat<r>/round<t>/latents"``.
+    the synthesized samples, in the same order, are under ``"<strategy>/repeat<r>/round<t>/latents"``;
+    where a strategy gave them (:attr:`strategies.base.Selection.scores`), what it ranked each sample
+    by is under ``".../round<t>/scores"`` (float32, one per sample of the set, NaN where none was given).
     """
 
     def __init__(self, path: Path) -> None:
@@ -244,12 +246,20 @@ class LabeledLog:
         return f"{strategy}/repeat{repeat}/round{round}"
 
     def add(
-        self, strategy: str, repeat: int, round: int, indices: np.ndarray, latents: np.ndarray | None = None
+        self,
+        strategy: str,
+        repeat: int,
+        round: int,
+        indices: np.ndarray,
+        latents: np.ndarray | None = None,
+        scores: np.ndarray | None = None,
     ) -> None:
         key = self.key(strategy, repeat, round)
         self.arrays[key] = np.asarray(indices, dtype=np.int64)
         if latents is not None:
             self.arrays[f"{key}/latents"] = np.asarray(latents, dtype=np.float32)
+        if scores is not None:
+            self.arrays[f"{key}/scores"] = np.asarray(scores, dtype=np.float32)
 
     def save(self, compressed: bool = False) -> None:
         """Write every array added so far (replacing the previous file atomically). Uncompressed,

@@ -62,6 +62,7 @@ class RoundFinished:
     record: RoundRecord
     sources: np.ndarray  # pool index of every training sample, -1 if synthesized
     latents: np.ndarray | None  # latent codes of the synthesized samples
+    scores: np.ndarray | None = None  # what each sample's strategy ranked it by (NaN: none), when any
 
 
 @dataclass
@@ -114,7 +115,9 @@ def run_job(
             data,
             strategy_cls,
             unit.repeat,
-            on_round=lambda record, sources, latents: emit(RoundFinished(unit, record, sources, latents)),
+            on_round=lambda record, sources, latents, scores: emit(
+                RoundFinished(unit, record, sources, latents, scores)
+            ),
             generative=generative,
             on_checkpoint=lambda t, state: emit(Checkpointed(unit, t, to_bytes(state))),
             resume=resume,

@@ -322,3 +322,23 @@ def test_a_run_in_which_no_unit_finishes_a_round_still_ends(tmp_path, blobs_task
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete with failures" and manifest["failures"][0]["rounds_done"] == 0
     assert not (out / "table.md").exists()
+
+
+def test_labeled_npz_keeps_what_each_pick_was_ranked_by(tmp_path, blobs_task):
+    out = execute(blobs_config(tmp_path, strategies=["uncertainty", "random"], repeats=1))
+    labeled = load_labeled(out / "labeled.npz")
+    scores, picks = labeled["uncertainty/repeat0/round3/scores"], labeled["uncertainty/repeat0/round3"]
+    assert scores.shape == picks.shape == (40,)
+    assert np.isnan(scores[:20]).all()  # the shared random initial set was ranked by nothing
+    for added in (scores[20:30], scores[30:40]):  # entropies, in pick order: highest first
+        assert np.isfinite(added).all() and (added > 0).all() and (np.diff(added) <= 0).all()
+    assert "random/repeat0/round3/scores" not in labeled  # random ranks nothing
+
+
+def test_a_selection_refuses_scores_that_do_not_match_its_picks():
+    from strategies.base import Selection
+
+    with pytest.raises(ValueError, match="2 scores for 3 picks"):
+        Selection(indices=np.array([1, 2, 3]), scores=np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="scores must be numbers"):
+        Selection(indices=np.array([1]), scores=np.array(["high"]))
