@@ -82,6 +82,7 @@ class SamplingByNearestNeighbour(Strategy):
         unavailable = np.zeros(len(context.pool_x), dtype=bool)
         unavailable[context.labeled] = True
         picks: list[np.ndarray] = []
+        gaps: list[np.ndarray] = []  # each pick's latent distance to the stepped point it was the nearest of
         dropped = 0
         for attempt in range(MAX_DRAWS + 1):
             need = k - sum(map(len, picks))
@@ -96,5 +97,7 @@ class SamplingByNearestNeighbour(Strategy):
             stepped = stepped.double().cpu().numpy()
             keep = codes.on_manifold(stepped) if attempt < MAX_DRAWS else np.ones(need, dtype=bool)
             dropped += int((~keep).sum())
-            picks.append(codes.nearest_available(stepped[keep], unavailable))
-        return Selection(indices=np.concatenate(picks), n_rejected=dropped)
+            chosen = codes.nearest_available(stepped[keep], unavailable)
+            picks.append(chosen)
+            gaps.append(np.linalg.norm(codes.codes[chosen] - stepped[keep][: len(chosen)], axis=1))
+        return Selection(indices=np.concatenate(picks), scores=np.concatenate(gaps), n_rejected=dropped)
