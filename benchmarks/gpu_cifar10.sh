@@ -7,9 +7,12 @@
 #   cp ../shared/data/cifar10-jpeg.zip .gpu/
 # Then run, from the repository root:  OUT=/some/folder bash benchmarks/gpu_cifar10.sh
 # Settings (environment): REPEATS (default 5), STRATEGIES (default random,snn), EXTRA (more
-# `bench run` flags, e.g. "--subset 2000 --rounds 2 --epochs 1" for a dry run on a CPU).
+# `bench run` flags, e.g. "--subset 2000 --rounds 2 --epochs 1" for a dry run on a CPU), SPEED
+# (default 1; 0 skips the speed benchmark, as benchmarks/gpu_field.sh does).
 . "$(dirname "$0")/gpu_env.sh"
-python3 benchmarks/cifar10_speed.py --batch-sizes "${BATCHES:-128,512}" 2>&1 | tee "$OUT/speed.txt"
+if [ "${SPEED:-1}" != 0 ]; then
+  python3 benchmarks/cifar10_speed.py --batch-sizes "${BATCHES:-128,512}" 2>&1 | tee "$OUT/speed.txt"
+fi
 start=$(date +%s)
 # shellcheck disable=SC2086
 python3 -m bench run --task cifar10 --strategy "${STRATEGIES:-random,snn}" --repeats "${REPEATS:-5}" \
