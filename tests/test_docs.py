@@ -179,3 +179,35 @@ def test_the_regression_task_example_meets_the_contract_and_refuses_what_needs_c
         check_task("sine")
         sine = TASKS.create("sine")
         assert STRATEGIES.get("uncertainty").refuses(sine) and not STRATEGIES.get("coreset").refuses(sine)
+
+
+def strategy_rows() -> dict[str, dict[str, str]]:
+    """The README's strategy table: each row (keyed by the strategy's name) as {column: cell}."""
+    lines = [line for line in README.read_text().splitlines() if line.startswith("| strategy |")]
+    assert len(lines) == 1, "README.md has no strategy table (a header row starting '| strategy |')"
+    text = README.read_text().splitlines()
+    start = text.index(lines[0])
+    header = [cell.strip() for cell in text[start].strip("|").split("|")]
+    rows = {}
+    for line in text[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[re.match(r"`([\w-]+)`", cells[0]).group(1)] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_the_readme_strategy_table_says_what_the_registry_says():
+    """Every built-in strategy has a row; its needs are its `requires`, its ✓ and refused are the
+    harness's, and its cost is a figure (or `refused` where MNIST refuses it)."""
+    rows = strategy_rows()
+    built_in = {name for name in STRATEGIES.names() if STRATEGIES.get(name).__module__.startswith("strategies.")}
+    assert set(rows) == built_in
+    for name, row in rows.items():
+        cls = STRATEGIES.get(name)
+        assert set(re.findall(r"`([\w-]+)`", row["needs"])) == set(cls.requires), name
+        for task in ("mnist", "cifar10", "ivus"):
+            refused = cls.refuses(TASKS.get(task)()) is not None
+            assert row[f"`{task}`"] == ("refused" if refused else "✓"), f"{name} on {task}"
+        cost = row["select s/round, MNIST"]
+        assert cost == "refused" if cls.refuses(TASKS.get("mnist")()) else re.fullmatch(r"\d+(\.\d+)?", cost), name
