@@ -2,12 +2,15 @@
 memory, each strategy in a fresh process.
 
     python benchmarks/selection_scale.py [--sizes 60000 1000000] [--k 500] [--threads 2]
-        [--device cpu] [--strategies random uncertainty coreset snn] [--kinds latent isotropic]
+        [--device cpu] [--strategies random uncertainty coreset coreset-plain snn badge lcmd]
+        [--kinds latent isotropic]
 
 The pool holds 512-d embeddings of 10 classes: ``latent`` embeddings are relu(Z @ W) of a 20-d
 latent Z whose first 3 coordinates are the class (10 class centres plus noise), ``isotropic`` ones
 are standard Gaussian (core-set's worst case; run for core-set only). 500 random samples are
-labeled. The harness's selection path runs as in a real round, through
+labeled. ``coreset-plain`` is core-set with its plain update on every pick (``path="plain"``,
+the reference for the strategies built on that update: BADGE's and LCMD's per-pick work is the
+same mat-vec over the pool). The harness's selection path runs as in a real round, through
 ``bench.run.loop.selection_context``: the target model is a tiny stand-in whose ``embed`` returns the
 stored embeddings and whose forward is a Linear layer to 10 logits (so ``pool_embeddings`` and
 ``pool_probabilities`` are computed by the harness's batched inference), and SNN's generative
@@ -19,9 +22,10 @@ memory measured: on the CPU the process's peak resident set during the phase (Vm
 each phase through /proc/self/clear_refs) less its resident set at the phase's start; on a GPU
 ``torch.cuda.max_memory_allocated`` less the memory allocated at the start. The phases are
 
-* ``prepare``: what the harness (or the strategy, once per run) computes before ``select``:
-  ``pool_embeddings`` for core-set (one copy of the embeddings, made by the harness's batched
-  inference), ``pool_probabilities`` for uncertainty, the pool's codes and KD-tree for SNN;
+* ``prepare``: what the harness (or the strategy, once per run) computes before ``select``
+  (:data:`PREPARE`): ``pool_embeddings`` for core-set and LCMD (one copy of the embeddings, made
+  by the harness's batched inference), ``pool_probabilities`` for uncertainty, both for BADGE,
+  the pool's codes and KD-tree for SNN;
 * ``select``: the strategy's ``select(context, k)`` with that cached.
 
 The table gives both, the select phase's peak also in units of one pool-sized float32 vector
@@ -47,14 +51,59 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a checkout that is not installed
 
+import strategies.badge  # noqa: E402,F401  (registers badge and lcmd until strategies/__init__.py does)
+import strategies.lcmd  # noqa: E402,F401
 from bench.run.config import resolve_device  # noqa: E402
 from bench.run.loop import selection_context  # noqa: E402
-from strategies import STRATEGIES  # noqa: E402
+from strategies import STRATEGIES, Strategy  # noqa: E402
+from strategies.base import Selection, SelectionContext  # noqa: E402
+from strategies.coreset import CoreSet, KCenterStats, k_center_greedy  # noqa: E402
 from tasks.base import Capability, Metric, Protocol, Task  # noqa: E402
 
 DIM, CLASSES, CODE_DIM, LATENT_DIM = 512, 10, 3, 20
 BLOCK = 65536  # rows generated at a time (the pool is filled in place: no pool-sized temporaries)
 MIB = 2**20
+
+
+class PlainCoreSet(CoreSet):
+    """Core-set with the plain update on every pick (not registered: this benchmark's reference)."""
+
+    name = "coreset-plain"
+
+    def select(self, context: SelectionContext, k: int) -> Selection:
+        self.stats = KCenterStats()
+        picks = k_center_greedy(context.pool_embeddings, context.labeled, k, path="plain", stats=self.stats)
+        return Selection(indices=np.asarray(picks, dtype=np.int64), scores=np.asarray(self.stats.distances))
+
+
+#: The strategies run by default, in this order (add a new pool strategy here and, when the harness
+#: computes something for it before ``select``, to :data:`PREPARE`).
+STRATEGY_NAMES = ["random", "uncertainty", "coreset", "coreset-plain", "snn", "badge", "lcmd"]
+#: Benchmark-only variants of registered strategies, by name.
+VARIANTS: dict[str, type[Strategy]] = {"coreset-plain": PlainCoreSet}
+#: What the harness computes (cached in the context) before each strategy's ``select``: the
+#: prepare phase. A strategy that computes something of its own once per run (SNN's pool codes)
+#: is prepared in :func:`prepare`.
+PREPARE: dict[str, tuple[str, ...]] = {
+    "random": (),
+    "uncertainty": ("pool_probabilities",),
+    "coreset": ("pool_embeddings",),
+    "coreset-plain": ("pool_embeddings",),
+    "badge": ("pool_probabilities", "pool_embeddings"),
+    "lcmd": ("pool_embeddings",),
+}
+
+
+def create(name: str) -> Strategy:
+    return VARIANTS[name]() if name in VARIANTS else STRATEGIES.create(name)
+
+
+def prepare(name: str, strategy: Strategy, context: SelectionContext) -> None:
+    """The prepare phase of strategy ``name`` (see :data:`PREPARE`)."""
+    for attribute in PREPARE.get(name, ()):
+        getattr(context, attribute)
+    if name == "snn":
+        strategy.pool_codes(context)  # type: ignore[attr-defined]  # SNN's codes and KD-tree
 
 
 class Model(nn.Module):
@@ -173,7 +222,7 @@ def warm_up(strategy_name: str, kind: str, k: int, device: torch.device) -> None
     index = torch.as_tensor(labeled, device=device)
     rng = np.random.default_rng(1)
     context = selection_context(SyntheticPool(), model, x, labeled, x[index], y[index], rng, 1, generative=generative)
-    STRATEGIES.create(strategy_name).select(context, k)
+    create(strategy_name).select(context, k)
 
 
 def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device: torch.device) -> dict:
@@ -190,15 +239,10 @@ def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device
     index = torch.as_tensor(labeled, device=device)
     context = selection_context(task, model, x, labeled, x[index], y[index], rng, 1, generative=generative)
     warm_up(strategy_name, kind, k, device)  # the libraries' code and buffers are not the pool's
-    strategy = STRATEGIES.create(strategy_name)
+    strategy = create(strategy_name)
     built = torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_kib("VmHWM") * 1024
-    with Peak(device) as prepare:
-        if strategy_name == "coreset":
-            _ = context.pool_embeddings
-        elif strategy_name == "uncertainty":
-            _ = context.pool_probabilities
-        elif strategy_name == "snn":
-            strategy.pool_codes(context)
+    with Peak(device) as prepared:
+        prepare(strategy_name, strategy, context)
     with Peak(device) as select:
         selection = strategy.select(context, k)
     assert len(np.unique(selection.indices)) == k
@@ -209,11 +253,11 @@ def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device
         k=k,
         device=str(device),
         threads=torch.get_num_threads(),
-        prepare_s=prepare.seconds,
-        prepare_mib=prepare.bytes / MIB,
+        prepare_s=prepared.seconds,
+        prepare_mib=prepared.bytes / MIB,
         select_s=select.seconds,
         select_mib=select.bytes / MIB,
-        peak_gib=max(built, prepare.total, select.total) / 2**30,
+        peak_gib=max(built, prepared.total, select.total) / 2**30,
         pool_mib=x.numel() * 4 / MIB,
         vector_mib=4 * n / MIB,
     )
@@ -226,9 +270,9 @@ def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[60000, 1000000])
-    parser.add_argument("--strategies", nargs="+", default=["random", "uncertainty", "coreset", "snn"])
+    parser.add_argument("--strategies", nargs="+", default=STRATEGY_NAMES)
     parser.add_argument(
-        "--kinds", nargs="+", default=["latent", "isotropic"], help="embedding kinds; isotropic runs for core-set only"
+        "--kinds", nargs="+", default=["latent", "isotropic"], help="embedding kinds; isotropic for core-set only"
     )
     parser.add_argument("--k", type=int, default=500)
     parser.add_argument("--labeled", type=int, default=500)
@@ -266,7 +310,7 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MALLOC_MMAP_THRESHOLD_="65536")
     for n in args.sizes:
         for name in args.strategies:
-            for kind in args.kinds if name == "coreset" else args.kinds[:1]:
+            for kind in args.kinds if name.startswith("coreset") else args.kinds[:1]:
                 command = [
                     sys.executable,
                     __file__,
