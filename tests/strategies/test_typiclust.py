@@ -110,13 +110,12 @@ def test_contract_on_blobs(check, options):
     check("typiclust", options=options)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("space", ["generative", "model"])
-def test_contract_on_mnist(space):
+def test_contract_on_mnist(space, mnist_root, shared_data):
     check_strategy("typiclust", task="mnist", options={"space": space})
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the IVUS VAE (300 epochs) trains in about 100 s on one thread; both spaces need it
 @pytest.mark.parametrize("space", ["generative", "model"])
-def test_contract_on_ivus(space):
+def test_contract_on_ivus(space, shared_data):
     check_strategy("typiclust", task="ivus", options={"space": space})
