@@ -53,11 +53,13 @@ sys.path.insert(0, str(ROOT))  # a checkout that is not installed
 
 import strategies.badge  # noqa: E402,F401  (registers badge and lcmd until strategies/__init__.py does)
 import strategies.lcmd  # noqa: E402,F401
+import strategies.typiclust  # noqa: E402,F401  (registers typiclust until strategies/__init__.py does)
 from bench.run.config import resolve_device  # noqa: E402
 from bench.run.loop import selection_context  # noqa: E402
 from strategies import STRATEGIES, Strategy  # noqa: E402
 from strategies.base import Selection, SelectionContext  # noqa: E402
 from strategies.coreset import CoreSet, KCenterStats, k_center_greedy  # noqa: E402
+from strategies.typiclust import TypiClust, TypiClustStats  # noqa: E402
 from tasks.base import Capability, Metric, Protocol, Task  # noqa: E402
 
 DIM, CLASSES, CODE_DIM, LATENT_DIM = 512, 10, 3, 20
@@ -76,11 +78,30 @@ class PlainCoreSet(CoreSet):
         return Selection(indices=np.asarray(picks, dtype=np.int64), scores=np.asarray(self.stats.distances))
 
 
+class ModelSpaceTypiClust(TypiClust):
+    """TypiClust clustering F's features (the 512-d embeddings) rather than the 3-d codes."""
+
+    name = "typiclust-model"
+
+    def __init__(self) -> None:
+        super().__init__(space="model")
+
+
 #: The strategies run by default, in this order (add a new pool strategy here and, when the harness
 #: computes something for it before ``select``, to :data:`PREPARE`).
-STRATEGY_NAMES = ["random", "uncertainty", "coreset", "coreset-plain", "snn", "badge", "lcmd"]
+STRATEGY_NAMES = [
+    "random",
+    "uncertainty",
+    "coreset",
+    "coreset-plain",
+    "snn",
+    "badge",
+    "lcmd",
+    "typiclust",
+    "typiclust-model",
+]
 #: Benchmark-only variants of registered strategies, by name.
-VARIANTS: dict[str, type[Strategy]] = {"coreset-plain": PlainCoreSet}
+VARIANTS: dict[str, type[Strategy]] = {"coreset-plain": PlainCoreSet, "typiclust-model": ModelSpaceTypiClust}
 #: What the harness computes (cached in the context) before each strategy's ``select``: the
 #: prepare phase. A strategy that computes something of its own once per run (SNN's pool codes)
 #: is prepared in :func:`prepare`.
@@ -91,6 +112,7 @@ PREPARE: dict[str, tuple[str, ...]] = {
     "coreset-plain": ("pool_embeddings",),
     "badge": ("pool_probabilities", "pool_embeddings"),
     "lcmd": ("pool_embeddings",),
+    "typiclust-model": ("pool_embeddings",),
 }
 
 
@@ -104,6 +126,8 @@ def prepare(name: str, strategy: Strategy, context: SelectionContext) -> None:
         getattr(context, attribute)
     if name == "snn":
         strategy.pool_codes(context)  # type: ignore[attr-defined]  # SNN's codes and KD-tree
+    if name == "typiclust":
+        strategy.features(context)  # type: ignore[attr-defined]  # the pool's codes, cached once per run
 
 
 class Model(nn.Module):
@@ -262,8 +286,14 @@ def worker(strategy_name: str, n: int, kind: str, k: int, labeled_n: int, device
         vector_mib=4 * n / MIB,
     )
     stats = getattr(strategy, "stats", None)
-    if stats is not None:
-        result["paths"] = f"{stats.plain_picks} plain / {stats.bound_picks} bound"
+    if isinstance(stats, KCenterStats):
+        result["paths"] = f"{stats.plain_picks} plain / {stats.bound_picks} bound picks"
+    if isinstance(stats, TypiClustStats):
+        result["paths"] = (
+            f"{stats.method} k-means, {stats.clusters} clusters, {stats.iterations} "
+            f"{'iterations' if stats.method == 'lloyd' else 'batches'}: {stats.kmeans_s:.1f} s; "
+            f"typicality in {stats.chosen} clusters: {stats.typicality_s:.1f} s"
+        )
     return result
 
 
@@ -332,7 +362,7 @@ def main() -> None:
                     print(f"| {name} | {kind} | {n:,} | {args.k} | failed: {done.stderr.strip().splitlines()[-1:]} |")
                     continue
                 r = json.loads(done.stdout.strip().splitlines()[-1])
-                notes = f"pool {r['pool_mib']:,.0f} MiB" + (f"; {r['paths']} picks" if "paths" in r else "")
+                notes = f"pool {r['pool_mib']:,.0f} MiB" + (f"; {r['paths']}" if "paths" in r else "")
                 print(
                     f"| {name} | {kind} | {n:,} | {args.k} | {r['prepare_s']:.2f} | {r['prepare_mib']:,.1f} | "
                     f"{r['select_s']:.2f} | {r['select_mib']:,.1f} | {r['select_mib'] / r['vector_mib']:.1f} | "

@@ -98,6 +98,16 @@ def test_whole_pool_and_fewer_unlabeled_than_clusters():
         typiclust(x, labeled, 16, 500, 20, torch.Generator().manual_seed(0))
 
 
+def test_large_clusters_are_measured_on_a_subset_yet_the_whole_pool_can_be_taken(monkeypatch):
+    monkeypatch.setattr(tc, "MAX_TYPICALITY_POINTS", 16)
+    x, blob = blobs(np.array([[0.0, 0.0], [30.0, 0.0]]), 50, 1.0, seed=5)
+    labeled = np.array([0, 50])
+    picks, _ = typiclust(x, labeled, 2, 500, 20, torch.Generator().manual_seed(0))
+    assert len(set(picks)) == 2 and not set(picks) & {0, 50}
+    everything, scores = typiclust(x, labeled, 98, 2, 20, torch.Generator().manual_seed(0))
+    assert np.array_equal(np.sort(everything), np.setdiff1d(np.arange(100), labeled)) and len(scores) == 98
+
+
 @pytest.mark.parametrize("option", [{"space": "pixels"}, {"max_clusters": 0}, {"neighbours": -1}, {"neighbours": 2.5}])
 def test_refuses_bad_options(option):
     with pytest.raises(ValueError, match=next(iter(option))):
