@@ -20,7 +20,7 @@ nearest unlabeled pool sample not already taken this round, in the feature space
 What was kept from the paper: the prior draw, gradient steps on z that raise F's predictive
 entropy of the synthesized sample, and the retrieval of real pool samples by nearest neighbour
 (no synthetic sample is ever labeled), one synthesized sample per pick by default.
-What was changed: the paper trains a GAN of its own (DCGAN / WGAN-GP); here the generator is the
+What was changed: the paper trains a GAN of its own (a Wasserstein GAN); here the generator is the
 task's cached generative model (the MNIST VAE, CIFAR-10's alpha-GAN; latent_dim 3). Its steps are
 normalised (z <- z + step * grad / |grad|, as SNN's alpha; a zero gradient, where F saturates,
 takes a random unit direction from ``context.rng``), so ``step`` is in latent units (the prior's
@@ -34,10 +34,17 @@ discriminator for every task, and the choice here is between F's features (what 
 alike; recomputed every round, so the search is linear in the pool, like uncertainty sampling)
 and the latent codes (fixed; sub-linear as in the paper, but only 3-d, where many pool samples
 share a neighbourhood). The default ``"model"`` is the one whose picks F finds the more
-uncertain in our measurements (the report of the commit that added this module gives them);
+uncertain: on an MNIST subset of 20,000 (F trained 5 epochs on 1,000 random labels, 90.5% test
+accuracy; the VAE of the task; k = 300; 3 seeds), the picks' mean entropy under F was 0.876 nats
+(+- 0.014) in F's features, 0.681 (+- 0.014) in the latent codes and 0.259 (+- 0.015) for random
+picks (the pool's 300 most uncertain: 1.491); the synthesized samples' 1.225, up from 0.505 at
+their prior draws. On 5,000 with 200 labels (60.4%, k = 100) likewise: 2.061, 1.977 and 1.560
+(most uncertain 2.165). Longer paths raise both further (steps x step = 10 x 0.5: synthesized
+1.378, picks 0.971) at the cost of drifting from the prior; the default keeps each point within
+one prior standard deviation of its draw. A selection took 3.5-4.0 s (model) and 1.4-1.8 s
+(latent, the pool's codes and KD-tree included) on one CPU thread at that size.
 ``space="latent"`` is the paper's sub-linear variant. ``candidates`` (default 1) synthesizes
-``candidates * k`` points and keeps the ``k`` of highest entropy (an ablation; the paper's
-``1``).
+``candidates * k`` points and keeps the ``k`` of highest entropy (an ablation of ours).
 
 ``Selection.scores`` holds each pick's synthesized sample's entropy H(F(G(z))) in nats, the
 quantity the queries were ranked by (not the pick's own entropy).
