@@ -1,13 +1,12 @@
 """Sampling strategies and their registry. Add one with ``@register_strategy("name")`` on a Strategy."""
 
-# registers the built-ins, the baseline first
-from strategies import (  # noqa: E402,F401
-    coreset,
-    random,  # noqa: E402,F401,I001
-    si,
-    snn,
-    uncertainty,
-)
+# isort: off
+# registers the built-ins in the order `list` and `--strategy all` use: the baseline, the paper's
+# two, then the others by year of their paper
+from strategies import random, snn, si  # noqa: F401
+from strategies import uncertainty, coreset, vaal, badge, asal, typiclust, lcmd  # noqa: F401
+
+# isort: on
 from strategies.base import Selection, SelectionContext, Strategy
 from strategies.registry import STRATEGIES, list_strategies, register_strategy
 
