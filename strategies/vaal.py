@@ -40,6 +40,15 @@ Changed, and why:
   per round, warm-started (nets and Adam states carried across rounds in :meth:`state_dict`, so a
   resumed run picks the same samples). Batches are drawn with replacement from ``context.rng``.
 
+Cost (``select_s``; measured with ``--threads 1`` on the shared 2-core CPU, load average 2-4,
+so about twice an idle machine's): MNIST (784 values, 60k pool, batch 64) 21.8 s for the first
+selection (300 iterations and the pool's scoring) and 9.8 s for each later one (100 iterations):
+about 0.06 s an iteration and 4 s to score 59k samples, some 100 s per 10-round repeat. IVUS
+(64x64 masks, 4,096 values, 990 pool) 58.5 s, then 21.2 s (about 0.19 s an iteration). On inputs
+of a few values (Blobs' 8) the codes collapse onto the prior (the KL and adversarial terms outweigh
+a reconstruction of 8 values) and the discriminator barely separates anything; on image-sized
+inputs it does (the tests).
+
 Left open: their per-round re-initialisation (their main.py builds new nets every split; we warm-
 start, which the issue asks for and which makes a small per-round budget work).
 

@@ -51,7 +51,6 @@ def test_meets_the_contract_at_its_default_budget():
     check_strategy("vaal")
 
 
-@pytest.mark.slow
 def test_meets_the_contract_on_mnist(shared_data, mnist_root):
     check_strategy("vaal", task="mnist", options=FAST)
 
