@@ -51,9 +51,6 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a checkout that is not installed
 
-import strategies.badge  # noqa: E402,F401  (registers badge and lcmd until strategies/__init__.py does)
-import strategies.lcmd  # noqa: E402,F401
-import strategies.typiclust  # noqa: E402,F401  (registers typiclust until strategies/__init__.py does)
 from bench.run.config import resolve_device  # noqa: E402
 from bench.run.loop import selection_context  # noqa: E402
 from strategies import STRATEGIES, Strategy  # noqa: E402

@@ -238,13 +238,6 @@ def test_meets_the_contract_on_mnist_in_the_latent_space(mnist_root, shared_data
     check_strategy(AdversarialSampling, task="mnist", options={"space": "latent"})
 
 
-@pytest.mark.slow
-def test_meets_the_contract_on_cifar10(cifar_root, shared_data):
-    # about 280 s on a shared 2-core machine, nearly all of it the checks' round 1 on CIFAR-10
-    # (reading the images and training the alpha-GAN on the 400-sample subset)
-    check_strategy(AdversarialSampling, task="cifar10")
-
-
 def test_asal_is_refused_on_ivus_which_has_no_class_probabilities():
     from bench.run.config import ConfigError, RunConfig
     from bench.run.plan import plan_run

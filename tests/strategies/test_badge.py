@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-import strategies.badge  # noqa: F401  (registers "badge" until strategies/__init__.py imports it)
 from bench.testing import STRATEGY_CHECKS
 from strategies.badge import badge_seeding
 

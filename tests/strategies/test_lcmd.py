@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import strategies.lcmd  # noqa: F401  (registers "lcmd" until strategies/__init__.py imports it)
 from bench.testing import STRATEGY_CHECKS
 from strategies.lcmd import largest_cluster_max_distance
 

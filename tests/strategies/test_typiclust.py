@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import strategies.typiclust as tc  # registers "typiclust"
+import strategies.typiclust as tc
 from bench.testing import STRATEGY_CHECKS, check_strategy
 from strategies.typiclust import TypiClust, TypiClustStats, kmeans, picks_per_cluster, typicality, typiclust
 
