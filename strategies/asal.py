@@ -50,14 +50,14 @@ one prior standard deviation of its draw. A selection took 3.5-4.0 s (model) and
 quantity the queries were ranked by (not the pick's own entropy).
 
 Requirements: class probabilities (the entropy) and the generative model always; F's embeddings
-for ``space="model"``. ``requires`` is a class attribute, so it declares all three: with
-``space="latent"`` a task without embeddings is refused although that variant would not use them
-(no in-tree task is such: mnist and cifar10 have all three, ivus lacks class probabilities).
+for ``space="model"`` only (``requires`` declares all three, :meth:`AdversarialSampling.requirements`
+says which the options need).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,6 +186,14 @@ class AdversarialSampling(Strategy):
         "(Mayer & Timofte, WACV 2020)"
     )
     requires = frozenset({Capability.PROBABILITIES, Capability.GENERATIVE, Capability.EMBEDDINGS})
+
+    @classmethod
+    def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """Class probabilities and the generative model always; F's embeddings for
+        ``space="model"`` (the default) only."""
+        if options.get("space", "model") == "latent":
+            return frozenset({Capability.PROBABILITIES, Capability.GENERATIVE})
+        return frozenset(cls.requires)
 
     def __init__(self, steps: int = 10, step: float = 0.1, space: str = "model", candidates: int = 1) -> None:
         """``steps``: gradient steps per latent point (0: the prior draws as they are);

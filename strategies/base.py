@@ -10,7 +10,7 @@ are never visible here. A strategy imports only this module, ``strategies`` (to 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -233,7 +233,8 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
-    requires: ClassVar[frozenset[str]] = frozenset()  # capabilities (see tasks.base.Capability)
+    # capabilities (see tasks.base.Capability): all that any of its options may need
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def select(self, context: SelectionContext, k: int) -> Selection:
@@ -256,11 +257,21 @@ class Strategy(ABC):
             raise NotImplementedError(f"strategy {self.name!r} saved state but cannot load it")
 
     @classmethod
-    def refuses(cls, task: Task) -> str | None:
-        """Why this strategy cannot run on ``task``, or None when it can. By default: the
-        capabilities in ``requires`` that the task lacks; override it (calling this first) to
-        refuse a task for reasons of the strategy's own. The harness refuses the pair with exit 2."""
-        missing = sorted(set(cls.requires) - set(task.capabilities))
+    def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """The capabilities the strategy needs with ``options`` (its constructor's keyword
+        arguments as a run sets them; the others at their defaults): ``requires`` by default.
+        Override it where an option changes what is used (e.g. a feature space), returning a
+        part of ``requires``; the harness then plans (and refuses, and builds a generative model)
+        by it."""
+        return frozenset(cls.requires)
+
+    @classmethod
+    def refuses(cls, task: Task, options: Mapping[str, Any] | None = None) -> str | None:
+        """Why this strategy, with ``options`` (as in :meth:`requirements`; None: its defaults),
+        cannot run on ``task``, or None when it can. By default: the capabilities it needs that
+        the task lacks; override it (calling this first) to refuse a task for reasons of the
+        strategy's own. The harness refuses the pair with exit 2."""
+        missing = sorted(set(cls.requirements(options or {})) - set(task.capabilities))
         if not missing:
             return None
         return f"it needs {' and '.join(map(describe_capability, missing))}, which {task.name} does not provide"

@@ -60,7 +60,9 @@ change during a run and are cached on the instance (not checkpointed, like SNN's
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -301,10 +303,14 @@ class TypiClust(Strategy):
         "the most typical point of each large k-means cluster without a labeled sample "
         "(TPC-RP, Hacohen et al., ICML 2022), in the generative codes or F's features"
     )
-    # Each space uses one of these; the harness reads `requires` from the class (before any
-    # option is applied) and builds the generative model only for a strategy that declares it,
-    # so both are declared (every built-in task provides both).
-    requires = frozenset({Capability.GENERATIVE, Capability.EMBEDDINGS})
+    requires = frozenset({Capability.GENERATIVE, Capability.EMBEDDINGS})  # one per space: see requirements
+
+    @classmethod
+    def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """The generative model for ``space="generative"`` (the default), F's embeddings for
+        ``space="model"``."""
+        space = options.get("space", "generative")
+        return frozenset({Capability.EMBEDDINGS if space == "model" else Capability.GENERATIVE})
 
     def __init__(self, space: str = "generative", max_clusters: int = 500, neighbours: int = 20) -> None:
         if space not in SPACES:

@@ -276,7 +276,7 @@ def plan_run(config: RunConfig) -> Plan:
             cls = STRATEGIES.get(name)
         except UnknownNameError as err:
             raise ConfigError(str(err)) from None
-        why = cls.refuses(task)
+        why = cls.refuses(task, strategy_options(cls, config.strategy_options))
         if why is not None:
             raise ConfigError(
                 f"strategy {name!r} does not apply to task {task.name!r}: {why}. "
@@ -322,7 +322,9 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
     """The settings of the task's generative model when a chosen strategy needs one (the task's,
     with ``--latent-dim`` and ``--generative-option`` applied), else None."""
     options = config.generative_options
-    if not any(Capability.GENERATIVE in s.requires for s in strategies):
+    if not any(
+        Capability.GENERATIVE in s.requirements(strategy_options(s, config.strategy_options)) for s in strategies
+    ):
         if options:
             raise ConfigError("--generative-option given, but no chosen strategy uses a generative model")
         return None

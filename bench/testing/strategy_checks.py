@@ -201,17 +201,22 @@ def _without(base: type[Task], capability: str) -> type[Task]:
 
 
 def requires_is_honest(strategy: StrategyLike, task: TaskLike = None, options: Options = None) -> None:
-    """For each capability in ``requires``, the task without it is refused by the strategy
-    (``refuses``) and by the harness's planning (ConfigError); and the strategy selects with only
-    what it declares (the other built-in capabilities withheld: F's embeddings, its class
-    probabilities, dropout, the generative model, the labeler of synthetic inputs)."""
+    """For each capability the strategy needs with its options (``requirements``, a part of
+    ``requires``), the task without it is refused by the strategy (``refuses``) and by the
+    harness's planning (ConfigError); and the strategy selects with only those (the other
+    built-in capabilities withheld: F's embeddings, its class probabilities, dropout, the
+    generative model, the labeler of synthetic inputs)."""
     with _checking(strategy, task, options) as it:
         cls = it.strategy
         plan_run(it.config())
-        for capability in sorted(cls.requires):
+        given = strategy_options(cls, it.options)
+        needed = frozenset(cls.requirements(given))
+        extra = sorted(needed - set(cls.requires))
+        assert not extra, f"{it}: requirements() names {extra}, which its requires does not declare"
+        for capability in sorted(needed):
             variant = _without(TASKS.get(it.task), capability)
             with registered(variant):
-                assert cls.refuses(create_task(variant.name)) is not None, (
+                assert cls.refuses(create_task(variant.name), given) is not None, (
                     f"{it}: requires {capability!r}, yet its refuses() accepts {variant.name!r}, which lacks it"
                 )
                 try:
@@ -224,15 +229,15 @@ def requires_is_honest(strategy: StrategyLike, task: TaskLike = None, options: O
                 )
         unit = it.round_one().unit()
         try:
-            unit.strategy.select(_declared_only(unit, frozenset(cls.requires)), 5)
+            unit.strategy.select(_declared_only(unit, needed), 5)
         except CapabilityError as err:
             raise AssertionError(
-                f"{it}, k=5: with only the capabilities its requires declares ({sorted(cls.requires)}; "
+                f"{it}, k=5: with only the capabilities it declares ({sorted(needed)}; "
                 f"the others withheld) it failed: {err}"
             ) from None
         except Exception as err:
             raise AssertionError(
-                f"{it}, k=5: selecting with only the declared capabilities {sorted(cls.requires)} "
+                f"{it}, k=5: selecting with only the declared capabilities {sorted(needed)} "
                 f"failed ({type(err).__name__}: {err}); does it use one it does not declare?"
             ) from err
 

@@ -158,7 +158,7 @@ class RefusesNothing(UncertaintySampling):
     name = "refuses-nothing"
 
     @classmethod
-    def refuses(cls, task):
+    def refuses(cls, task, options=None):
         return None
 
 
@@ -200,7 +200,7 @@ class UnsafeState(Forgetful):
         (
             UsesEmbeddings,
             "requires_is_honest",
-            r"strategy 'uses-embeddings' on task 'blobs', k=5: with only the capabilities its requires declares "
+            r"strategy 'uses-embeddings' on task 'blobs', k=5: with only the capabilities it declares "
             r"\(\[\]; the others withheld\) it failed: context.embed \(or context.pool_embeddings\) needs "
             r"embeddings from the target model .* declares 'embeddings' in its `requires`",
         ),
