@@ -31,6 +31,7 @@ from tasks import TASKS  # noqa: E402
 def measure(task_name: str, data_root: Path) -> dict[str, float]:
     """Seconds of VAAL's first and second selection on ``task_name``'s pool."""
     task = TASKS.get(task_name)()
+    task.progress = False  # as under --quiet
     data = task.load(data_root, download=False)
     protocol = task.protocol
     rng = np.random.default_rng(0)
