@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout that 
 from strategies.coreset import (  # noqa: E402
     KCenterStats,
     _principal_axes,
-    _squared_min_distances,
-    _squared_norms,
     k_center_greedy,
+    nearest_centre_distances,
+    squared_norms,
 )
 
 PREVIOUS_SLACK = 1e-5
@@ -56,7 +56,7 @@ def previous_k_center_greedy(embeddings: Tensor, labeled_idx, k: int) -> list[in
     which compute the same values)."""
     x = embeddings.detach().float()
     labeled = torch.as_tensor(np.asarray(labeled_idx, dtype=np.int64).reshape(-1), device=x.device)
-    min_sq = _squared_min_distances(x, _squared_norms(x), labeled)
+    min_sq, _ = nearest_centre_distances(x, squared_norms(x), labeled)
     min_sq[labeled] = -1.0
     projected = x @ _principal_axes(x, 32)
     projected_sq = projected.pow(2).sum(1)

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from strategies.base import Selection, SelectionContext, Strategy
-from strategies.coreset import _squared_norms
+from strategies.coreset import squared_norms
 from strategies.registry import register_strategy
 from tasks.base import Capability
 
@@ -73,7 +73,7 @@ def badge_seeding(
     h = h if h.is_contiguous() else h.contiguous()
     a = probabilities.detach().float().clone()  # [N, C]: p - onehot(argmax p)
     a[torch.arange(n, device=a.device), a.argmax(1)] -= 1.0
-    g_sq = _squared_norms(a).mul_(_squared_norms(h))  # ||g_i||^2 [N]
+    g_sq = squared_norms(a).mul_(squared_norms(h))  # ||g_i||^2 [N]
     index = torch.as_tensor(np.asarray(candidates, dtype=np.int64), device=a.device)
     others = torch.ones(n, dtype=torch.bool, device=a.device)
     others[index] = False

@@ -95,7 +95,7 @@ def break_even_fraction(n: int, d: int, k: int) -> float:
     return max(0.0, BREAK_EVEN_SCALE * (1.0 - BREAK_EVEN_DIM / d))
 
 
-def _squared_norms(x: Tensor) -> Tensor:
+def squared_norms(x: Tensor) -> Tensor:
     """|x_i|^2 for each row of ``x`` [N, d], in blocks of rows (float32 [N])."""
     out = torch.empty(len(x), device=x.device, dtype=x.dtype)
     for start in range(0, len(x), CHUNK):
@@ -103,20 +103,25 @@ def _squared_norms(x: Tensor) -> Tensor:
     return out
 
 
-def _squared_min_distances(x: Tensor, x_sq: Tensor, centres: Tensor) -> Tensor:
+def nearest_centre_distances(x: Tensor, x_sq: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
     """Squared Euclidean distance from each row of ``x`` [N, d] to its nearest row among
-    ``x[centres]`` (``x_sq``: the rows' squared norms), in blocks of CHUNK rows by CENTRE_CHUNK
-    centres (float32 [N]; infinite with no centres)."""
+    ``x[centres]`` (float32 [N], clamped at 0; infinite with no centres) and that centre's
+    position in ``centres`` (int64 [N]; the first on ties), in blocks of CHUNK rows by
+    CENTRE_CHUNK centres (``x_sq``: the rows' squared norms)."""
     out = torch.full((len(x),), float("inf"), device=x.device, dtype=x.dtype)
+    which = torch.zeros(len(x), device=x.device, dtype=torch.int64)
     for c_start in range(0, len(centres), CENTRE_CHUNK):
         index = centres[c_start : c_start + CENTRE_CHUNK]
         c, c_sq = x[index], x_sq[index]
         for start in range(0, len(x), CHUNK):
-            block = x[start : start + CHUNK]
-            sq = torch.addmm(c_sq, block, c.T, alpha=-2.0).add_(x_sq[start : start + CHUNK, None])
-            nearest = sq.min(dim=1).values.clamp_min_(0.0)
-            torch.minimum(out[start : start + CHUNK], nearest, out=out[start : start + CHUNK])
-    return out
+            rows = slice(start, start + CHUNK)
+            sq = torch.addmm(c_sq, x[rows], c.T, alpha=-2.0).add_(x_sq[rows, None])
+            nearest, position = sq.min(dim=1)
+            nearest.clamp_min_(0.0)
+            closer = nearest < out[rows]  # strictly: an earlier block keeps its ties
+            out[rows] = torch.where(closer, nearest, out[rows])
+            which[rows] = torch.where(closer, position + c_start, which[rows])
+    return out, which
 
 
 def _principal_axes(x: Tensor, dim: int) -> Tensor:
@@ -170,7 +175,7 @@ class _Bound:
             self.projected = torch.empty(n, dim, device=self.x.device, dtype=self.x.dtype)
             for start in range(0, n, CHUNK):
                 torch.matmul(self.x[start : start + CHUNK], self.axes, out=self.projected[start : start + CHUNK])
-            self.projected_sq = _squared_norms(self.projected).mul_(1.0 - SLACK)
+            self.projected_sq = squared_norms(self.projected).mul_(1.0 - SLACK)
             self.bound = torch.empty(n, device=self.x.device, dtype=self.x.dtype)
             self.below = torch.empty(n, device=self.x.device, dtype=torch.bool)
         centre = self.projected[i]
@@ -203,8 +208,8 @@ def k_center_greedy(
     labeled = torch.unique(torch.as_tensor(np.asarray(labeled_idx, dtype=np.int64).reshape(-1), device=x.device))
     if k > n - len(labeled):
         raise ValueError(f"cannot pick {k} new points: only {n - len(labeled)} are unlabeled")
-    x_sq = _squared_norms(x)
-    min_sq = _squared_min_distances(x, x_sq, labeled)
+    x_sq = squared_norms(x)
+    min_sq, _ = nearest_centre_distances(x, x_sq, labeled)
     min_sq[labeled] = -1.0  # never picked
     p = min(PROJECTION_DIM, d)
     stats.break_even = 1.0 if path == "bound" else 0.0 if path == "plain" else break_even_fraction(n, d, k)
@@ -215,10 +220,11 @@ def k_center_greedy(
     sq = torch.empty(n, device=x.device, dtype=x.dtype)  # the plain path's distances
     rows: Tensor | None = None  # the bound path's block of gathered rows
     picks: list[int] = []
+    picked_sq = torch.empty(k, device=x.device, dtype=x.dtype)  # each pick's distance, read once at the end
     for _ in range(k):
         i = int(torch.argmax(min_sq))
+        picked_sq[len(picks)] = min_sq[i]
         picks.append(i)
-        stats.distances.append(float(min_sq[i]) ** 0.5)
         centre, centre_sq = x[i], x_sq[i]
         use_bound = bound is not None and path == "bound"
         if bound is not None and path == "auto":
@@ -247,6 +253,7 @@ def k_center_greedy(
             stats.plain_picks += 1
         min_sq[i] = -1.0
     stats.projected = bound is not None and bound.projected is not None
+    stats.distances = picked_sq.sqrt().tolist()
     return picks
 
 

@@ -44,29 +44,9 @@ import torch
 from torch import Tensor
 
 from strategies.base import Selection, SelectionContext, Strategy
-from strategies.coreset import CENTRE_CHUNK, CHUNK, _squared_norms
+from strategies.coreset import nearest_centre_distances, squared_norms
 from strategies.registry import register_strategy
 from tasks.base import Capability
-
-
-def _nearest_centres(x: Tensor, x_sq: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-    """Squared distance from each row of ``x`` [N, d] to its nearest row among ``x[centres]``
-    (float32 [N], clamped at 0) and that centre's position in ``centres`` (int64 [N]; the first
-    on ties), in blocks of CHUNK rows by CENTRE_CHUNK centres (``x_sq``: the rows' squared norms)."""
-    out = torch.full((len(x),), float("inf"), device=x.device, dtype=x.dtype)
-    which = torch.zeros(len(x), device=x.device, dtype=torch.int64)
-    for c_start in range(0, len(centres), CENTRE_CHUNK):
-        index = centres[c_start : c_start + CENTRE_CHUNK]
-        c, c_sq = x[index], x_sq[index]
-        for start in range(0, len(x), CHUNK):
-            rows = slice(start, start + CHUNK)
-            sq = torch.addmm(c_sq, x[rows], c.T, alpha=-2.0).add_(x_sq[rows, None])
-            nearest, position = sq.min(dim=1)
-            nearest.clamp_min_(0.0)
-            closer = nearest < out[rows]  # strictly: an earlier block keeps its ties
-            out[rows] = torch.where(closer, nearest, out[rows])
-            which[rows] = torch.where(closer, position + c_start, which[rows])
-    return out, which
 
 
 def largest_cluster_max_distance(embeddings: Tensor, labeled_idx, k: int) -> tuple[list[int], list[float]]:
@@ -86,8 +66,8 @@ def largest_cluster_max_distance(embeddings: Tensor, labeled_idx, k: int) -> tup
     scores: list[float] = []
     if k <= 0:
         return picks, scores
-    x_sq = _squared_norms(x)
-    min_sq, assign = _nearest_centres(x, x_sq, labeled)
+    x_sq = squared_norms(x)
+    min_sq, assign = nearest_centre_distances(x, x_sq, labeled)
     n_centres = len(labeled)
     if n_centres:
         min_sq[labeled] = 0.0  # a centre is its own nearest (its distance exact, not rounded)

@@ -69,6 +69,7 @@ import torch
 from torch import Tensor
 
 from strategies.base import Selection, SelectionContext, Strategy
+from strategies.coreset import squared_norms
 from strategies.latent import encode_in_batches
 from strategies.registry import register_strategy
 from tasks.base import Capability
@@ -101,11 +102,6 @@ class TypiClustStats:
     typicality_s: float = 0.0  # seconds measuring typicality and ordering the picks
 
 
-def _squared_norms(x: Tensor) -> Tensor:
-    """|x_i|^2 of each row of ``x`` [N, d] (float32 [N]), in blocks of ROWS rows."""
-    return torch.cat([x[i : i + ROWS].pow(2).sum(1) for i in range(0, len(x), ROWS)])
-
-
 def nearest_centres(x: Tensor, centres: Tensor) -> Tensor:
     """Index of the nearest row of ``centres`` [C, d] for each row of ``x`` [N, d] (int64 [N]),
     in blocks of ROWS rows (memory O(ROWS x C)); ties go to the lower centre index."""
@@ -121,7 +117,7 @@ def kmeans_plus_plus(x: Tensor, clusters: int, generator: torch.Generator) -> Te
     """k-means++ seeds [clusters, d]: rows of ``x`` [n, d], the first uniform, each next one with
     probability proportional to its squared distance to the nearest seed so far (uniform when
     every point already is a seed)."""
-    x_sq = _squared_norms(x)
+    x_sq = squared_norms(x)
     seeds = torch.empty(clusters, x.shape[1], dtype=x.dtype, device=x.device)
     first = int(torch.randint(len(x), (1,), generator=generator, device=x.device))
     seeds[0] = x[first]
