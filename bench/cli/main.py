@@ -36,6 +36,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``perf``; protocol flags default to the task's own values."""
     parser.add_argument("--task", help="task name (see `python -m bench list`); required")
@@ -161,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the per-round diagnostics of the picks (pick_loss, pool_loss, pick_balance, "
         "pick_novelty in rounds.csv); they change no metric value",
+    )
+    run.add_argument(
+        "--validation",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="hold out N labeled pool samples per repeat (the same for every strategy, drawn before the "
+        "initial set), never selectable or trained on; F is scored on them every round (val_value in "
+        "rounds.csv). Their labels count as spent: n_labeled + N by round t (default 0: none)",
     )
     add_strategy_args(run)
     g = run.add_argument_group("execution (at the same --threads per unit, none of these changes a result)")
@@ -460,6 +476,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         generative_options=parse_options(args.generative_option, "--generative-option"),
         nondeterministic=args.nondeterministic,
         diagnostics=getattr(args, "diagnostics", True),
+        validation=getattr(args, "validation", 0),
     )
 
 

@@ -147,9 +147,7 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes)
         try:
-            folder = RunFolder.create(
-                out, manifest, plan_units(plan), plan.task.extra_metrics(), execution.keep_checkpoints
-            )
+            folder = RunFolder.create(out, manifest, plan_units(plan), plan.extra_columns, execution.keep_checkpoints)
         except FolderWriteError as err:
             discard_new(out)
             raise ConfigError(f"{err}; free space there, or choose another --out") from None
@@ -246,7 +244,7 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
             f"--resume {folder}: the data differ from the run's ({sizes} samples now, "
             f"{manifest.get('data')} then); point --data-root at the data the run started with"
         )
-    run_folder = RunFolder.reopen(folder, plan.task.extra_metrics(), execution.keep_checkpoints)
+    run_folder = RunFolder.reopen(folder, plan.extra_columns, execution.keep_checkpoints)
     run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
     run_units(assembly, run_folder, execution)
     return folder

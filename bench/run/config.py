@@ -29,6 +29,7 @@ LIMITS = {
     "latent_dim": 4096,
     "seed": 2**63 - 1,
     "jobs": 1024,
+    "validation": 10_000_000,
 }
 
 
@@ -80,6 +81,7 @@ class RunConfig:
     generative_options: dict[str, Any] = field(default_factory=dict)  # other fields of its spec
     nondeterministic: bool = False  # on CUDA: allow nondeterministic kernels (faster, results vary)
     diagnostics: bool = True  # measure each selection's picks (bench.run.diagnostics); changes no metric value
+    validation: int = 0  # labeled pool samples held out per repeat to validate F on (never selected or trained on)
 
     @classmethod
     def from_manifest(cls, saved: dict[str, Any]) -> RunConfig:
@@ -200,8 +202,9 @@ def resolve_score_dtype(name: str, device: torch.device, flag: str = "--score-dt
     return SCORE_DTYPES[name]
 
 
-def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
-    """Refuse impossible sizes: non-positive values, or a budget larger than the pool."""
+def check_protocol(protocol: Protocol, pool_size: int, where: str, validation: int = 0) -> None:
+    """Refuse impossible sizes: non-positive values, or a budget (with ``validation`` held-out
+    samples) larger than the pool."""
     for name in ("rounds", "initial", "epochs", "batch_size"):
         if getattr(protocol, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(protocol, name)})")
@@ -225,10 +228,12 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str) -> None:
             f"{protocol.optimizer_options or '{}'}: {err}; fix --optimizer / --optimizer-option"
         ) from None
     budget = protocol.initial + (protocol.rounds - 1) * protocol.increment
-    if budget > pool_size:
+    held = f" + {validation} validation samples = {budget + validation}" if validation else ""
+    if budget + validation > pool_size:
         raise ConfigError(
             f"impossible sizes: initial + (rounds - 1) * increment = {protocol.initial} + "
-            f"({protocol.rounds} - 1) * {protocol.increment} = {budget} labeled samples, but {where} "
+            f"({protocol.rounds} - 1) * {protocol.increment} = {budget} labeled samples{held}, but {where} "
             f"has only {pool_size}; lower --initial, --increment or --rounds"
+            + (" or --validation" if validation else "")
             + (", or raise --subset" if "subset" in where else "")
         )

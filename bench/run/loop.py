@@ -13,6 +13,7 @@ on with the same numbers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 import zlib
@@ -28,6 +29,7 @@ from bench.run.diagnostics import Diagnostics, diagnose
 from bench.run.plan import Plan
 from bench.run.probes import Probe, is_probed
 from bench.run.results import RoundRecord
+from bench.run.validation import HeldOut
 from bench.training import inference_batch, predict, train_epochs
 from labelers.lookup import LookupLabeler
 from strategies.base import Selection, SelectionContext, Strategy
@@ -53,9 +55,13 @@ def strategy_rng(seed: int, strategy: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(strategy.encode())])
 
 
-def initial_indices(seed: int, pool_size: int, k: int) -> np.ndarray:
-    """The shared random initial labeled set of a repeat (int64 [k])."""
-    return np.random.default_rng(seed).choice(pool_size, size=k, replace=False).astype(np.int64)
+def initial_indices(seed: int, pool_size: int, k: int, held_out: np.ndarray | None = None) -> np.ndarray:
+    """The shared random initial labeled set of a repeat (int64 [k]), drawn from the pool
+    indices not ``held_out`` (the repeat's validation set)."""
+    rng = np.random.default_rng(seed)
+    if held_out is None or len(held_out) == 0:
+        return rng.choice(pool_size, size=k, replace=False).astype(np.int64)
+    return rng.choice(np.setdiff1d(np.arange(pool_size), held_out), size=k, replace=False).astype(np.int64)
 
 
 def initial_weights(task: Task, seed: int) -> dict[str, Tensor]:
@@ -332,7 +338,9 @@ class UnitState:
         self.name = strategy_cls.name
         self.repeat = repeat
         self.seed = repeat_seed(plan.config.seed, repeat)
-        self.init_idx = initial_indices(self.seed, len(data.pool_x), plan.protocol.initial)
+        self.held_out = HeldOut.draw(data, self.seed, plan.config.validation)  # None without --validation
+        held = None if self.held_out is None else self.held_out.indices
+        self.init_idx = initial_indices(self.seed, len(data.pool_x), plan.protocol.initial, held)
         self.init_state = initial_weights(task, self.seed)
         self.strategy = plan.make_strategy(strategy_cls)
         torch.manual_seed(self.seed)
@@ -357,13 +365,13 @@ class UnitState:
         return make_optimizer(protocol.optimizer, self.model.parameters(), protocol.lr, protocol.optimizer_options)
 
     def context(self, t: int) -> SelectionContext:
-        """The selection context after round ``t``."""
-        data, training = self.data, self.training
+        """The selection context after round ``t``: the pool without the validation samples, if any."""
+        data, training, held_out = self.data, self.training, self.held_out
         return selection_context(
             self.plan.task,
             self.model,
-            data.pool_x,
-            training.pool_indices,
+            data.pool_x if held_out is None else held_out.pool_x,
+            training.pool_indices if held_out is None else held_out.to_rows(training.pool_indices),
             training.x if len(training) else data.pool_x[:0],
             training.y if len(training) else data.pool_y[:0],
             self.rng,
@@ -383,6 +391,7 @@ class UnitState:
         label_before = timer.seconds["label"]
         ctx = self.context(t)
         selection = self.strategy.initial(ctx, k) if initial else self.strategy.select(ctx, k)
+        chosen = selection is not None  # else the shared initial set, already pool indices
         if selection is None:
             selection = Selection(indices=self.init_idx)
         changed = [key for key, value in fingerprint(self.model).items() if not torch.equal(value, before[key])]
@@ -402,12 +411,26 @@ class UnitState:
             )
         # labeling done inside the strategy (synthetic inputs) is label time, not select time
         timer.seconds["select"] += time.perf_counter() - start - (timer.seconds["label"] - label_before)
+        if chosen and self.held_out is not None and selection.indices is not None:
+            selection = self._to_pool(selection, k, who)
         self.training.check(selection, k, who)
         self.diagnostics = Diagnostics()
         if not initial and self.plan.config.diagnostics:
             self.diagnostics = timer.timed("diagnose", self.diagnose, selection)
         timer.timed("label", self.training.add, selection)
         self.n_rejected = selection.n_rejected
+
+    def _to_pool(self, selection: Selection, k: int, who: str) -> Selection:
+        """A strategy's picks, rows of the pool it saw (the pool without the validation samples),
+        as pool indices; rows outside that pool are refused here, where their numbers mean something."""
+        rows, n = selection.indices, len(self.held_out.selectable)
+        outside = rows[(rows < 0) | (rows >= n)]
+        if len(outside):
+            raise StrategyError(
+                f"{who} returned pool indices outside 0..{n - 1} (the pool it was given: the validation samples "
+                f"are held out) for k={k}: {_few(outside)}"
+            )
+        return dataclasses.replace(selection, indices=self.held_out.to_pool(rows))
 
     def _select_and_rewind(self, t: int, k: int) -> Any:
         """The strategy's selection after round ``t``, with every random stream, the strategy's
@@ -454,8 +477,8 @@ class UnitState:
         )
 
     def train_and_evaluate(self, t: int) -> tuple[RoundRecord, np.ndarray, np.ndarray | None]:
-        """Round ``t``: train F on the training set, score it on the test set; the row, the
-        training set's sources and its synthesized samples' latent codes."""
+        """Round ``t``: train F on the training set, score it on the test set (and the validation
+        set, if any); the row, the training set's sources and its synthesized samples' latent codes."""
         plan, task, protocol, training, timer = self.plan, self.plan.task, self.plan.protocol, self.training, self.timer
         if t > 1 and protocol.start != "warm":
             weights = self.init_state if protocol.start == "reset" else fresh_weights(task, self.seed, t)
@@ -482,8 +505,12 @@ class UnitState:
             )
         outputs = timer.timed("eval", predict, self.model, self.data.test_x)
         scores = timer.timed("eval", task.scores, outputs, self.data.test_y)
-        seconds = timer.take()
         value = scores.pop(task.metric.name)
+        if self.held_out is not None:  # the validation metric, after the test set's extra scores
+            outputs = timer.timed("eval", predict, self.model, self.held_out.x)
+            held = timer.timed("eval", task.scores, outputs, self.held_out.y)
+            scores.update(n_validation=len(self.held_out.indices), val_value=held[task.metric.name])
+        seconds = timer.take()
         record = RoundRecord(
             task=task.name,
             strategy=self.name,

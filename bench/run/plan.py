@@ -28,6 +28,7 @@ from bench.run.config import (
     resolve_device,
     resolve_score_dtype,
 )
+from bench.run.results import VALIDATION_COLUMNS
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
@@ -52,6 +53,12 @@ class Plan:
     @property
     def strategy_names(self) -> list[str]:
         return [s.name for s in self.strategies]
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """The columns of ``rounds.csv`` after the fixed ones: the task's extra metrics, then the
+        validation set's size and metric with ``--validation``."""
+        return self.task.extra_metrics() + (VALIDATION_COLUMNS if self.config.validation else [])
 
     def make_strategy(self, cls: type[Strategy]) -> Strategy:
         """Instantiate a strategy with the options meant for it (see :func:`strategy_options`)."""
@@ -297,6 +304,9 @@ def plan_run(config: RunConfig) -> Plan:
         raise ConfigError(f"--subset must be at least 1 (got {config.subset})")
     if config.seed < 0:
         raise ConfigError(f"--seed must be non-negative (got {config.seed})")
+    if config.validation < 0:
+        raise ConfigError(f"--validation must be 0 (none) or a number of pool samples (got {config.validation})")
+    check_limit("validation", config.validation)
     check_options(strategies, config.strategy_options)
     check_latent_steps(strategies, config.strategy_options)
     protocol = config.protocol(task.protocol)
@@ -305,9 +315,9 @@ def plan_run(config: RunConfig) -> Plan:
             raise ConfigError(
                 f"--subset {config.subset} is larger than the {task.name} pool ({task.pool_size} samples); lower it"
             )
-        check_protocol(protocol, config.subset, f"--subset {config.subset}")
+        check_protocol(protocol, config.subset, f"--subset {config.subset}", config.validation)
     else:
-        check_protocol(protocol, task.pool_size or 2**62, f"the {task.name} pool")
+        check_protocol(protocol, task.pool_size or 2**62, f"the {task.name} pool", config.validation)
     check_optimizer(protocol)
     device = resolve_device(config.device)
     if protocol.augment and task.augmentation is None:
@@ -468,7 +478,8 @@ def load_data(plan: Plan) -> TaskData:
                 f"--subset {subset} is larger than the {plan.task.name} pool ({len(data.pool_x)} samples); lower it"
             )
         data = data.subset(subset, torch.Generator().manual_seed(plan.config.seed))
-    check_protocol(plan.protocol, len(data.pool_x), f"the {plan.task.name} pool")
+    where = f"--subset {subset}" if subset is not None else f"the {plan.task.name} pool"
+    check_protocol(plan.protocol, len(data.pool_x), where, plan.config.validation)
     check_labels(plan.task, data)
     return data.to(plan.device)
 

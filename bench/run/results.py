@@ -38,6 +38,8 @@ ROUND_COLUMNS = [
     "label_s",
 ]
 EXTRA_COLUMNS = ["eval_s", "diagnose_s", "n_synthetic", "n_rejected", *DIAGNOSTIC_COLUMNS]
+#: Columns of a run with ``--validation N``, after the task's extra metrics: N, and the metric on those samples.
+VALIDATION_COLUMNS = ["n_validation", "val_value"]
 #: Columns a run started before they existed lacks; its resumed rows leave them out.
 LATER_COLUMNS = {"diagnose_s", *DIAGNOSTIC_COLUMNS}
 
@@ -48,7 +50,8 @@ class RoundRecord:
 
     ``select_s`` and ``label_s`` are the seconds spent choosing and labeling the samples that
     joined the training set for this round (for round 1: the initial set); ``train_s`` and
-    ``eval_s`` the seconds spent training F this round and scoring it on the test set, and
+    ``eval_s`` the seconds spent training F this round and scoring it on the test set (and the
+    validation set: ``val_value``, with ``n_validation`` its size, in ``extra``), and
     ``diagnose_s`` those spent measuring the additions' ``diagnostics`` (:mod:`bench.run.diagnostics`:
     how hard, balanced and novel they were under F when chosen; NaN in round 1).
     ``n_rejected`` counts candidates the strategy refused and replaced while building this
