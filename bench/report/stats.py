@@ -102,6 +102,21 @@ def wilcoxon_floor(repeats: int) -> float:
     return 2.0 / 2.0**repeats
 
 
+#: What identifies a round in ``rounds.csv``; with :data:`VALIDATION_COLUMNS` all a validation curve holds.
+ROUND_KEYS = ["task", "strategy", "seed", "repeat", "round", "n_labeled", "metric"]
+
+
+def validation_curves(rounds: pd.DataFrame) -> pd.DataFrame | None:
+    """The rounds' validation curves (``--validation``) as rounds of their own: the keys of each
+    round, ``n_validation``, and ``value`` = its ``val_value``; no test value is carried over
+    (what a choice made on validation reads). None when the rounds have no validation values."""
+    if "val_value" not in rounds or not rounds["val_value"].notna().any():
+        return None
+    curves = rounds[[*ROUND_KEYS, "n_validation"]].copy()
+    curves["value"] = pd.to_numeric(rounds["val_value"], errors="coerce")
+    return curves[curves["value"].notna()].reset_index(drop=True)
+
+
 def aubc(rounds: pd.DataFrame) -> pd.DataFrame:
     """Area under each repeat's learning curve (trapezoid over n_labeled) divided by the budget
     span, i.e. the curve's mean value over the budget, in the metric's units; mean and sample

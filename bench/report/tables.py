@@ -21,7 +21,14 @@ import pandas as pd
 
 from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, markdown_hardness, plot_hardness
 from bench.report.paper import CITATION, TABLE_1
-from bench.report.stats import aubc, label_savings, paired_differences, unpaired_repeats, wilcoxon_floor
+from bench.report.stats import (
+    aubc,
+    label_savings,
+    paired_differences,
+    unpaired_repeats,
+    validation_curves,
+    wilcoxon_floor,
+)
 from bench.run.results import ROUND_COLUMNS, MetricInfo, RoundsFileError, read_rounds_csv
 from tasks.base import Protocol
 
@@ -255,6 +262,7 @@ def trained_with(manifest: dict) -> dict[str, object]:
     protocol.setdefault("optimizer_options", {})
     protocol["optimizer"] = str(protocol["optimizer"]).lower()
     settings = {k: v for k, v in config.items() if k not in NOT_TRAINING | PROTOCOL_FIELDS | {"warm_start"}}
+    settings.setdefault("validation", 0)  # manifests before --validation held none out
     device, data = manifest.get("device") or {}, manifest.get("data") or {}
     settings.update({k: device[k] for k in ("train_dtype", "score_dtype") if k in device})  # "auto" resolved
     settings.update({f"{k} size": data[k] for k in ("pool", "test") if k in data})
@@ -451,14 +459,16 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
         target_text = f"{target * metric.display_scale:.{d}f} ({'--target' if target_given else 'random’s final mean'})"
     most = int(summary["repeats"].max()) if len(summary) else 0
     fewer = " (those that ran every round; (n=k): over k of them)" if (summary["repeats"] < most).any() else ""
+    held = "val_aubc_mean" in summary
+    about_validation = " Validation AUBC: the same area of the metric on the run's validation samples." if held else ""
     lines = [
         f"summary over the whole budget ({metric.direction}): AUBC is the area under each repeat's learning curve "
         f"divided by the budget span (the curve's mean over the budget), mean ± std over repeats{fewer}; labels "
         f"to reach {target_text} are read off each strategy's mean curve (linear between rounds), and the saving "
-        f"is against random's.",
+        f"is against random's.{about_validation}",
         "",
-        "| strategy | AUBC | labels to target | saving vs random |",
-        "|---|---|---|---|",
+        "| strategy | AUBC | labels to target | saving vs random |" + (" validation AUBC |" if held else ""),
+        "|---|---|---|---|" + ("---|" if held else ""),
     ]
     for _, r in summary.iterrows():
         if target is None:
@@ -468,7 +478,31 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
         saving = "n/a" if pd.isna(r.get("saving_pct")) else f"{r['saving_pct']:+.0f}%"
         aubc = _mean_std(r["aubc_mean"] * metric.display_scale, r["aubc_std"] * metric.display_scale, d)
         aubc += _fewer(r["repeats"], most)
-        lines.append(f"| {r['strategy']} | {aubc} | {labels} | {saving} |")
+        validation = ""
+        if held:
+            scale = metric.display_scale
+            validation = f" {_mean_std(r['val_aubc_mean'] * scale, r['val_aubc_std'] * scale, d)} |"
+        lines.append(f"| {r['strategy']} | {aubc} | {labels} | {saving} |{validation}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_validation(table: pd.DataFrame, task: str, metric: MetricInfo) -> str:
+    """The validation metric per strategy and round (``val_mean ± val_std``, a row per strategy,
+    a column per round) with the labels spent by each round, the validation samples' included."""
+    scale, d = metric.display_scale, metric.decimals
+    spent = table.groupby("round")["n_spent"].first()
+    held = int(spent.iloc[0] - table.groupby("round")["n_labeled"].first().iloc[0])
+    shown = table.assign(mean=table["val_mean"] * scale, std=table["val_std"] * scale)
+    text = markdown_table(
+        shown,
+        f"{task}, validation",
+        f"{metric.name} on the {held} validation samples held out of the pool in each repeat "
+        f"(never selected or trained on; {metric.direction})",
+        d,
+    )
+    lines = text.rstrip("\n").split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("| n_labeled |")) + 1
+    lines.insert(at, "| labels spent | " + " | ".join(str(spent[t]) for t in sorted(spent.index)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -577,6 +611,11 @@ def write_report(
     task, scale, d = rounds["task"].iloc[0], metric.display_scale, metric.decimals
     described = {f"metric_{k}": v for k, v in dataclasses.asdict(metric).items()}
     table = summarize(rounds)
+    validation = validation_curves(rounds)
+    if validation is not None:  # the validation metric beside the test metric, and the labels spent with it
+        held = summarize(validation).rename(columns={"mean": "val_mean", "std": "val_std"})
+        table = table.merge(held[["strategy", "round", "val_mean", "val_std"]], on=["strategy", "round"], how="left")
+        table["n_spent"] = table["n_labeled"] + int(validation["n_validation"].max())
     table.assign(**described).to_csv(out / "table.csv", index=False)
     sizes = {int(t): int(n) for t, n in table.groupby("round")["n_labeled"].first().items()}
     comparison = paper_comparison(task, sizes) if paper else PaperComparison([], [], "")
@@ -590,6 +629,8 @@ def write_report(
     )
     if comparison.own_table:
         text += "\n" + comparison.own_table
+    if validation is not None:
+        text += "\n" + markdown_validation(table, task, metric)
     diffs = paired_differences(rounds, BASELINE, metric.higher_is_better)
     if diffs is not None and len(diffs):
         diffs.assign(**described).to_csv(out / "differences.csv", index=False)
@@ -598,6 +639,9 @@ def write_report(
         )
     chosen, savings = label_savings(rounds, target, metric.higher_is_better, BASELINE)
     summary = aubc(rounds)
+    if validation is not None:
+        held = aubc(validation).rename(columns={"aubc_mean": "val_aubc_mean", "aubc_std": "val_aubc_std"})
+        summary = summary.merge(held.drop(columns="repeats"), on="strategy", how="left")
     if len(savings):
         summary = summary.merge(savings, on="strategy", how="left")
     summary.assign(target=chosen if chosen is not None else math.nan, **described).to_csv(

@@ -233,7 +233,7 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str, validation: i
         raise ConfigError(
             f"impossible sizes: initial + (rounds - 1) * increment = {protocol.initial} + "
             f"({protocol.rounds} - 1) * {protocol.increment} = {budget} labeled samples{held}, but {where} "
-            f"has only {pool_size}; lower --initial, --increment or --rounds"
-            + (" or --validation" if validation else "")
+            f"has only {pool_size}; lower --initial, --increment"
+            + (", --rounds or --validation" if validation else " or --rounds")
             + (", or raise --subset" if "subset" in where else "")
         )
