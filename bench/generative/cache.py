@@ -1,7 +1,8 @@
 """The cache of trained generative models: each is trained once per (task, pool, seed, settings)
 and kept on disk as a state dict with a checksum (loaded with ``weights_only``); later runs,
-repeats and strategies load it. What a model keeps beside its weights (an alpha-GAN's per-epoch
-losses and sample grid) its spec writes (:meth:`GenerativeSpec.save_extras`)."""
+repeats and strategies load it, with how it was chosen (:meth:`Trained.record`: the held-out
+loss, best epoch, epochs run and per-epoch losses). What a model keeps beside its weights (an
+alpha-GAN's per-epoch losses and sample grid) its spec writes (:meth:`GenerativeSpec.save_extras`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from bench.generative.base import GenerativeSpec
 from bench.paths import cache_root
 
-VERSION = "1"  # bump when training changes results; part of the cache key
+VERSION = "2"  # bump when training changes results; part of the cache key (2: epoch chosen on held-out data)
 log = logging.getLogger(__name__)
 
 
@@ -81,9 +82,7 @@ def load_or_train_at(
             problem = integrity_problem(saved)
             if problem is None:
                 model.load_state_dict(saved["state_dict"])
-                log.info(
-                    "loaded the cached generative model %s (final reconstruction loss %.4g)", path, saved["final_loss"]
-                )
+                log.info("loaded the cached generative model %s (final loss %.4g)", path, saved["final_loss"])
                 return model.to(pool_x.device).eval().requires_grad_(False)
             log.warning(
                 "cached generative model %s fails its integrity check (%s); retraining and replacing it", path, problem
@@ -92,10 +91,16 @@ def load_or_train_at(
             log.warning("cached generative model %s is unreadable (%s); retraining", path, err)
     start = time.perf_counter()
     trained = spec.train(pool_x, seed, progress)
-    model, final = trained.model, trained.final_loss
-    log.info("trained %s in %.0f s: final reconstruction loss %.4g", path.name, time.perf_counter() - start, final)
+    model = trained.model
+    log.info(
+        "trained %s in %.0f s: epoch %s of %s kept, final loss %.4g",
+        path.name,
+        time.perf_counter() - start,
+        trained.best_epoch,
+        trained.epochs_run,
+        trained.final_loss,
+    )
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    extra = {} if trained.history is None else {"history": trained.history}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -103,10 +108,9 @@ def load_or_train_at(
             {
                 "state_dict": state,
                 "checksum": weights_digest(state),
-                "final_loss": final,
                 "spec": dataclasses.asdict(spec),
                 "seed": seed,
-                **extra,
+                **trained.record(),
             },
             tmp,
         )

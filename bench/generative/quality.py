@@ -34,7 +34,7 @@ from tasks.base import Realism, RealismSets, Task, TaskData
 
 SAMPLES = 4000  # at most this many pool samples, test samples and prior draws per statistic
 BALL = 0.99  # the prior's probability mass inside the ball codes are counted outside of
-VERSION = "2"  # bump when a statistic or the layout changes: cached ones are then computed again
+VERSION = "3"  # bump when a statistic or the layout changes: cached ones are then computed again
 #: How the report names the sets of :class:`~tasks.base.RealismSets`.
 SET_LABELS = {"pool": "pool x", "test": "test", "reconstructions": "G(E(x))", "prior": "G(z)"}
 log = logging.getLogger(__name__)
@@ -62,11 +62,16 @@ class LatentQuality:
     seed: int  # of the model and of every draw here
     weights: str  # checksum of the weights measured (bench.generative.vae.weights_digest)
     data: dict[str, int]  # pool and test sizes
-    samples: dict[str, int]  # pool samples x, test samples and prior draws z the statistics use
-    reconstruction: dict[str, dict[str, float]]  # "loss" or "mse" (per pixel) -> "pool"/"test" -> mean
+    #: the samples the statistics use: "pool" (of those the model trained on), "held_out" (of the
+    #: pool samples held out from its training), "test", and "prior" draws z
+    samples: dict[str, int]
+    #: "loss" or "mse" (per pixel) -> "pool" (trained on) / "held_out" (absent when none) / "test" -> mean
+    reconstruction: dict[str, dict[str, float]]
     posterior: PosteriorFit  # of the pool samples' codes
     realism: Realism  # the task's measures of the pool, test, reconstruction and prior-sample sets
     seconds: dict[str, float]  # time each part took to compute
+    #: how the weights were chosen (:func:`training_record`); empty when not known
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
     version: str = VERSION
 
     def as_dict(self) -> dict[str, Any]:
@@ -161,22 +166,38 @@ def reconstruct(model: nn.Module, spec: GenerativeSpec, x: Tensor) -> tuple[dict
     return {"loss": torch.cat(losses), "mse": torch.cat(errors)}, torch.cat(codes), torch.cat(outputs)
 
 
-def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData, seed: int) -> LatentQuality:
-    """The statistics of ``model`` (trained on ``data``'s pool) on at most :data:`SAMPLES` random
-    pool samples, test samples and prior draws, all drawn from ``seed``."""
+def sample(x: Tensor, rows: Tensor, draws: torch.Generator) -> Tensor:
+    """At most :data:`SAMPLES` of the ``rows`` (CPU indices) of x, drawn at random with ``draws``."""
+    return x[rows[torch.randperm(len(rows), generator=draws)[:SAMPLES]].to(x.device)]
+
+
+def compute(
+    model: nn.Module,
+    spec: GenerativeSpec,
+    task: Task,
+    data: TaskData,
+    seed: int,
+    training: dict[str, Any] | None = None,
+) -> LatentQuality:
+    """The statistics of ``model`` (trained on ``data``'s pool with ``seed``, less the share its
+    spec held out: :meth:`GenerativeSpec.pool_split` recomputes it) on at most :data:`SAMPLES`
+    random pool samples it trained on, held-out pool samples, test samples and prior draws, all
+    drawn from ``seed``; ``training`` (:func:`training_record`) is kept as it is."""
     device = data.pool_x.device
     seconds: dict[str, float] = {}
     with isolated_rng(device):
         draws = torch.Generator().manual_seed(seed)
-        pool = data.pool_x[torch.randperm(len(data.pool_x), generator=draws)[:SAMPLES].to(device)]
-        test = data.test_x[torch.randperm(len(data.test_x), generator=draws)[:SAMPLES].to(device)]
+        trained_on, held_out = spec.pool_split(len(data.pool_x), seed)
+        pool = sample(data.pool_x, trained_on, draws)
+        test = sample(data.test_x, torch.arange(len(data.test_x)), draws)
         z = torch.randn(len(pool), model.latent_dim, generator=draws).to(device)
+        held = sample(data.pool_x, held_out, draws)
         start = time.perf_counter()
         pool_errors, codes, reconstructions = reconstruct(model, spec, pool)
-        test_errors, _, _ = reconstruct(model, spec, test)
-        reconstruction = {
-            k: {"pool": float(pool_errors[k].mean()), "test": float(test_errors[k].mean())} for k in pool_errors
-        }
+        errors = {"pool": pool_errors, "test": reconstruct(model, spec, test)[0]}
+        if len(held):
+            errors["held_out"] = reconstruct(model, spec, held)[0]
+        reconstruction = {k: {part: float(e[k].mean()) for part, e in errors.items()} for k in pool_errors}
         seconds["reconstruction"] = time.perf_counter() - start
         start = time.perf_counter()
         posterior = posterior_fit(codes)
@@ -192,12 +213,40 @@ def compute(model: nn.Module, spec: GenerativeSpec, task: Task, data: TaskData, 
         seed=seed,
         weights=weights_digest(model.state_dict()),
         data={"pool": len(data.pool_x), "test": len(data.test_x)},
-        samples={"pool": len(pool), "test": len(test), "prior": len(z)},
+        samples={"pool": len(pool), "held_out": len(held), "test": len(test), "prior": len(z)},
         reconstruction=reconstruction,
         posterior=posterior,
         realism=realism,
         seconds=seconds,
+        training=training or {},
     )
+
+
+def training_record(model_file: Path, spec: GenerativeSpec, pool: int) -> dict[str, Any]:
+    """How the weights cached at ``model_file`` (trained on a pool of ``pool`` samples) were
+    chosen, from what the cache keeps beside them: pool samples trained on and held out, the
+    most epochs, the patience, the epochs run, the epoch kept (1-based) and its held-out loss
+    with what that loss is. Empty when the file has no such record (a spec without a held-out
+    choice keeps its last epoch)."""
+    try:
+        saved = torch.load(model_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # not cached (a read-only cache) or unreadable: the statistics go on without it
+        log.warning("could not read how %s was trained (%s)", Path(model_file).name, err)
+        return {}
+    if saved.get("epochs_run") is None:
+        return {}
+    settings = spec.settings()
+    trained_on, held_out = spec.pool_split(pool, int(saved["seed"]))
+    return {
+        "trained_on": len(trained_on),
+        "held_out": len(held_out),
+        "max_epochs": settings.get("epochs"),
+        "patience": settings.get("patience"),
+        "epochs_run": saved["epochs_run"],
+        "best_epoch": saved["best_epoch"],
+        "held_out_loss": saved["final_loss"] if len(held_out) else None,
+        "held_out_loss_is": spec.held_out_loss,
+    }
 
 
 def quality_file(model_file: Path) -> Path:
@@ -221,7 +270,7 @@ def cached_quality(
         pass
     except (ValueError, TypeError, KeyError) as err:  # damaged, or an older layout
         log.warning("latent-quality file %s is damaged or unreadable (%s); computing it again", path, err)
-    quality = compute(model, spec, task, data, seed)
+    quality = compute(model, spec, task, data, seed, training_record(model_file, spec, len(data.pool_x)))
     log.info(
         "latent quality of %s computed in %s",
         Path(model_file).name,
@@ -248,19 +297,22 @@ def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
             f"weights: {cache_relative(model_file)} under the cache root "
             f"(statistics kept beside them: {quality_file(model_file).name})"
         )
+    held = n.get("held_out", 0)
     lines += [
         f"data: {q.data['pool']} pool and {q.data['test']} test samples; the statistics use {n['pool']} random "
-        f"pool samples x, {n['test']} random test samples and {n['prior']} prior draws z ~ N(0, I), "
-        f"drawn with seed {q.seed}",
+        f"pool samples x the model trained on, {held} random pool samples held out from its training, "
+        f"{n['test']} random test samples and {n['prior']} prior draws z ~ N(0, I), drawn with seed {q.seed}",
+        *([chosen(q.training)] if q.training else []),
         "",
-        "1. Reconstruction G(E(x)) of x, E(x) the posterior mean: mean over the samples (the test samples are",
-        "   held out from the model's training: a gap to the pool's is overfitting)",
+        "1. Reconstruction G(E(x)) of x, E(x) the posterior mean: mean over the samples (the held-out pool",
+        "   samples and the test samples are unseen in training: a gap to the pool's is overfitting)",
     ]
+    parts = {"pool": f"pool x ({n['pool']})", "held_out": f"held-out pool ({held})", "test": f"test ({n['test']})"}
     lines += _table(
         [
-            ["", f"pool x ({n['pool']})", f"test ({n['test']})"],
+            ["", *parts.values()],
             *(
-                [label, *(_num(v) for v in q.reconstruction[key].values())]
+                [label, *(_num(q.reconstruction[key][p]) if p in q.reconstruction[key] else "-" for p in parts)]
                 for key, label in (("loss", q.loss), ("mse", "squared error per pixel, in [0, 1]"))
             ),
         ]
@@ -290,8 +342,8 @@ def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
         "",
         f"3. Realism, by the {q.task} task's measures of each set (defined below the table):",
         *_wrap(
-            f"pool x = the {n['pool']} pool samples; test = the {n['test']} test samples; G(E(x)) = the pool "
-            f"samples' reconstructions; G(z) = the {n['prior']} prior draws z decoded"
+            f"pool x = the {n['pool']} pool samples (of those the model trained on); test = the {n['test']} "
+            f"test samples; G(E(x)) = the pool samples' reconstructions; G(z) = the {n['prior']} prior draws z decoded"
         ),
     ]
     lines += _table(
@@ -311,6 +363,18 @@ def describe(quality: LatentQuality, model_file: Path | None = None) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in q.seconds.items()),
     ]
     return "\n".join(lines)
+
+
+def chosen(training: dict[str, Any]) -> str:
+    """One line: the epoch whose weights were kept, and why (a :func:`training_record`)."""
+    t = training
+    if t.get("held_out_loss") is None:
+        return f"epoch chosen: the last, {t['epochs_run']} of max {t['max_epochs']} (nothing held out)"
+    return (
+        f"epoch chosen: {t['best_epoch']} of max {t['max_epochs']} (stopped after {t['epochs_run']} epochs, "
+        f"patience {t['patience']}; held-out loss {_num(t['held_out_loss'])}, {t['held_out_loss_is']}, "
+        f"on {t['held_out']} held-out pool samples; trained on {t['trained_on']})"
+    )
 
 
 def _wrap(text: str) -> list[str]:

@@ -358,11 +358,17 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
             raise ConfigError(
                 f"--generative-option {name}={value!r}: expected {type(before).__name__} (the default is {before!r})"
             )
-        if isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
+        if isinstance(value, (int, float)) and name in spec.zero_allowed:
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"--generative-option {name}={value!r}: must be at least 0 and finite")
+        elif isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--generative-option {name}={value!r}: must be positive and finite")
         check_generative_limit(name, value, before)
+    pool = config.subset or task.pool_size  # the most samples the pool can have; None: not known before loading
     try:
         spec.check()
+        if pool is not None:
+            spec.check_pool(pool)
     except ValueError as err:
         raise ConfigError(f"--generative-option {err}") from None
     return spec

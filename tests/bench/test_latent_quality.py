@@ -72,8 +72,20 @@ def test_statistics_are_kept_beside_the_weights_once_and_reused(blobs_model, mon
     first = cached_quality(path, vae, spec, task, data, seed=0)
     assert quality_file(path) == path.with_name(path.stem + ".quality.json") and quality_file(path).exists()
     saved = json.loads(quality_file(path).read_text())
-    assert saved["samples"] == {"pool": 400, "test": 200, "prior": 400}
-    assert set(saved["reconstruction"]) == {"loss", "mse"}
+    assert saved["samples"] == {"pool": 360, "held_out": 40, "test": 200, "prior": 360}  # the blobs pool holds out 10%
+    assert saved["reconstruction"].keys() == {"loss", "mse"}
+    assert all(parts.keys() == {"pool", "held_out", "test"} for parts in saved["reconstruction"].values())
+    assert saved["training"] == {
+        "trained_on": 360,
+        "held_out": 40,
+        "max_epochs": 2,
+        "patience": spec.patience,
+        "epochs_run": 2,
+        "best_epoch": saved["training"]["best_epoch"],
+        "held_out_loss": torch.load(path, weights_only=True)["final_loss"],
+        "held_out_loss_is": "negative ELBO (KL weight 1), nats per sample",
+    }
+    assert saved["training"]["best_epoch"] in (1, 2)
     assert set(saved["realism"]["values"]["Frechet distance to the pool"]) == {"test", "reconstructions", "prior"}
 
     monkeypatch.setattr(latent_quality, "compute", lambda *a, **k: pytest.fail("computed again"))
@@ -104,7 +116,10 @@ def test_the_latent_command_describes_a_tiny_model(blobs_task, capsys):
     out = capsys.readouterr().out
     for text in (
         "Latent quality of the blobs generative model: VAE",
-        "120 random pool samples x",
+        "108 random pool samples x the model trained on, 12 random pool samples held out",
+        "held-out pool (12)",
+        "of max 2 (stopped after 2 epochs, patience 20; held-out loss ",
+        "negative ELBO (KL weight 1), nats per sample, on 12 held-out pool samples; trained on 108)",
         "Bernoulli cross-entropy, nats per sample",
         "squared error per pixel",
         "covariance eigenvalues, largest first",
@@ -115,6 +130,25 @@ def test_the_latent_command_describes_a_tiny_model(blobs_task, capsys):
         "Seconds to compute",
     ):
         assert text in out, text
+
+
+def test_the_held_out_samples_are_those_training_held_out_and_nothing_held_out_leaves_a_dash(blobs_model, monkeypatch):
+    task, data, spec, vae, path = blobs_model
+    measured = []
+    original = latent_quality.reconstruct
+    monkeypatch.setattr(latent_quality, "reconstruct", lambda m, s, x: measured.append(x) or original(m, s, x))
+    quality = compute(vae, spec, task, data, seed=0)
+    train, held = spec.pool_split(len(data.pool_x), seed=0)
+    pool, _, held_out = measured
+    rows = {tuple(row.tolist()): i for i, row in enumerate(data.pool_x)}
+    assert sorted(rows[tuple(row.tolist())] for row in held_out) == held.sort().values.tolist()
+    assert {rows[tuple(row.tolist())] for row in pool} <= set(train.tolist())
+    assert quality.training == {}  # computed without its cache file: not known
+
+    flat = compute(vae, spec.replace(holdout=0.0), task, data, seed=0)
+    assert flat.samples["held_out"] == 0 and "held_out" not in flat.reconstruction["loss"]
+    text = latent_quality.describe(flat)
+    assert "held-out pool (0)" in text and "epoch chosen" not in text
 
 
 def test_the_latent_command_refuses_a_task_without_a_generative_model(capsys, blobs_task, monkeypatch):
