@@ -23,12 +23,17 @@ minimise ``recon_weight * |x - G(E(x))|_1`` (mean over pixels, in [0, 1] units) 
 adversarial terms that make C take E(x) for a prior draw and D take G(E(x)) and G(z) for real
 images; D learns real against both kinds of generated images, C prior draws against codes. One
 Adam step of each per batch. Every epoch's mean of each term is logged and kept.
+
+**Epoch kept**: a seeded ``holdout`` share of the pool is held out from training; after every
+epoch the L1 reconstruction of those images (eval mode) is measured, training stops once
+``patience`` epochs pass without lowering it, and the weights of the lowest are kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +42,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bench.generative.base import GenerativeSpec, Trained, unit_images
+from bench.generative.base import BestEpoch, GenerativeSpec, Trained, unit_images
 
 LAYOUTS = ("pooled", "unpooled")
 LOSS_NAMES = (
@@ -51,6 +56,8 @@ LOSS_NAMES = (
 #: adversarial terms (each of order 1) are a negligible share of the loss and the model trains as
 #: a plain autoencoder, so a larger value is a typo (and 1e300 overflows float32 to inf).
 MAX_RECON_WEIGHT = 1e6
+HELD_OUT = "held_out_reconstruction_l1"  # the history's held-out term
+EVAL_BATCH = 256  # batch of the held-out reconstruction (no gradients)
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +74,7 @@ class AlphaGANSpec(GenerativeSpec):
     kind = "alphagan"
     label = "alpha-GAN"
     loss = "absolute error per pixel, in [0, 1] (the alpha-GAN's L1 loss)"
+    held_out_loss = "L1 reconstruction, absolute error per pixel in [0, 1]"
 
     latent_dim: int = 3
     channels: int = 64  # width of every convolution and residual block
@@ -75,8 +83,11 @@ class AlphaGANSpec(GenerativeSpec):
     lr: float = 2e-4  # Adam, every part
     recon_weight: float = 10.0  # lambda of the L1 reconstruction term (mean over pixels)
     layout: str = "pooled"
+    holdout: float = 0.1  # share of the pool held out to choose the epoch kept
+    patience: int = 3  # epochs without a lower held-out L1 before stopping
 
     def check(self) -> None:
+        super().check()
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout={self.layout!r}: use one of {', '.join(LAYOUTS)}")
         if self.recon_weight > MAX_RECON_WEIGHT:
@@ -90,8 +101,7 @@ class AlphaGANSpec(GenerativeSpec):
         return AlphaGAN(self)
 
     def train(self, pool_x: Tensor, seed: int, progress: bool = True) -> Trained:
-        model, history = train_alphagan(pool_x, self, seed, progress)
-        return Trained(model, history[-1]["reconstruction_l1"] if history else float("nan"), history)
+        return train_alphagan(pool_x, self, seed, progress)
 
     def reconstruct(self, model: AlphaGAN, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         return model.reconstruct(x)
@@ -100,11 +110,11 @@ class AlphaGANSpec(GenerativeSpec):
         return f"alphagan {pool_x.dtype}"
 
     def save_extras(self, trained: Trained, pool_x: Tensor, path: Path, seed: int) -> None:
-        """The per-epoch losses (``.json``) and a grid of pool images, reconstructions and prior
-        samples (``.png``) beside the weights."""
-        path.with_suffix(".json").write_text(
-            json.dumps({"spec": self.settings(), "seed": seed, "losses_per_epoch": trained.history}, indent=1)
-        )
+        """The per-epoch losses and the epoch kept (``.json``) and a grid of pool images,
+        reconstructions and prior samples (``.png``) beside the weights."""
+        log = {"spec": self.settings(), "seed": seed, "losses_per_epoch": trained.history}
+        log.update(best_epoch=trained.best_epoch, epochs_run=trained.epochs_run, final_loss=trained.final_loss)
+        path.with_suffix(".json").write_text(json.dumps(log, indent=1))
         sample_grid(trained.model, pool_x, path.with_suffix(".png"), seed)
 
 
@@ -238,14 +248,11 @@ def _fake(logits: Tensor) -> Tensor:
     return nnf.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
 
 
-def train_alphagan(
-    pool_x: Tensor,
-    spec: AlphaGANSpec,
-    seed: int,
-    progress: bool = True,
-) -> tuple[AlphaGAN, list[dict[str, float]]]:
-    """Train an alpha-GAN on ``pool_x`` [N, 3, 32, 32] (on its device); returns it in eval mode,
-    frozen, and the per-epoch means of each loss term (``LOSS_NAMES``)."""
+def train_alphagan(pool_x: Tensor, spec: AlphaGANSpec, seed: int, progress: bool = True) -> Trained:
+    """Train an alpha-GAN on ``pool_x`` [N, 3, 32, 32] (on its device) less its held-out share,
+    keeping the epoch of the lowest held-out L1 (see the module doc); returns it in eval mode,
+    frozen, with the per-epoch means of each loss term (``LOSS_NAMES``) and, when holding out,
+    the held-out L1 (:data:`HELD_OUT`)."""
     torch.manual_seed(seed)
     device = pool_x.device
     model = AlphaGAN(spec).to(device, memory_format=torch.channels_last)
@@ -259,26 +266,47 @@ def train_alphagan(
     opt_d, opt_c = adam(model.image_discriminator), adam(model.code_discriminator)
     shuffle = torch.Generator().manual_seed(seed)
     noise = torch.Generator(device=device).manual_seed(seed)
+    train, held = (part.to(device) for part in spec.pool_split(len(pool_x), seed))
+    held_x = pool_x[held]
+    best = BestEpoch(model, spec.patience)
     history: list[dict[str, float]] = []
     epochs = tqdm(range(spec.epochs), desc="training alpha-GAN", unit="epoch", disable=not progress)
     model.train()
     for epoch in epochs:
-        order = torch.randperm(len(pool_x), generator=shuffle).to(device)
+        order = train[torch.randperm(len(train), generator=shuffle).to(device)]
         sums = torch.zeros(len(LOSS_NAMES), device=device)  # summed on the device: no sync per step
         batches = 0
-        for start in range(0, len(pool_x), spec.batch_size):
+        for start in range(0, len(order), spec.batch_size):
             batch = order[start : start + spec.batch_size]
             if len(batch) < 2:  # batch norm cannot train on one image
                 continue
             sums += _step(model, AlphaGAN.to_signed(pool_x[batch]), spec, opt_eg, opt_d, opt_c, noise)
             batches += 1
         means = dict(zip(LOSS_NAMES, (sums / max(batches, 1)).tolist()))
+        if len(held_x):
+            means[HELD_OUT] = held_out_l1(model, held_x)
         history.append(means)
         epochs.set_postfix_str(f"L1 {means['reconstruction_l1']:.3f}, D {means['image_discriminator']:.2f}")
         log.info(
             "alpha-GAN epoch %d/%d: %s", epoch + 1, spec.epochs, ", ".join(f"{k} {v:.4f}" for k, v in means.items())
         )
-    return model.eval().requires_grad_(False), history
+        if best.stop_after(means.get(HELD_OUT)):
+            break
+    model = best.restore().eval().requires_grad_(False)
+    final = history[best.best_epoch - 1][HELD_OUT if len(held_x) else "reconstruction_l1"] if history else math.nan
+    return Trained(model, final, history, best.best_epoch, best.epochs_run)
+
+
+@torch.no_grad()
+def held_out_l1(model: AlphaGAN, x: Tensor) -> float:
+    """Mean absolute error per pixel (in [0, 1]) of the reconstructions G(E(x)) of held-out images
+    x [M, 3, 32, 32], in eval mode (batch norm uses its running statistics) and batches of
+    :data:`EVAL_BATCH`; the model is back in the mode it was in after."""
+    training = model.training
+    model.eval()
+    total = sum(model.reconstruct(batch)[0].sum() for batch in x.split(EVAL_BATCH))
+    model.train(training)
+    return float(total) / len(x)
 
 
 def _step(model: AlphaGAN, x: Tensor, spec: AlphaGANSpec, opt_eg, opt_d, opt_c, noise: torch.Generator) -> Tensor:

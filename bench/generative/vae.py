@@ -149,12 +149,13 @@ def held_out_terms(vae: VAE, x: Tensor, seed: int) -> dict[str, float]:
     """The negative ELBO with KL weight 1 (``held_out_loss``, an upper bound on -log p(x)) and its
     reconstruction term (``held_out_reconstruction``) of held-out inputs x [M, ...], nats per
     sample; one z per input, drawn from a generator seeded by ``seed`` (the same draws every
-    epoch, so epochs compare on equal terms), in eval mode and batches of :data:`EVAL_BATCH`."""
+    epoch, so epochs compare on equal terms), in eval mode (restored after) and batches of :data:`EVAL_BATCH`."""
+    training = vae.training
     vae.eval()
     noise = torch.Generator(device=x.device).manual_seed(seed)
     recon_sum = kl_sum = torch.zeros((), device=x.device)
     for batch in x.split(EVAL_BATCH):
         recon, kl = vae.losses(batch, noise)
         recon_sum, kl_sum = recon_sum + recon * len(batch), kl_sum + kl * len(batch)
-    vae.train()
+    vae.train(training)
     return {"held_out_loss": float(recon_sum + kl_sum) / len(x), "held_out_reconstruction": float(recon_sum) / len(x)}

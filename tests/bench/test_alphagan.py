@@ -10,7 +10,8 @@ import torch
 
 import bench.generative.alphagan as generative
 from bench.cli.main import main
-from bench.generative.alphagan import LOSS_NAMES, AlphaGAN, train_alphagan
+from bench.generative.alphagan import HELD_OUT, LOSS_NAMES, AlphaGAN, held_out_l1, train_alphagan
+from bench.generative.base import holdout_split
 from bench.generative.cache import load_or_train
 from tasks.base import AlphaGANSpec
 
@@ -48,16 +49,30 @@ def test_unknown_layout_is_refused():
 
 
 def test_training_logs_every_loss_term_and_improves_reconstruction(images):
-    model, history = train_alphagan(images, TINY.replace(epochs=12), seed=0, progress=False)
+    trained = train_alphagan(images, TINY.replace(epochs=12, holdout=0.0), seed=0, progress=False)
+    model, history = trained.model, trained.history
     assert len(history) == 12 and all(set(row) == set(LOSS_NAMES) for row in history)
     assert all(math.isfinite(v) for row in history for v in row.values())
     assert history[-1]["reconstruction_l1"] < history[0]["reconstruction_l1"]
+    assert trained.best_epoch == trained.epochs_run == 12  # nothing held out: the last epoch
     assert not model.training and not any(p.requires_grad for p in model.parameters())
 
 
+def test_early_stopping_keeps_the_epoch_of_the_lowest_held_out_l1(images):
+    spec = TINY.replace(epochs=12, holdout=0.25, patience=2, lr=3e-3)
+    trained = train_alphagan(images, spec, seed=0, progress=False)
+    losses = [row[HELD_OUT] for row in trained.history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert trained.best_epoch == best + 1 and trained.final_loss == min(losses)
+    assert trained.epochs_run == len(losses) == best + 1 + spec.patience < spec.epochs  # stopped by patience
+    _, held = holdout_split(len(images), spec.holdout, seed=0)
+    assert held_out_l1(trained.model, images[held]) == pytest.approx(min(losses), abs=1e-6)  # the best epoch's weights
+    assert not trained.model.training  # measured in eval mode, left in eval mode
+
+
 def test_training_is_reproducible_from_its_seed(images):
-    first, _ = train_alphagan(images, TINY, seed=3, progress=False)
-    second, _ = train_alphagan(images, TINY, seed=3, progress=False)
+    first = train_alphagan(images, TINY, seed=3, progress=False).model
+    second = train_alphagan(images, TINY, seed=3, progress=False).model
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -73,9 +88,11 @@ def test_round_trips_through_the_cache_with_losses_and_samples(images, tmp_path,
         assert torch.equal(a, b)
     (path,) = tmp_path.glob("alphagan-toy-*.pt")
     saved = torch.load(path, weights_only=True)
-    assert len(saved["history"]) == TINY.epochs and saved["spec"]["layout"] == "pooled"
+    assert len(saved["history"]) == saved["epochs_run"] == TINY.epochs and saved["spec"]["layout"] == "pooled"
     log = json.loads(path.with_suffix(".json").read_text())
-    assert [set(row) for row in log["losses_per_epoch"]] == [set(LOSS_NAMES)] * TINY.epochs
+    assert [set(row) for row in log["losses_per_epoch"]] == [{*LOSS_NAMES, HELD_OUT}] * TINY.epochs
+    assert log["best_epoch"] == saved["best_epoch"] and log["final_loss"] == saved["final_loss"]
+    assert saved["final_loss"] == saved["history"][saved["best_epoch"] - 1][HELD_OUT]
     assert path.with_suffix(".png").stat().st_size > 0
     load_or_train("toy", images, TINY.replace(layout="unpooled", epochs=1), seed=0, cache_dir=tmp_path, progress=False)
     assert len(calls) == 2  # another reading is another model
@@ -89,6 +106,10 @@ def test_round_trips_through_the_cache_with_losses_and_samples(images, tmp_path,
         ("epochs=0", "must be positive"),
         ("lr=nan", "not a finite number"),
         ("epochs=two", "expected int"),
+        ("patience=1.5", "expected int"),
+        ("holdout=1.5", "holdout=1.5: must be at least 0 and below 1"),
+        ("holdout=0.99999", "holdout=0.99999 holds out 50000 of 50000 pool samples and leaves 0 to train on"),
+        ("patience=0", "patience=0: must be positive"),
     ],
 )
 def test_bad_generative_options_are_refused_before_any_work(capsys, tmp_path, option, message):
