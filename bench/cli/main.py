@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | list | report | show | trajectories | check | latent | perf``.
+"""Command line: ``python -m bench run | tune | list | report | show | trajectories | check | latent | perf``.
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.paths import default_data_root
 from bench.run.config import ConfigError, Execution, RunConfig
+from bench.run.recipe import typed_value
 
 EXIT_USAGE = 2
 
@@ -178,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         "initial set), never selectable or trained on; F is scored on them every round (val_value in "
         "rounds.csv). Their labels count as spent: n_labeled + N by round t (default 0: none)",
     )
+    run.add_argument(
+        "--recipe",
+        type=Path,
+        metavar="FILE",
+        help="apply the recipe file `tune` wrote (its settings, e.g. lr and epochs); a flag for a setting "
+        "it sets is refused, and so is a recipe for another task; recorded in manifest.json",
+    )
     add_strategy_args(run)
     g = run.add_argument_group("execution (at the same --threads per unit, none of these changes a result)")
     g.add_argument(
@@ -225,6 +233,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop a unit (one strategy in one repeat) still running after SECONDS: it is failed and "
         "recorded, and the run goes on (default: no limit)",
     )
+
+    tune = sub.add_parser(
+        "tune",
+        help="choose a training recipe on validation: run each recipe of a grid, rank them by "
+        "validation AUBC (test values are never read) and write the winner as recipe.toml",
+    )
+    add_protocol_args(tune)
+    tune.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values to try for one setting: lr, epochs, batch_size, optimizer, start, augment, "
+        "optimizer.<name> (an optimizer option) or <strategy>.<option>; repeatable (every combination runs)",
+    )
+    tune.add_argument("--strategy", default="random", help="the strategy (or comma-separated list) the recipes run")
+    tune.add_argument("--repeats", type=positive_int, default=1, help="repeats per recipe (paired across recipes)")
+    tune.add_argument(
+        "--validation",
+        type=positive_int,
+        metavar="N",
+        help="labeled pool samples held out per repeat that the recipes are ranked on; required. "
+        "Their labels count as spent (as for run)",
+    )
+    tune.add_argument("--out", type=Path, help="the tune folder (default: a new one under results/tunes/)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_strategy_args(tune)
+    g = tune.add_argument_group("execution (none of these changes a result)")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="go on with the tune in DIR (its grid and settings from DIR/tune.json): finished recipes are "
+        "skipped, unfinished ones resumed",
+    )
+    g.add_argument("--jobs", type=positive_int, default=1, help="worker processes running units side by side")
 
     sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
 
@@ -361,13 +405,7 @@ def parse_options(items: list[str], flag: str = "--option") -> dict[str, object]
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag} {item!r} is not KEY=VALUE (e.g. {flag} epochs=2)")
-        value: object = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                pass
+        value = typed_value(text)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{flag} {item!r}: not a finite number; give a finite value")
         options[key] = value
@@ -430,7 +468,12 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
         for flag in ("task", "strategy"):
             if getattr(args, flag) is None:
                 raise ConfigError(f"--{flag} is required (or --resume DIR to go on with an earlier run)")
-        return execute(run_config(args), execution(args))
+        if args.recipe is None:
+            return execute(run_config(args), execution(args))
+        config, record = with_recipe(run_config(args), args.recipe)
+        return execute(config, execution(args), record)
+    if args.recipe is not None:
+        raise ConfigError("--recipe with --resume: a resumed run keeps the recipe it started with; drop --recipe")
     given = given_flags(argv) - EXECUTION_FLAGS
     if args.out is not None and args.out != args.resume:
         raise ConfigError(
@@ -439,6 +482,59 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     filled = run_config(args)
     values = {FLAG_FIELDS.get(flag, flag): getattr(filled, FLAG_FIELDS.get(flag, flag)) for flag in given}
     return resume(args.resume, execution(args), values)
+
+
+def with_recipe(config: RunConfig, path: Path) -> tuple[RunConfig, dict]:
+    """``config`` with the recipe in file ``path`` applied, and the manifest's record of it. A
+    recipe for another task, or a setting the command line gives too, is refused."""
+    from bench.run.recipe import read_recipe, recipe_record
+
+    recipe = read_recipe(path)
+    applied = recipe.apply(config)
+    clashes = recipe.clashes(config)
+    if clashes:
+        raise ConfigError(
+            f"{', '.join(clashes)} and --recipe {path} set the same setting "
+            f"({', '.join(recipe.settings)} are the recipe's); drop the flag, or edit the recipe"
+        )
+    return applied, recipe_record(path, recipe)
+
+
+#: Flags a resumed tune may give: how it executes and where it finds its data.
+TUNE_RESUMABLE = {"resume", "jobs", "quiet", "data_root", "download"}
+
+
+def tune(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[Path, list[str]]:
+    """``tune``: a new tune, or with ``--resume`` the rest of an earlier one; returns the tune
+    folder and the failed units."""
+    import dataclasses
+
+    from bench.cli.tune import Tune, go_on, start
+    from bench.run.recipe import parse_grid
+
+    runs = Execution(jobs=args.jobs)
+    if args.resume is not None:
+        extra = sorted(given_flags(argv) - TUNE_RESUMABLE)
+        if extra:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in extra)
+            raise ConfigError(
+                f"{flags} with --resume: a resumed tune keeps its grid and settings ({args.resume / 'tune.json'}); "
+                f"drop {flags}"
+            )
+        given = {"quiet": args.quiet, "download": args.download}
+        if args.data_root is not None:
+            given["data_root"] = args.data_root
+        return go_on(args.resume, runs, given)
+    if args.task is None:
+        raise ConfigError("--task is required (or --resume DIR to go on with an earlier tune)")
+    if args.validation is None:
+        raise ConfigError(
+            "--validation N is required: tune ranks recipes on N held-out labeled pool samples per repeat"
+        )
+    grid = parse_grid(args.grid)
+    # the picks' diagnostics change no value, and tune reads none: skip their cost
+    base = dataclasses.replace(run_config(args), out=None, diagnostics=False)
+    return start(Tune(base, grid), args.out, runs)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -528,6 +624,15 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                     f"{len(failed)} unit(s) failed: {units} (errors in {out / 'manifest.json'})",
                     file=sys.stderr,
                 )
+                return 1
+        elif args.command == "tune":
+            folder, failures = tune(args, argv)
+            if (folder / "ranking.md").exists():
+                print((folder / "ranking.md").read_text())
+            if (folder / "recipe.toml").exists():
+                print(f"recipe in {folder / 'recipe.toml'} (apply it with python -m bench run --recipe FILE)")
+            if failures:
+                print(f"{len(failures)} unit(s) failed: {', '.join(failures)}", file=sys.stderr)
                 return 1
         elif args.command == "report":
             from bench.report.tables import metric_info, read_rounds, unfinished, write_report

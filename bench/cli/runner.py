@@ -129,9 +129,10 @@ def with_threads(config: RunConfig, execution: Execution) -> RunConfig:
     return dataclasses.replace(config, threads=threads)
 
 
-def execute(config: RunConfig, execution: Execution | None = None) -> Path:
+def execute(config: RunConfig, execution: Execution | None = None, recipe: dict | None = None) -> Path:
     """Validate ``config``, run all its units with ``execution``, and write every output;
-    returns the run folder."""
+    returns the run folder. ``recipe``: the manifest's record of the recipe applied to ``config``
+    (``run --recipe``, :func:`bench.run.recipe.recipe_record`), if any."""
     execution = execution or Execution()
     execution.check()
     assembly = assemble(with_threads(config, execution))
@@ -145,7 +146,7 @@ def execute(config: RunConfig, execution: Execution | None = None) -> Path:
             raise
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
         sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
-        manifest = start_manifest(plan, seeds, sizes)
+        manifest = start_manifest(plan, seeds, sizes, recipe)
         try:
             folder = RunFolder.create(out, manifest, plan_units(plan), plan.extra_columns, execution.keep_checkpoints)
         except FolderWriteError as err:

@@ -196,8 +196,12 @@ def manifest_problem(manifest: Any) -> str | None:
     return None
 
 
-def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, Any]) -> dict[str, Any]:
-    """The manifest written when a run starts (``status: running``)."""
+def start_manifest(
+    plan, repeat_seeds: list[int], data_sizes: dict[str, Any], recipe: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The manifest written when a run starts (``status: running``). ``recipe``: the record of a
+    recipe file the run's config applied (``run --recipe``: its file name, SHA-256 and settings),
+    kept as ``recipe``; the settings are in ``config`` already, so a resume needs nothing of it."""
     from bench.run.plan import strategy_settings
     from bench.run.results import MetricInfo
     from strategies import STRATEGIES
@@ -205,7 +209,7 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, Any]) ->
     from tasks.base import optimizer_name
 
     config = recorded_config(plan.config)
-    return {
+    manifest: dict[str, Any] = {
         "status": "running",
         "started": now(),
         "finished": None,
@@ -232,3 +236,6 @@ def start_manifest(plan, repeat_seeds: list[int], data_sizes: dict[str, Any]) ->
         "host": socket.gethostname(),
         "git": git_commit(),
     }
+    if recipe is not None:
+        manifest["recipe"] = recipe
+    return manifest
