@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Their labels count as spent (as for run)",
     )
     tune.add_argument("--out", type=Path, help="the tune folder (default: a new one under results/tunes/)")
-    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    tune.add_argument(
+        "--quiet", action="store_true", help="no line per grid point (grid points never show progress bars)"
+    )
     add_strategy_args(tune)
     g = tune.add_argument_group("execution (none of these changes a result)")
     g.add_argument(
@@ -495,7 +497,7 @@ def with_recipe(config: RunConfig, path: Path) -> tuple[RunConfig, dict]:
     if clashes:
         raise ConfigError(
             f"{', '.join(clashes)} and --recipe {path} set the same setting "
-            f"({', '.join(recipe.settings)} are the recipe's); drop the flag, or edit the recipe"
+            f"(the recipe sets {', '.join(recipe.settings)}); drop the flag, or edit the recipe"
         )
     return applied, recipe_record(path, recipe)
 
@@ -521,7 +523,7 @@ def tune(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[Path, li
                 f"{flags} with --resume: a resumed tune keeps its grid and settings ({args.resume / 'tune.json'}); "
                 f"drop {flags}"
             )
-        given = {"quiet": args.quiet, "download": args.download}
+        given: dict[str, object] = {"download": args.download}
         if args.data_root is not None:
             given["data_root"] = args.data_root
         return go_on(args.resume, runs, given)

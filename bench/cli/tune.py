@@ -14,7 +14,8 @@ Test values are never read: the ranking is built from :func:`read_validation`, a
 each ``rounds.csv`` onto :data:`VALIDATION_VIEW`, which holds no column computed on the test set
 (``value``, the task's extra metrics); nothing else of a grid point's results is read but the
 failures its manifest lists. (Each grid point is an ordinary run, so its own folder holds its test
-curves and tables, as any run's does.)
+curves and tables, as any run's does.) Grid points run without progress bars, which show each
+round's test metric; tune logs one line per grid point instead.
 
 The tune folder holds ``tune.json`` (the task, grid and shared settings, which ``tune --resume DIR``
 reads), one run folder per recipe, ``ranking.csv``, ``ranking.md`` and ``recipe.toml``.
@@ -221,7 +222,8 @@ def start(tune: Tune, out: Path | None, execution: Execution) -> tuple[Path, lis
     """Check every grid point, claim a new tune folder and run the grid; returns the folder and the
     failed units (``<recipe>/<unit>``)."""
     execution.check()
-    tune = dataclasses.replace(tune, base=with_threads(tune.base, execution))  # the same threads for every point
+    # the same threads for every point; no progress bar (it shows the test metric)
+    tune = dataclasses.replace(tune, base=dataclasses.replace(with_threads(tune.base, execution), quiet=True))
     plans = tune.plans()
     if out is not None and (Path(out) / TUNE_FILE).exists():
         raise ConfigError(f"--out {out} already holds a tune; choose a new folder, or go on with tune --resume {out}")
@@ -235,8 +237,9 @@ def start(tune: Tune, out: Path | None, execution: Execution) -> tuple[Path, lis
 
 def go_on(folder: Path, execution: Execution, given: dict[str, Any]) -> tuple[Path, list[str]]:
     """Go on with the tune in ``folder``: finished grid points are skipped, unfinished ones resumed,
-    the others started. ``given``: the run settings a resume may change (data root, download, quiet)."""
+    the others started. ``given``: the run settings a resume may change (data root, download)."""
     execution.check()
+    given = {**given, "quiet": True}  # no progress bar: it shows the test metric
     tune = Tune.read(folder)
     tune = dataclasses.replace(tune, base=dataclasses.replace(tune.base, **given))
     plans = tune.plans()
