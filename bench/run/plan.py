@@ -364,6 +364,8 @@ def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunCon
         elif isinstance(value, (int, float)) and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--generative-option {name}={value!r}: must be positive and finite")
         check_generative_limit(name, value, before)
+    # a float setting given as a whole number (beta=8) is that float: one model, one cache key
+    spec = spec.replace(**{n: float(getattr(spec, n)) for n in fields if isinstance(getattr(default, n), float)})
     pool = config.subset or task.pool_size  # the most samples the pool can have; None: not known before loading
     try:
         spec.check()

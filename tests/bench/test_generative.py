@@ -184,6 +184,17 @@ def test_bad_held_out_settings_are_refused_naming_the_option(blobs_task, capsys,
     assert message in err
 
 
+def test_a_whole_number_for_a_float_setting_is_that_float_and_the_same_cached_model(blobs_task):
+    from bench.run.config import RunConfig
+    from bench.run.plan import plan_run
+
+    given = plan_run(RunConfig(task="blobs", strategies=["snn"], generative_options={"beta": 2, "lr": 1})).generative
+    written = plan_run(RunConfig(task="blobs", strategies=["snn"], generative_options={"beta": 2.0, "lr": 1.0}))
+    assert type(given.beta) is float and type(given.lr) is float and given == written.generative
+    pool = torch.rand(8, 8)
+    assert cache_key("blobs", pool, given, 0) == cache_key("blobs", pool, written.generative, 0)
+
+
 def test_a_corrupt_cache_file_is_retrained(pool, tmp_path, count_training):
     load_or_train("toy", pool, SPEC, seed=0, cache_dir=tmp_path, progress=False)
     (path,) = tmp_path.glob("vae-toy-*.pt")
