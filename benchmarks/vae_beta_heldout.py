@@ -36,7 +36,8 @@ def negative_elbo(vae, x: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
     recon = torch.zeros(len(x), device=x.device)
     for _ in range(draws):
         z = mean + torch.randn(mean.shape, generator=noise, device=x.device) * (0.5 * log_var).exp()
-        recon += nnf.binary_cross_entropy_with_logits(vae.decode_logits(z), x.float(), reduction="none").flatten(1).sum(1)
+        logits = vae.decode_logits(z)
+        recon += nnf.binary_cross_entropy_with_logits(logits, x.float(), reduction="none").flatten(1).sum(1)
     return recon / draws + kl
 
 
