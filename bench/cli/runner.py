@@ -47,19 +47,23 @@ from tasks.base import optimizer_name
 log = logging.getLogger(__name__)
 
 
+def new_folder(kind: str, task: str) -> Path:
+    """A folder name not yet taken under ``results/<kind>/``: ``<task>-<date>-<time>[-n]``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path("results") / kind / f"{task}-{stamp}"
+    suffix = 1
+    while out.exists():
+        out = out.with_name(f"{task}-{stamp}-{suffix}")
+        suffix += 1
+    return out
+
+
 def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
     """Create and claim the output folder (default: a new one under ``results/runs/``): it must
     be writable, and empty or new (an earlier run is continued with --resume, anything else is
     not overwritten). It is checked before anything is created in it, and again once claimed
     (another run may have come first). The claim keeps a second run out until this one ends."""
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("results") / "runs" / f"{task}-{stamp}"
-        suffix = 1
-        while out.exists():
-            out = out.with_name(f"{task}-{stamp}-{suffix}")
-            suffix += 1
-    out = Path(out)
+    out = Path(out) if out is not None else new_folder("runs", task)
     if out.exists() or out.is_symlink():
         holder = lock_holder(out) if out.is_dir() else None
         if holder is not None:  # a live run's folder is refused as such, not as a folder that holds a run

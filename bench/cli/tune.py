@@ -29,13 +29,12 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.cli.runner import execute, prepare_out, resume, with_threads
+from bench.cli.runner import execute, new_folder, prepare_out, resume, with_threads
 from bench.report.stats import aubc
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.folder import FolderLock
@@ -207,17 +206,6 @@ class Tune:
             raise ConfigError(f"--resume {folder}: {path} is not a tune's record ({err}); pass a tune folder") from None
 
 
-def default_out(task: str) -> Path:
-    """A new folder under ``results/tunes/``: ``<task>-<date>-<time>``."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path("results") / "tunes" / f"{task}-{stamp}"
-    suffix = 1
-    while out.exists():
-        out = out.with_name(f"{task}-{stamp}-{suffix}")
-        suffix += 1
-    return out
-
-
 def start(tune: Tune, out: Path | None, execution: Execution) -> tuple[Path, list[str]]:
     """Check every grid point, claim a new tune folder and run the grid; returns the folder and the
     failed units (``<recipe>/<unit>``)."""
@@ -227,7 +215,7 @@ def start(tune: Tune, out: Path | None, execution: Execution) -> tuple[Path, lis
     plans = tune.plans()
     if out is not None and (Path(out) / TUNE_FILE).exists():
         raise ConfigError(f"--out {out} already holds a tune; choose a new folder, or go on with tune --resume {out}")
-    folder, lock = prepare_out(out or default_out(tune.base.task), tune.base.task)
+    folder, lock = prepare_out(out or new_folder("tunes", tune.base.task), tune.base.task)
     try:
         (folder / TUNE_FILE).write_text(json.dumps(tune.record(), indent=2, default=str) + "\n")
         return folder, run_grid(tune, plans, folder, execution, {})
