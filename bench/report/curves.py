@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from bench.report.stats import validation_curves
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -51,8 +53,9 @@ def curves_figure(
     bounds: Bounds = (None, None),
 ) -> Figure:
     """Left: the metric against labeled samples, mean and ±1 std band (sample std over repeats)
-    per strategy, the band clipped to ``bounds`` (the metric's range in ``rounds.csv`` units).
-    Right (when ``baseline`` ran): each strategy minus the baseline in the same repeat, mean and
+    per strategy, the band clipped to ``bounds`` (the metric's range in ``rounds.csv`` units), and
+    dashed, the mean on the validation samples of a run with ``--validation``. Right (when
+    ``baseline`` ran): each strategy minus the baseline in the same repeat, mean and
     ±1 std band, which shows a small gain that overlapping curves hide. One legend, right of the
     panels."""
     import seaborn as sns
@@ -74,6 +77,14 @@ def curves_figure(
     for strategy in order:
         rows = stats[stats["strategy"] == strategy].sort_values("n_labeled")
         draw_band(ax, rows["n_labeled"], rows["mean"], rows["std"], palette[strategy], strategy, low, high)
+    validation = validation_curves(rounds)
+    if validation is not None:  # dashed: the same metric on the run's validation samples, mean over repeats
+        held = validation.assign(value=validation["value"] * scale)
+        held = held.groupby(["strategy", "n_labeled"], sort=False)["value"].mean().reset_index()
+        for strategy in order:
+            rows = held[held["strategy"] == strategy].sort_values("n_labeled")
+            ax.plot(rows["n_labeled"], rows["value"], ls="--", color=palette[strategy])
+        ax.plot([], [], ls="--", color="grey", label="dashed: on the validation samples (mean)")
     ax.set_xlabel("labeled samples")
     ax.set_ylabel(f"{metric.label} ({metric.direction})")
     repeats = len(rounds[["seed", "repeat"]].drop_duplicates())

@@ -114,3 +114,23 @@ def test_a_plug_in_metric_without_bounds_is_unbounded(tmp_path, figures):
     rounds = rounds_frame("random", ((90.0, 96.0), (94.0, 104.0)), task="not-installed").assign(metric="score")
     write_report(rounds, tmp_path, MetricInfo.of(metric))
     assert max(band[:, 1].max() for band in _bands(figures["curves"].axes[0])) > 100.0
+
+
+def test_a_run_with_validation_draws_its_validation_means_dashed(tmp_path, figures):
+    rounds = pd.concat([rounds_frame("random"), rounds_frame("snn", ((80.0, 85.0), (82.0, 87.0)))])
+    rounds = rounds.assign(n_validation=50, val_value=rounds["value"] - 10.0)
+    write_report(rounds, tmp_path, ACCURACY)
+    learning = figures["curves"].axes[0]
+    dashed = [line for line in learning.get_lines() if line.get_linestyle() == "--" and len(line.get_xdata())]
+    assert [list(line.get_ydata()) for line in dashed] == [[81.0, 86.0], [71.0, 76.0]]  # mean val per strategy
+    assert "validation" in " ".join(learning.get_legend_handles_labels()[1])
+    text = (tmp_path / "table.md").read_text()
+    assert "validation" in text and "| labels spent | 150 | 250 |" in text
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["val_aubc_mean"].tolist() == [pytest.approx(83.5), pytest.approx(73.5)]
+
+
+def test_a_run_without_validation_draws_no_dashed_line(tmp_path, figures):
+    write_report(rounds_frame("random"), tmp_path, ACCURACY)
+    assert not [line for line in figures["curves"].axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert "val_aubc_mean" not in pd.read_csv(tmp_path / "summary.csv")
