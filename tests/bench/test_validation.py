@@ -17,7 +17,7 @@ from bench.run.loop import initial_indices, repeat_seed
 from bench.run.results import load_labeled
 from bench.run.validation import HeldOut, validation_indices
 from bench.testing import Blobs
-from strategies import STRATEGIES
+from bench.testing.harness import registered
 from strategies.random import RandomSampling
 from tasks.base import TaskData
 
@@ -70,11 +70,8 @@ class OtherSpy(Spy):
 @pytest.fixture
 def spies():
     Spy.seen = {}
-    for cls in (Spy, OtherSpy):
-        STRATEGIES.add(cls.name, cls)
-    yield
-    for cls in (Spy, OtherSpy):
-        STRATEGIES.remove(cls.name)
+    with registered(Spy, OtherSpy):
+        yield
 
 
 def test_no_strategy_sees_or_picks_a_validation_sample_and_every_strategy_shares_them(tmp_path, blobs_task, spies):
@@ -131,22 +128,17 @@ class CrashOnce(RandomSampling):
 
 
 def test_a_resumed_run_keeps_its_validation_split(tmp_path, blobs_task):
-    STRATEGIES.add(CrashOnce.name, CrashOnce)
-    try:
+    def config(out):
+        settings = dict(repeats=2, seed=2, rounds=4, validation=50, out=out, quiet=True)
+        return RunConfig(task="blobs", strategies=["crash-once"], **settings)
 
-        def config(out):
-            return RunConfig(
-                task="blobs", strategies=["crash-once"], repeats=2, seed=2, rounds=4, validation=50, out=out, quiet=True
-            )
-
+    with registered(CrashOnce):
         CrashOnce.calls = -100
         execute(config(tmp_path / "reference"))
         CrashOnce.calls = 0
         with pytest.raises(KeyboardInterrupt):
             execute(config(tmp_path / "crashed"))
         resume(tmp_path / "crashed")
-    finally:
-        STRATEGIES.remove(CrashOnce.name)
     keys = ["strategy", "repeat", "round"]
     a, b = (pd.read_csv(tmp_path / name / "rounds.csv").sort_values(keys) for name in ("reference", "crashed"))
     columns = [*keys, "n_labeled", "value", "n_validation", "val_value"]
