@@ -57,8 +57,7 @@ class Trained:
 
     def record(self) -> dict[str, Any]:
         """What the cache keeps beside the weights: plain floats, ints and lists (``weights_only``)."""
-        record: dict[str, Any] = {"final_loss": self.final_loss, "best_epoch": self.best_epoch}
-        record["epochs_run"] = self.epochs_run
+        record = {"final_loss": self.final_loss, "best_epoch": self.best_epoch, "epochs_run": self.epochs_run}
         return record if self.history is None else {**record, "history": self.history}
 
 

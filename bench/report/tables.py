@@ -491,7 +491,7 @@ def markdown_validation(table: pd.DataFrame, task: str, metric: MetricInfo) -> s
     a column per round) with the labels spent by each round, the validation samples' included."""
     scale, d = metric.display_scale, metric.decimals
     spent = table.groupby("round")["n_spent"].first()
-    held = int(spent.iloc[0] - table.groupby("round")["n_labeled"].first().iloc[0])
+    held = int((table["n_spent"] - table["n_labeled"]).iloc[0])
     shown = table.assign(mean=table["val_mean"] * scale, std=table["val_std"] * scale)
     text = markdown_table(
         shown,
