@@ -20,9 +20,10 @@ PACKAGES = ("bench", "strategies", "tasks", "labelers")
 PLUGIN_API = {"bench.registry", "bench.generative", "bench.generative.base"}
 #: Wing -> the wings it must never import.
 FORBIDDEN = {
-    "bench.run": ("bench.report", "bench.cli", "bench.testing"),
+    "bench.run": ("bench.report", "bench.cli", "bench.testing", "bench.study"),
     "bench.generative": ("bench.run", "bench.report", "bench.cli", "bench.testing"),
-    "bench.report": ("bench.cli", "bench.testing"),
+    "bench.report": ("bench.cli", "bench.testing", "bench.study"),
+    "bench.study": ("bench.cli", "bench.testing"),  # a study plans runs and reads their results; the driver is a command
     "bench.testing": ("bench.cli", "bench.report"),  # the checks drive the run engine only
     "bench.training": ("bench.run", "bench.report", "bench.generative", "bench.cli"),
     "bench.registry": ("bench.",),

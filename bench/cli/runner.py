@@ -10,6 +10,7 @@ import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -29,6 +30,7 @@ from bench.run.folder import (
     not_our_lock,
     writing,
 )
+from bench.run.imbalance import class_counts
 from bench.run.loop import repeat_seed
 from bench.run.manifest import (
     NOT_PLANNED,
@@ -42,7 +44,7 @@ from bench.run.manifest import (
 from bench.run.plan import Plan
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
 from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
-from tasks.base import optimizer_name
+from tasks.base import TaskData, optimizer_name
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,22 @@ def new_folder(kind: str, task: str) -> Path:
         out = out.with_name(f"{task}-{stamp}-{suffix}")
         suffix += 1
     return out
+
+
+#: A run's statuses that need no more work.
+FINISHED = ("complete", "complete with failures")
+
+
+def run_status(folder: Path) -> str | None:
+    """The status of the run in ``folder`` from its manifest; None when it has not started (no
+    manifest), ``unreadable`` when the manifest is not JSON (resuming it names what is wrong)."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text()).get("status"))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return "unreadable"
 
 
 def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
@@ -149,7 +167,7 @@ def execute(config: RunConfig, execution: Execution | None = None, recipe: dict 
             discard_new(out)
             raise
         seeds = [repeat_seed(plan.config.seed, r) for r in range(plan.config.repeats)]
-        sizes = {"pool": len(data.pool_x), "test": len(data.test_x), **({"source": data.source} if data.source else {})}
+        sizes = {**data_sizes(plan, data), **({"source": data.source} if data.source else {})}
         manifest = start_manifest(plan, seeds, sizes, recipe)
         try:
             folder = RunFolder.create(out, manifest, plan_units(plan), plan.extra_columns, execution.keep_checkpoints)
@@ -160,6 +178,15 @@ def execute(config: RunConfig, execution: Execution | None = None, recipe: dict 
     finally:
         lock.release()
     return out
+
+
+def data_sizes(plan: Plan, data: TaskData) -> dict[str, Any]:
+    """The manifest's record of the data a run computes on (its ``data`` entry, but the source):
+    the pool and test sizes and, with ``--imbalance``, the pool's samples per class."""
+    sizes: dict[str, Any] = {"pool": len(data.pool_x), "test": len(data.test_x)}
+    if plan.config.imbalance is not None:
+        sizes["class_counts"] = class_counts(data.pool_y)
+    return sizes
 
 
 #: Flags a resumed run may set: how it executes and where it finds its data, not what it computes.
@@ -243,7 +270,7 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
             f"cannot change on resume: restore the manifest, or start a new run with the settings you want"
         )
     data = assembly.data
-    sizes = {"pool": len(data.pool_x), "test": len(data.test_x)}
+    sizes = data_sizes(plan, data)
     if any(manifest.get("data", {}).get(k) != v for k, v in sizes.items()):
         raise ConfigError(
             f"--resume {folder}: the data differ from the run's ({sizes} samples now, "

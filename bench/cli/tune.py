@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.cli.runner import execute, new_folder, prepare_out, resume, with_threads
+from bench.cli.runner import FINISHED, execute, new_folder, prepare_out, resume, run_status, with_threads
 from bench.report.stats import aubc
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.folder import FolderLock
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 VALIDATION_VIEW = ["strategy", "seed", "repeat", "round", "n_labeled", "n_validation", "val_value"]
 #: The file in a tune folder that records its plan.
 TUNE_FILE = "tune.json"
-#: A grid point's run status that needs no more work.
-FINISHED = ("complete", "complete with failures")
 
 
 def read_validation(folder: Path) -> pd.DataFrame:
@@ -245,7 +243,7 @@ def run_grid(tune: Tune, plans: list[Plan], folder: Path, execution: Execution, 
     failures = []
     for i, (recipe, plan) in enumerate(zip(recipes, plans), start=1):
         point = folder / recipe.name
-        status = grid_point_status(point)
+        status = run_status(point)
         log.info("tune %d/%d: %s (%s)", i, len(recipes), recipe.name, status or "new")
         if status is None:
             execute(dataclasses.replace(plan.config, out=point), execution)
@@ -255,17 +253,6 @@ def run_grid(tune: Tune, plans: list[Plan], folder: Path, execution: Execution, 
         failures += [f"{recipe.name}/{f['strategy']}-r{f['repeat']}" for f in manifest.get("failures", [])]
     write_results(tune, plans, folder)
     return failures
-
-
-def grid_point_status(point: Path) -> str | None:
-    """A grid point's run status from its manifest; None when it has not started (no manifest)."""
-    path = point / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return str(json.loads(path.read_text()).get("status"))
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return "unreadable"  # resume names what is wrong with it
 
 
 def write_results(tune: Tune, plans: list[Plan], folder: Path) -> None:

@@ -101,11 +101,12 @@ def check_key(key: str, where: str) -> None:
     raise ConfigError(f"{where}: unknown key {key!r}{hint}. A recipe sets {KEYS_HELP}")
 
 
-def check_value(key: str, value: Any, where: str) -> Any:
-    """``value`` for recipe key ``key``, checked (ConfigError naming ``where``, the key and the
-    fix): of the key's type (an int passes for ``lr``, returned as a float), finite, and no text
-    holding a path separator. Ranges (a positive ``lr``, a known start mode) are planning's."""
-    expected: tuple[type, ...] = (RECIPE_KEYS[key],) if key in RECIPE_KEYS else OPTION_TYPES
+def check_value(key: str, value: Any, where: str, keys: dict[str, type] = RECIPE_KEYS) -> Any:
+    """``value`` for key ``key`` of ``keys`` (a setting and its type; any other key is an option),
+    checked (ConfigError naming ``where``, the key and the fix): of the key's type (an int passes
+    for ``lr``, returned as a float), finite, and no text holding a path separator. Ranges (a
+    positive ``lr``, a known start mode) are planning's."""
+    expected: tuple[type, ...] = (keys[key],) if key in keys else OPTION_TYPES
     if expected == (float,):
         expected = (int, float)
     if isinstance(value, bool) != (expected == (bool,)) or not isinstance(value, expected):
@@ -115,7 +116,7 @@ def check_value(key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {key} = {value!r} is not a finite number; give a finite value")
     if isinstance(value, str) and (not value or any(c in value for c in UNSAFE)):
         raise ConfigError(f"{where}: {key} = {value!r}: give non-empty text without / or \\")
-    return float(value) if key in RECIPE_KEYS and RECIPE_KEYS[key] is float else value
+    return float(value) if key in keys and keys[key] is float else value
 
 
 def parse_value(key: str, text: str, where: str) -> Any:
