@@ -115,6 +115,14 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
         "--subset", type=positive_int, help="use N random pool samples and at most N test samples (quick runs, CI)"
     )
     parser.add_argument(
+        "--imbalance",
+        type=float,
+        metavar="R",
+        help="classification tasks: keep a seeded long-tailed pool (after --subset), the class at position c of a "
+        "seeded order keeping n_max * R^(-c/(C-1)) samples, n_max the smallest class count (Cao et al. 2019); "
+        "R >= 1 is the head-to-tail ratio, 1 a balanced pool; the test set is kept whole",
+    )
+    parser.add_argument(
         "--data-root", type=Path, default=None, help=f"data folder (default: $BENCH_DATA, else {default_data_root()})"
     )
     parser.add_argument(
@@ -575,6 +583,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         nondeterministic=args.nondeterministic,
         diagnostics=getattr(args, "diagnostics", True),
         validation=getattr(args, "validation", 0),
+        imbalance=getattr(args, "imbalance", None),
     )
 
 

@@ -117,6 +117,23 @@ def validation_curves(rounds: pd.DataFrame) -> pd.DataFrame | None:
     return curves[curves["value"].notna()].reset_index(drop=True)
 
 
+def balanced_curves(rounds: pd.DataFrame) -> pd.DataFrame | None:
+    """The rounds' balanced-accuracy curves (a classification task whose metric is accuracy) as
+    rounds of their own: the keys of each round, ``min_class_labeled`` and ``value`` = its
+    ``balanced_accuracy``; rows without one (a run from before the column) are left out. None
+    when no round has a balanced accuracy."""
+    if "balanced_accuracy" not in rounds:
+        return None
+    values = pd.to_numeric(rounds["balanced_accuracy"], errors="coerce")
+    if not values.notna().any():
+        return None
+    curves = rounds[ROUND_KEYS].copy()
+    counts = rounds["min_class_labeled"] if "min_class_labeled" in rounds else np.nan
+    curves["min_class_labeled"] = pd.to_numeric(counts, errors="coerce")
+    curves["value"] = values
+    return curves[curves["value"].notna()].reset_index(drop=True)
+
+
 def aubc(rounds: pd.DataFrame) -> pd.DataFrame:
     """Area under each repeat's learning curve (trapezoid over n_labeled) divided by the budget
     span, i.e. the curve's mean value over the budget, in the metric's units; mean and sample

@@ -23,6 +23,7 @@ from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, 
 from bench.report.paper import CITATION, TABLE_1
 from bench.report.stats import (
     aubc,
+    balanced_curves,
     label_savings,
     paired_differences,
     unpaired_repeats,
@@ -263,6 +264,7 @@ def trained_with(manifest: dict) -> dict[str, object]:
     protocol["optimizer"] = str(protocol["optimizer"]).lower()
     settings = {k: v for k, v in config.items() if k not in NOT_TRAINING | PROTOCOL_FIELDS | {"warm_start"}}
     settings.setdefault("validation", 0)  # manifests before --validation held none out
+    settings.setdefault("imbalance", None)  # manifests before --imbalance kept the whole pool
     device, data = manifest.get("device") or {}, manifest.get("data") or {}
     settings.update({k: device[k] for k in ("train_dtype", "score_dtype") if k in device})  # "auto" resolved
     settings.update({f"{k} size": data[k] for k in ("pool", "test") if k in data})
@@ -461,14 +463,20 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
     fewer = " (those that ran every round; (n=k): over k of them)" if (summary["repeats"] < most).any() else ""
     held = "val_aubc_mean" in summary
     about_validation = " Validation AUBC: the same area of the metric on the run's validation samples." if held else ""
+    fair = "bacc_aubc_mean" in summary
+    if fair:
+        about_validation += " Balanced AUBC: the same area of the balanced accuracy (the mean per-class recall)."
+
     lines = [
         f"summary over the whole budget ({metric.direction}): AUBC is the area under each repeat's learning curve "
         f"divided by the budget span (the curve's mean over the budget), mean ± std over repeats{fewer}; labels "
         f"to reach {target_text} are read off each strategy's mean curve (linear between rounds), and the saving "
         f"is against random's.{about_validation}",
         "",
-        "| strategy | AUBC | labels to target | saving vs random |" + (" validation AUBC |" if held else ""),
-        "|---|---|---|---|" + ("---|" if held else ""),
+        "| strategy | AUBC | labels to target | saving vs random |"
+        + (" validation AUBC |" if held else "")
+        + (" balanced AUBC |" if fair else ""),
+        "|---|---|---|---|" + ("---|" if held else "") + ("---|" if fair else ""),
     ]
     for _, r in summary.iterrows():
         if target is None:
@@ -482,6 +490,9 @@ def markdown_summary(summary: pd.DataFrame, metric: MetricInfo, target: float | 
         if held:
             scale = metric.display_scale
             validation = f" {_mean_std(r['val_aubc_mean'] * scale, r['val_aubc_std'] * scale, d)} |"
+        if fair:
+            scale = metric.display_scale
+            validation += f" {_mean_std(r['bacc_aubc_mean'] * scale, r['bacc_aubc_std'] * scale, d)} |"
         lines.append(f"| {r['strategy']} | {aubc} | {labels} | {saving} |{validation}")
     return "\n".join(lines) + "\n"
 
@@ -504,6 +515,51 @@ def markdown_validation(table: pd.DataFrame, task: str, metric: MetricInfo) -> s
     at = next(i for i, line in enumerate(lines) if line.startswith("| n_labeled |")) + 1
     lines.insert(at, "| labels spent | " + " | ".join(str(spent[t]) for t in sorted(spent.index)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def balanced_table(balanced: pd.DataFrame, repeats: bool = False) -> pd.DataFrame:
+    """Per strategy and round of the balanced-accuracy curves (:func:`~bench.report.stats.balanced_curves`):
+    ``bacc_mean``, ``bacc_std`` (over repeats, ddof=1) and ``min_class_labeled`` (the mean over repeats of
+    the labeled set's smallest class count); with ``repeats`` also ``n_labeled`` and ``repeats``."""
+    table = summarize(balanced).rename(columns={"mean": "bacc_mean", "std": "bacc_std"})
+    smallest = balanced.groupby(["strategy", "round"], sort=False)["min_class_labeled"].mean().reset_index()
+    table = table.merge(smallest, on=["strategy", "round"], how="left")
+    columns = ["strategy", "round", *(["n_labeled", "repeats"] if repeats else []), "bacc_mean", "bacc_std"]
+    return table[[*columns, "min_class_labeled"]]
+
+
+def markdown_balanced(table: pd.DataFrame, task: str, metric: MetricInfo) -> str:
+    """The balanced accuracy per strategy and round (:func:`balanced_table` with ``repeats``): a row per
+    strategy, a column per round, ``mean ± std`` in the metric's display units and, in brackets, the
+    labeled set's smallest class count (mean over repeats)."""
+    scale, d = metric.display_scale, metric.decimals
+    rounds = sorted(table["round"].unique())
+    sizes = table.groupby("round")["n_labeled"].first()
+    most = int(table["repeats"].max())
+    fewer = "; (n=k): a cell over k of them" if (table["repeats"] < most).any() else ""
+    lines = [
+        f"**{task}, balanced accuracy**: the mean over the classes of each class's recall on the test set, in the "
+        f"units of {metric.label} (higher is better), mean ± std over {most} repeats{fewer}; (min m): the labeled "
+        f"set's smallest class count, mean over the repeats",
+        "",
+        "| strategy | " + " | ".join(f"t={t}" for t in rounds) + " |",
+        "|" + "---|" * (len(rounds) + 1),
+        "| n_labeled | " + " | ".join(str(sizes[t]) for t in rounds) + " |",
+    ]
+    for strategy, rows in table.groupby("strategy", sort=False):
+        cells = {
+            r["round"]: _mean_std(r["bacc_mean"] * scale, r["bacc_std"] * scale, d)
+            + _fewer(r["repeats"], most)
+            + ("" if pd.isna(r["min_class_labeled"]) else f" (min {_count_mean(r['min_class_labeled'])})")
+            for _, r in rows.iterrows()
+        }
+        lines.append(f"| {strategy} | " + " | ".join(cells.get(t, "") for t in rounds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _count_mean(mean: float) -> str:
+    """A mean of counts: whole as a whole number, else with one decimal."""
+    return f"{mean:.0f}" if mean == round(mean) else f"{mean:.1f}"
 
 
 def _count(n: int, one: str, several: str) -> str:
@@ -616,6 +672,9 @@ def write_report(
         held = summarize(validation).rename(columns={"mean": "val_mean", "std": "val_std"})
         table = table.merge(held[["strategy", "round", "val_mean", "val_std"]], on=["strategy", "round"], how="left")
         table["n_spent"] = table["n_labeled"] + int(validation["n_validation"].max())
+    balanced = balanced_curves(rounds)
+    if balanced is not None:  # the balanced accuracy and the labeled set's smallest class beside the metric
+        table = table.merge(balanced_table(balanced), on=["strategy", "round"], how="left")
     table.assign(**described).to_csv(out / "table.csv", index=False)
     sizes = {int(t): int(n) for t, n in table.groupby("round")["n_labeled"].first().items()}
     comparison = paper_comparison(task, sizes) if paper else PaperComparison([], [], "")
@@ -631,6 +690,8 @@ def write_report(
         text += "\n" + comparison.own_table
     if validation is not None:
         text += "\n" + markdown_validation(table, task, metric)
+    if balanced is not None:
+        text += "\n" + markdown_balanced(balanced_table(balanced, repeats=True), task, metric)
     diffs = paired_differences(rounds, BASELINE, metric.higher_is_better)
     if diffs is not None and len(diffs):
         diffs.assign(**described).to_csv(out / "differences.csv", index=False)
@@ -642,6 +703,9 @@ def write_report(
     if validation is not None:
         held = aubc(validation).rename(columns={"aubc_mean": "val_aubc_mean", "aubc_std": "val_aubc_std"})
         summary = summary.merge(held.drop(columns="repeats"), on="strategy", how="left")
+    if balanced is not None:
+        fair = aubc(balanced).rename(columns={"aubc_mean": "bacc_aubc_mean", "aubc_std": "bacc_aubc_std"})
+        summary = summary.merge(fair.drop(columns="repeats"), on="strategy", how="left")
     if len(savings):
         summary = summary.merge(savings, on="strategy", how="left")
     summary.assign(target=chosen if chosen is not None else math.nan, **described).to_csv(

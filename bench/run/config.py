@@ -82,6 +82,7 @@ class RunConfig:
     nondeterministic: bool = False  # on CUDA: allow nondeterministic kernels (faster, results vary)
     diagnostics: bool = True  # measure each selection's picks (bench.run.diagnostics); changes no metric value
     validation: int = 0  # labeled pool samples held out per repeat to validate F on (never selected or trained on)
+    imbalance: float | None = None  # keep a seeded long-tailed pool, head/tail ratio R (bench.run.imbalance)
 
     @classmethod
     def from_manifest(cls, saved: dict[str, Any]) -> RunConfig:
@@ -236,4 +237,5 @@ def check_protocol(protocol: Protocol, pool_size: int, where: str, validation: i
             f"has only {pool_size}; lower --initial, --increment"
             + (", --rounds or --validation" if validation else " or --rounds")
             + (", or raise --subset" if "subset" in where else "")
+            + (", or lower --imbalance" if "imbalance" in where else "")
         )

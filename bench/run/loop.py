@@ -123,6 +123,28 @@ def _infer(
     return predict(model, x, batch_size, fn, dropout=dropout)
 
 
+def min_class_count(labels: Tensor, classes: np.ndarray) -> int:
+    """The smallest number of ``labels`` (class indices) of any of ``classes`` (0 for a class
+    with none)."""
+    counts = np.bincount(labels.cpu().numpy(), minlength=int(classes.max()) + 1)
+    return int(counts[classes].min())
+
+
+def balanced_accuracy(outputs: Tensor, targets: Tensor, accuracy: float) -> float:
+    """The mean over the classes of ``targets`` of the recall of ``outputs`` (logits or
+    probabilities [N, C], argmax as the prediction), in the units of the task's own ``accuracy``
+    of these outputs: percent when that is nearer 100 times the fraction correct than the fraction
+    itself, else a fraction (with none correct both are 0)."""
+    y = targets.cpu().numpy()
+    hit = outputs.argmax(dim=1).cpu().numpy() == y
+    totals = np.bincount(y)
+    hits = np.bincount(y[hit], minlength=len(totals))
+    present = totals > 0
+    recall = float((hits[present] / totals[present]).mean())
+    fraction = float(hit.mean())
+    return recall * (100.0 if abs(accuracy - 100.0 * fraction) < abs(accuracy - fraction) else 1.0)
+
+
 def fingerprint(model: torch.nn.Module) -> dict[str, Tensor]:
     """A cheap checksum of each floating tensor of ``model``'s state (its sum and the sum of its
     absolute values, float64), to tell whether a strategy changed F: one pass over the weights."""
@@ -355,6 +377,9 @@ class UnitState:
         self.diagnostics = Diagnostics()  # of the latest additions (bench.run.diagnostics); NaN when not measured
         self.probing = probe  # select twice from the same state after round 1 (see is_probed())
         self.probe: Probe | None = None  # its outcome, until reported
+        #: a classifier's classes present in the pool (int64 numpy), which min_class_labeled counts over
+        classifies = Capability.PROBABILITIES in task.capabilities
+        self.pool_classes = np.unique(data.pool_y.cpu().numpy()) if classifies else None
         self.label_inputs = None
         if Capability.SYNTHETIC_LABELS in task.capabilities:
             self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)
@@ -506,6 +531,10 @@ class UnitState:
         outputs = timer.timed("eval", predict, self.model, self.data.test_x)
         scores = timer.timed("eval", task.scores, outputs, self.data.test_y)
         value = scores.pop(task.metric.name)
+        if self.pool_classes is not None:  # a classifier: the class-balance columns (bench.run.plan.class_columns)
+            scores["min_class_labeled"] = min_class_count(training.y, self.pool_classes)
+            if task.metric.name == "accuracy":
+                scores["balanced_accuracy"] = timer.timed("eval", balanced_accuracy, outputs, self.data.test_y, value)
         if self.held_out is not None:  # the validation metric, after the test set's extra scores
             outputs = timer.timed("eval", predict, self.model, self.held_out.x)
             held = timer.timed("eval", task.scores, outputs, self.held_out.y)

@@ -28,7 +28,8 @@ from bench.run.config import (
     resolve_device,
     resolve_score_dtype,
 )
-from bench.run.results import VALIDATION_COLUMNS
+from bench.run.imbalance import long_tailed_indices
+from bench.run.results import CLASS_COLUMNS, VALIDATION_COLUMNS
 from strategies import STRATEGIES
 from strategies.base import Strategy
 from tasks import TASKS
@@ -56,13 +57,25 @@ class Plan:
 
     @property
     def extra_columns(self) -> list[str]:
-        """The columns of ``rounds.csv`` after the fixed ones: the task's extra metrics, then the
-        validation set's size and metric with ``--validation``."""
-        return self.task.extra_metrics() + (VALIDATION_COLUMNS if self.config.validation else [])
+        """The columns of ``rounds.csv`` after the fixed ones: the task's extra metrics, for a
+        classification task the labeled set's smallest class count and, where its metric is
+        accuracy, the balanced accuracy (:func:`class_columns`), then the validation set's size and
+        metric with ``--validation``."""
+        validation = VALIDATION_COLUMNS if self.config.validation else []
+        return self.task.extra_metrics() + class_columns(self.task) + validation
 
     def make_strategy(self, cls: type[Strategy]) -> Strategy:
         """Instantiate a strategy with the options meant for it (see :func:`strategy_options`)."""
         return cls(**strategy_options(cls, self.config.strategy_options))
+
+
+def class_columns(task: Task) -> list[str]:
+    """The class-balance columns of ``rounds.csv`` for ``task``: ``min_class_labeled`` for a
+    classification task (one with class probabilities), and ``balanced_accuracy`` too where its
+    metric is ``accuracy``; none for a regression task."""
+    if Capability.PROBABILITIES not in task.capabilities:
+        return []
+    return CLASS_COLUMNS if task.metric.name == "accuracy" else CLASS_COLUMNS[:1]
 
 
 def strategy_options(cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
@@ -307,6 +320,7 @@ def plan_run(config: RunConfig) -> Plan:
     if config.validation < 0:
         raise ConfigError(f"--validation must be 0 (none) or a number of pool samples (got {config.validation})")
     check_limit("validation", config.validation)
+    check_imbalance(task, config.imbalance)
     check_options(strategies, config.strategy_options)
     check_latent_steps(strategies, config.strategy_options)
     protocol = config.protocol(task.protocol)
@@ -326,6 +340,25 @@ def plan_run(config: RunConfig) -> Plan:
     train_dtype = resolve_score_dtype(config.train_dtype, device, "--train-dtype")
     generative = generative_spec(task, strategies, config)  # refuses bad generative options now, before any work
     return Plan(config, task, strategies, protocol, device, score_dtype, train_dtype, generative)
+
+
+def check_imbalance(task: Task, ratio: float | None) -> None:
+    """Refuse ``--imbalance R`` for a task that does not classify, and an R that is not a finite
+    number of at least 1 (None: no imbalance, passes)."""
+    if ratio is None:
+        return
+    if Capability.PROBABILITIES not in task.capabilities:
+        raise ConfigError(
+            f"--imbalance applies to classification tasks; {task.name} is a regression task "
+            f"(its targets have no classes to make rare); drop it"
+        )
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
+        raise ConfigError(f"--imbalance {ratio}: not a finite number; give a ratio of at least 1, e.g. --imbalance 10")
+    if ratio < 1:
+        raise ConfigError(
+            f"--imbalance {ratio:g} is below 1: R is the head class's count over the tail class's (1: a balanced "
+            f"pool); give a ratio of at least 1, e.g. --imbalance 10"
+        )
 
 
 def generative_spec(task: Task, strategies: list[type[Strategy]], config: RunConfig) -> GenerativeSpec | None:
@@ -475,8 +508,9 @@ def load_task_data(task: Task, data_root: Path, download: bool) -> TaskData:
 
 
 def load_data(plan: Plan) -> TaskData:
-    """The task's data (subset if asked), checked against the protocol, on the device; the
-    generative model's size is checked against the inputs' shape here, before it is built."""
+    """The task's data (subset if asked, then long-tailed with ``--imbalance``), checked against the
+    protocol, on the device; the generative model's size is checked against the inputs' shape here,
+    before it is built."""
     data = load_task_data(plan.task, Path(plan.config.data_root), plan.config.download)
     check_generative_size(plan, tuple(data.pool_x.shape[1:]))
     subset = plan.config.subset
@@ -487,8 +521,13 @@ def load_data(plan: Plan) -> TaskData:
             )
         data = data.subset(subset, torch.Generator().manual_seed(plan.config.seed))
     where = f"--subset {subset}" if subset is not None else f"the {plan.task.name} pool"
+    check_labels(plan.task, data)  # a classifier's labels are class indices before any are counted
+    ratio = plan.config.imbalance
+    if ratio is not None:
+        keep = torch.as_tensor(long_tailed_indices(data.pool_y, ratio, plan.config.seed))
+        data = TaskData(data.pool_x[keep], data.pool_y[keep], data.test_x, data.test_y, data.source)
+        where += f" with --imbalance {ratio:g}"
     check_protocol(plan.protocol, len(data.pool_x), where, plan.config.validation)
-    check_labels(plan.task, data)
     return data.to(plan.device)
 
 

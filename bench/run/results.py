@@ -40,8 +40,11 @@ ROUND_COLUMNS = [
 EXTRA_COLUMNS = ["eval_s", "diagnose_s", "n_synthetic", "n_rejected", *DIAGNOSTIC_COLUMNS]
 #: Columns of a run with ``--validation N``, after the task's extra metrics: N, and the metric on those samples.
 VALIDATION_COLUMNS = ["n_validation", "val_value"]
+#: Columns of a classification task, after its extra metrics: the labeled set's smallest class count,
+#: and (where its metric is accuracy) the mean per-class recall on the test set.
+CLASS_COLUMNS = ["min_class_labeled", "balanced_accuracy"]
 #: Columns a run started before they existed lacks; its resumed rows leave them out.
-LATER_COLUMNS = {"diagnose_s", *DIAGNOSTIC_COLUMNS}
+LATER_COLUMNS = {"diagnose_s", *DIAGNOSTIC_COLUMNS, *CLASS_COLUMNS}
 
 
 @dataclass
@@ -124,8 +127,8 @@ class RoundsWriter:
         row = record.row()
         for key in ("train_s", "select_s", "label_s", "eval_s", "diagnose_s"):
             row[key] = round(row[key], 4)
-        for key in LATER_COLUMNS - set(self.columns):
-            del row[key]
+        for key in LATER_COLUMNS - set(self.columns):  # a run started before them (or without them: regression)
+            row.pop(key, None)
         self._writer.writerow(row)
         self._file.flush()
         os.fsync(self._file.fileno())

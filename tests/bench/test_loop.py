@@ -268,6 +268,9 @@ def test_outputs_and_manifest(tmp_path, blobs_task):
         "mean",
         "std",
         "repeats",
+        "bacc_mean",  # a classifier scored by accuracy: its balanced accuracy, and the smallest labeled class
+        "bacc_std",
+        "min_class_labeled",
         "metric_name",
         "metric_higher_is_better",
         "metric_label",
