@@ -8,8 +8,9 @@ report adds, in the study folder:
 - ``penalty.csv``, ``penalty.png`` / ``.svg``: the pairwise penalty matrix of Ash et al. (ICLR 2020,
   "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower Bounds", Fig. 3). Entry (i, j)
   counts the (cell, round) pairs where strategy i beats strategy j by a paired two-sided t-test
-  at 0.05 over the repeats both ran with the same (seed, repeat), each round weighing 1/R in a
-  cell of R rounds, so that every cell weighs 1 and an entry is at most the number of cells
+  at 0.05 over the repeats both ran with the same (seed, repeat). The rounds compared are those
+  after the first (in round 1 every strategy trains on the same initial set); each weighs 1/(R - 1)
+  in a cell of R rounds, so that every cell weighs 1 and an entry is at most the number of cells
   where both ran;
 - ``ranks.csv`` and ``mean_ranks.csv``: each strategy's AUBC rank per cell (1 = best by the
   metric's direction, ties share the average rank) and its mean over the cells it ran in;
@@ -42,7 +43,8 @@ ALPHA = 0.05
 PENALTY_DESCRIPTION = (
     "row strategy i, column strategy j: the number of (cell, round) pairs in which i beats j by a paired two-sided "
     f"t-test at p < {ALPHA} over the repeats both ran with the same (seed, repeat), the mean difference in i's favour "
-    "by the metric's direction; each round of a cell of R rounds counts 1/R, so each cell weighs 1 and an entry is "
+    "by the metric's direction; each round after the first (round 1 trains every strategy on the same initial set) "
+    "of a cell of R rounds counts 1/(R - 1), so each cell weighs 1 and an entry is "
     "at most the number of cells where both ran (Ash et al. 2020, Fig. 3). wins: the row's total (how much i beats "
     "the others); beaten: the column total of i (how much the others beat i); cells: the cells i ran in"
 )
@@ -89,9 +91,16 @@ class CellResult:
         return set(self.rows["strategy"])
 
 
+def compared(rounds: pd.DataFrame) -> pd.DataFrame:
+    """The rounds a cell's strategies are compared in: those after the first, when there are more
+    (in round 1 every strategy trains on the same initial set, so none can beat another)."""
+    first = rounds["round"].min()
+    return rounds[rounds["round"] > first] if rounds["round"].nunique() > 1 else rounds
+
+
 def total_rounds(results: Sequence[CellResult]) -> int:
-    """The (cell, round) comparisons of the reported cells: the sum of their rounds."""
-    return sum(int(r.rows["round"].nunique()) for r in results)
+    """The (cell, round) comparisons of the reported cells: the sum of their compared rounds."""
+    return sum(int(compared(r.rows)["round"].nunique()) for r in results)
 
 
 def cells_of(strategy: str, results: Sequence[CellResult]) -> int:
@@ -180,7 +189,7 @@ def penalty_matrix(results: Sequence[CellResult], strategies: list[str]) -> np.n
     index = {s: k for k, s in enumerate(strategies)}
     total = np.zeros((len(strategies), len(strategies)))
     for result in results:
-        names, wins = cell_wins(result.rows, result.info.higher_is_better)
+        names, wins = cell_wins(compared(result.rows), result.info.higher_is_better)
         at = [index[s] for s in names]
         total[np.ix_(at, at)] += wins.sum(axis=2) / wins.shape[2]
     return total
@@ -456,8 +465,9 @@ def study_markdown(
             "## Pairwise penalty matrix",
             "",
             f"Row i, column j: the (cell, round) pairs in which i beats j by a paired two-sided t-test at p < {ALPHA} "
-            f"over the repeats both ran with the same (seed, repeat), by each cell's metric direction; a round of a "
-            f"cell of R rounds counts 1/R, so each cell weighs 1 and an entry is at most the number of cells where "
+            f"over the repeats both ran with the same (seed, repeat), by each cell's metric direction; each round "
+            f"after the first (round 1 trains every strategy on the same initial set) of a cell of R rounds counts "
+            f"1/(R - 1), so each cell weighs 1 and an entry is at most the number of cells where "
             f"both ran (Ash et al. 2020, Fig. 3). Over {_plural(len(reported), 'cell')} and {rounds_total} "
             f"(cell, round) comparisons. wins: the row total; beaten: the column total; cells: the cells the "
             f"strategy ran in ([penalty.csv](penalty.csv)).",

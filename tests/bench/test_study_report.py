@@ -98,18 +98,19 @@ def study(tmp_path_factory):
     return folder, paths
 
 
-def test_penalty_matrix_equals_hand_counts_with_each_round_weighing_one_over_its_cells_rounds(study):
+def test_penalty_matrix_equals_hand_counts_each_round_after_the_first_weighing_one_over_their_number(study):
     folder, _ = study
     penalty = pd.read_csv(folder / "penalty.csv").set_index("strategy")
     order = ["badge", "uncertainty", "random", "si", "snn"]
     assert penalty.index.tolist() == order
     expected = {
-        ("badge", "uncertainty"): 1.0,  # A: 3 of 3 rounds
-        ("badge", "random"): 1.0 + 0.5,  # A: 3/3; B: round 2 of 2
-        ("uncertainty", "badge"): 1.0,  # B: 2/2
+        # round 1 is never compared (real runs share the initial set there); a cell's other rounds weigh 1/(R - 1)
+        ("badge", "uncertainty"): 1.0,  # A: rounds 2 and 3 of 2 compared
+        ("badge", "random"): 1.0 + 1.0,  # A: 2/2; B: round 2, the one compared
+        ("uncertainty", "badge"): 1.0,  # B: 1/1
         ("uncertainty", "random"): 1.0 + 1.0,
-        ("si", "random"): 0.75,  # C: rounds 2-4 of 4, lower MSE wins
-        ("si", "snn"): 0.75,
+        ("si", "random"): 1.0,  # C: rounds 2-4 of 3 compared, lower MSE wins
+        ("si", "snn"): 1.0,
     }
     for i in order:
         for j in order:
@@ -118,10 +119,10 @@ def test_penalty_matrix_equals_hand_counts_with_each_round_weighing_one_over_its
             else:
                 assert penalty.loc[i, j] == pytest.approx(expected.get((i, j), 0.0)), (i, j)
     assert penalty["wins"].to_dict() == pytest.approx(
-        {"badge": 2.5, "uncertainty": 3.0, "random": 0, "si": 1.5, "snn": 0}
+        {"badge": 3.0, "uncertainty": 3.0, "random": 0, "si": 2.0, "snn": 0}
     )
     assert penalty["beaten"].to_dict() == pytest.approx(
-        {"badge": 1.0, "uncertainty": 1.0, "random": 4.25, "si": 0.0, "snn": 0.75}
+        {"badge": 1.0, "uncertainty": 1.0, "random": 5.0, "si": 0.0, "snn": 1.0}
     )
     assert penalty["cells"].to_dict() == {"badge": 2, "uncertainty": 2, "random": 3, "si": 1, "snn": 1}
     assert "paired two-sided t-test" in penalty["description"].iloc[0]
@@ -130,7 +131,7 @@ def test_penalty_matrix_equals_hand_counts_with_each_round_weighing_one_over_its
 def test_lower_is_better_is_respected(study):
     folder, _ = study
     penalty = pd.read_csv(folder / "penalty.csv").set_index("strategy")
-    assert penalty.loc["random", "si"] == 0 and penalty.loc["si", "random"] == pytest.approx(0.75)
+    assert penalty.loc["random", "si"] == 0 and penalty.loc["si", "random"] == pytest.approx(1.0)
     ranks = pd.read_csv(folder / "ranks.csv")
     ivus = ranks[ranks["cell"] == "ivus"].set_index("strategy")
     assert ivus.loc["si", "rank"] == 1 and (ivus["direction"] == "lower is better").all()
@@ -182,7 +183,7 @@ def test_a_cell_not_run_is_listed_and_left_out(study):
     assert "- mnist/imbalance=100: not run (no run folder); left out of the numbers above" in text
     assert "- [mnist/imbalance=1](mnist/imbalance=1/table.md): 3 strategies, 4 repeats, 3 rounds" in text
     assert "mnist/imbalance=100" not in set(pd.read_csv(folder / "ranks.csv")["cell"])
-    assert "| **beaten** | 1.00 | 1.00 | 4.25 | 0.00 | 0.75 |  |  |" in text
+    assert "| **beaten** | 1.00 | 1.00 | 5.00 | 0.00 | 1.00 |  |  |" in text
     assert "![penalty matrix](penalty.png)" in text
 
 
@@ -192,7 +193,7 @@ def test_the_heatmap_files_are_valid_png_and_svg(study):
     assert {"penalty.csv", "penalty.png", "penalty.svg", "ranks.csv", "mean_ranks.csv", "study.md"} <= names
     assert (folder / "penalty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert ET.parse(folder / "penalty.svg").getroot().tag.endswith("svg")
-    assert "4.25" in (folder / "penalty.svg").read_text()  # the entries are written in the figure
+    assert "5.00" in (folder / "penalty.svg").read_text()  # the entries are written in the figure
 
 
 def test_an_unfinished_cell_gets_its_own_report_and_is_reported_with_a_note(tmp_path):
