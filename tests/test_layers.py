@@ -23,7 +23,7 @@ FORBIDDEN = {
     "bench.run": ("bench.report", "bench.cli", "bench.testing", "bench.study"),
     "bench.generative": ("bench.run", "bench.report", "bench.cli", "bench.testing"),
     "bench.report": ("bench.cli", "bench.testing", "bench.study"),
-    "bench.study": ("bench.cli", "bench.testing"),  # a study plans runs and reads their results; the driver is a command
+    "bench.study": ("bench.cli", "bench.testing"),  # a study plans runs and reads results; its driver is a command
     "bench.testing": ("bench.cli", "bench.report"),  # the checks drive the run engine only
     "bench.training": ("bench.run", "bench.report", "bench.generative", "bench.cli"),
     "bench.registry": ("bench.",),

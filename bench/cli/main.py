@@ -161,6 +161,47 @@ def add_strategy_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_execution_args(g: argparse._ArgumentGroup) -> None:
+    """How units execute (``run`` and ``study``): local workers or Ray, checkpoints, a time limit."""
+    g.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help="worker processes running units side by side on this machine (default 1); on a GPU "
+        "they share it, which small nets need to keep it busy",
+    )
+    g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local (this machine, --jobs workers) or ray (units as Ray tasks on a cluster; "
+        'pip install "latent-bench[ray]")',
+    )
+    g.add_argument(
+        "--ray-address",
+        help="the Ray cluster to join (auto: the one `ray start` made this machine "
+        "part of); default: start a local one",
+    )
+    g.add_argument("--cpus-per-job", type=finite_float, help="Ray: CPUs per unit (default: its --threads)")
+    g.add_argument(
+        "--gpus-per-job",
+        type=finite_float,
+        help="Ray: GPUs per unit, fractions share one, e.g. 0.25 (default: 1 on --device cuda, else 0)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes",
+    )
+    g.add_argument(
+        "--unit-timeout",
+        type=finite_float,
+        metavar="SECONDS",
+        help="stop a unit (one strategy in one repeat) still running after SECONDS: it is failed and "
+        "recorded, and the run goes on (default: no limit)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,43 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(no other flags needed), finished units are skipped, unfinished ones continue from "
         "their last checkpoint",
     )
-    g.add_argument(
-        "--jobs",
-        type=positive_int,
-        default=1,
-        help="worker processes running units side by side on this machine (default 1); on a GPU "
-        "they share it, which small nets need to keep it busy",
-    )
-    g.add_argument(
-        "--executor",
-        choices=["local", "ray"],
-        default="local",
-        help="local (this machine, --jobs workers) or ray (units as Ray tasks on a cluster; "
-        'pip install "latent-bench[ray]")',
-    )
-    g.add_argument(
-        "--ray-address",
-        help="the Ray cluster to join (auto: the one `ray start` made this machine "
-        "part of); default: start a local one",
-    )
-    g.add_argument("--cpus-per-job", type=finite_float, help="Ray: CPUs per unit (default: its --threads)")
-    g.add_argument(
-        "--gpus-per-job",
-        type=finite_float,
-        help="Ray: GPUs per unit, fractions share one, e.g. 0.25 (default: 1 on --device cuda, else 0)",
-    )
-    g.add_argument(
-        "--keep-checkpoints",
-        action="store_true",
-        help="keep each unit's checkpoints/<strategy>-r<repeat>.pt after it finishes",
-    )
-    g.add_argument(
-        "--unit-timeout",
-        type=finite_float,
-        metavar="SECONDS",
-        help="stop a unit (one strategy in one repeat) still running after SECONDS: it is failed and "
-        "recorded, and the run goes on (default: no limit)",
-    )
+    add_execution_args(g)
 
     tune = sub.add_parser(
         "tune",
@@ -280,10 +285,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--jobs", type=positive_int, default=1, help="worker processes running units side by side")
 
+    study = sub.add_parser(
+        "study",
+        help="run every strategy over a grid of settings (a study file, or a shipped study by name) and "
+        "write the study report: a pairwise penalty matrix, AUBC ranks and a reading (docs/studies.md)",
+    )
+    study.add_argument(
+        "study", nargs="?", metavar="FILE|NAME", help="a study TOML file, or a shipped study's name (see --list)"
+    )
+    study.add_argument("--list", action="store_true", help="list the shipped studies and exit")
+    study.add_argument("--out", type=Path, help="the study folder (default: a new one under results/studies/)")
+    study.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    study.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads for torch per unit (default: as for run); the same for every cell",
+    )
+    study.add_argument(
+        "--data-root", type=Path, default=None, help=f"data folder (default: $BENCH_DATA, else {default_data_root()})"
+    )
+    study.add_argument("--no-download", dest="download", action="store_false", help="never download missing data")
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = study.add_argument_group("execution (at the same --threads per unit, none of these changes a result)")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="go on with the study in DIR (its plan from DIR/study.json): finished cells are skipped, "
+        "unfinished ones resumed from their checkpoints, the others started",
+    )
+    add_execution_args(g)
+
     sub.add_parser("list", help="list tasks, strategies and which strategy applies to which task")
 
-    report = sub.add_parser("report", help="rebuild table.csv, table.md and curves.png from rounds.csv")
-    report.add_argument("runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task)")
+    report = sub.add_parser(
+        "report", help="rebuild table.csv, table.md and curves.png from rounds.csv, or a study folder's report"
+    )
+    report.add_argument(
+        "runs", nargs="+", type=Path, help="run folders or rounds.csv files (one task), or one study folder"
+    )
     report.add_argument("--out", type=Path, help="where to write (default: the single run folder)")
     report.add_argument(
         "--target",
@@ -547,6 +587,41 @@ def tune(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[Path, li
     return start(Tune(base, grid), args.out, runs)
 
 
+#: Flags a resumed study may give: how it executes and where it finds its data.
+STUDY_RESUMABLE = EXECUTION_FLAGS | {"quiet", "data_root", "download"}
+
+
+def study(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[Path, list[str]]:
+    """``study``: a new study, or with ``--resume`` the rest of an earlier one; returns the study
+    folder and the failed units."""
+    from bench.cli.study import go_on, start
+
+    if args.resume is not None:
+        extra = sorted(given_flags(argv) - STUDY_RESUMABLE) + (["study"] if args.study else [])
+        if extra:
+            flags = ", ".join(name if name == "study" else f"--{name.replace('_', '-')}" for name in extra)
+            raise ConfigError(
+                f"{flags} with --resume: a resumed study keeps its cells and settings "
+                f"({args.resume / 'study.json'}); drop {flags}"
+            )
+        given: dict[str, object] = {"download": args.download, "quiet": args.quiet}
+        if args.data_root is not None:
+            given["data_root"] = args.data_root
+        return go_on(args.resume, execution(args), given)
+    if args.study is None:
+        raise ConfigError("give a study file or a shipped study's name (python -m bench study --list), or --resume DIR")
+    base = RunConfig(
+        task="",
+        strategies=[],
+        device=args.device,
+        threads=args.threads,
+        data_root=args.data_root or default_data_root(),
+        download=args.download,
+        quiet=args.quiet,
+    )
+    return start(args.study, args.out, base, execution(args))
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     options = parse_options(args.option)
     if args.uncertainty_measure:
@@ -645,6 +720,25 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             if failures:
                 print(f"{len(failures)} unit(s) failed: {', '.join(failures)}", file=sys.stderr)
                 return 1
+        elif args.command == "study" and args.list:
+            from bench.study.spec import shipped_studies
+
+            for name, description in shipped_studies().items():
+                print(f"{name}: {description}")
+        elif args.command == "study":
+            folder, failures = study(args, argv)
+            print(f"study in {folder}; its report: {folder / 'study.md'}")
+            if failures:
+                print(f"{len(failures)} unit(s) failed: {', '.join(failures)}", file=sys.stderr)
+                return 1
+        elif args.command == "report" and len(args.runs) == 1 and (args.runs[0] / "study.json").is_file():
+            from bench.cli.study import recorded_cells
+            from bench.study.report import write_study_report
+
+            if args.out is not None and args.out != args.runs[0]:
+                raise ReportError(f"{args.runs[0]} is a study: its report is written into it; drop --out")
+            for path in write_study_report(args.runs[0], recorded_cells(args.runs[0])):
+                print(path)
         elif args.command == "report":
             from bench.report.tables import metric_info, read_rounds, unfinished, write_report
             from bench.run.folder import check_report_target
