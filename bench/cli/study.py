@@ -12,6 +12,7 @@ ones from their checkpoints and starts the rest, so a killed study loses no fini
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,6 +25,7 @@ from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.folder import FolderLock
 from bench.run.manifest import command_line, now, recorded_config
 from bench.run.plan import Plan
+from bench.run.ray_executor import ray_session
 from bench.study.spec import Cell, Study, digest, parse_study, read_study
 
 log = logging.getLogger(__name__)
@@ -99,16 +101,19 @@ def run_cells(
 
     cells = study.cells()
     failures = []
-    for i, (cell, plan) in enumerate(zip(cells, plans), start=1):
-        run = folder / cell.name
-        status = run_status(run)
-        log.info("study %d/%d: %s (%s)", i, len(cells), cell.name, status or "new")
-        if status is None:
-            execute(dataclasses.replace(plan.config, out=run), execution)
-        elif status not in FINISHED:
-            resume(run, execution, given)
-        manifest = json.loads((run / "manifest.json").read_text())
-        failures += [f"{cell.name}/{f['strategy']}-r{f['repeat']}" for f in manifest.get("failures", [])]
+    with contextlib.ExitStack() as stack:
+        if execution.executor == "ray":  # one Ray session for every cell, not one each
+            stack.enter_context(ray_session(execution.ray_address))
+        for i, (cell, plan) in enumerate(zip(cells, plans), start=1):
+            run = folder / cell.name
+            status = run_status(run)
+            log.info("study %d/%d: %s (%s)", i, len(cells), cell.name, status or "new")
+            if status is None:
+                execute(dataclasses.replace(plan.config, out=run), execution)
+            elif status not in FINISHED:
+                resume(run, execution, given)
+            manifest = json.loads((run / "manifest.json").read_text())
+            failures += [f"{cell.name}/{f['strategy']}-r{f['repeat']}" for f in manifest.get("failures", [])]
     record.update(status="complete with failures" if failures else "complete", finished=now(), failures=failures)
     write_record(folder, record)
     write_study_report(folder, cells)

@@ -13,6 +13,7 @@ import math
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from bench.run.config import ConfigError
@@ -28,6 +29,22 @@ def _import_ray():
     except ImportError:
         raise ConfigError('--executor ray needs Ray: pip install "latent-bench[ray]" (or pip install ray)') from None
     return ray
+
+
+@contextmanager
+def ray_session(address: str | None, **init_options) -> Iterator[None]:
+    """Connect to Ray for the duration: to the cluster at ``address`` (``auto``: the one this machine
+    joined), or a local one started here (None), and shut it down after; a session already open (a
+    study's, around its runs) is used as it is."""
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, **init_options)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def _unit_events(spec: WorkerSpec, job: Job) -> Iterator[Event]:
@@ -66,15 +83,8 @@ class RayExecutor:
     unit_timeout: float | None = None  # seconds a unit's task may run; past it, it is cancelled and failed
 
     def run(self, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
-        ray = _import_ray()
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True, **self.init_options)
-        try:
-            self._run(ray, jobs, on_event, latest)
-        finally:
-            if started_here:
-                ray.shutdown()
+        with ray_session(self.address, **self.init_options):
+            self._run(_import_ray(), jobs, on_event, latest)
 
     def _run(self, ray, jobs: list[Job], on_event: OnEvent, latest: LatestCheckpoint) -> None:
         task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job, max_retries=0)(_unit_events)

@@ -225,3 +225,29 @@ def test_a_study_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_
     assert record["status"] == "complete" and len(record["resumes"]) == 1
     reference_penalty = pd.read_csv(tmp_path / "reference" / "penalty.csv")
     pd.testing.assert_frame_equal(pd.read_csv(killed / "penalty.csv"), reference_penalty)
+
+
+@pytest.mark.slow
+def test_a_study_on_ray_opens_one_session_for_all_cells_and_gives_the_local_numbers(capsys, tmp_path, blobs_task):
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra latent-bench[ray] (in [dev])")
+    path = tmp_path / "blobs.toml"
+    path.write_text(STUDY)
+    assert cli(capsys, "study", str(path), "--out", str(tmp_path / "local"), "--threads", "1", "--quiet")[0] == 0
+    sessions = []
+    init = ray.init
+
+    def counted(*args, **kwargs):
+        sessions.append(kwargs)
+        return init(*args, **{**kwargs, "num_cpus": 2})
+
+    ray.init = counted
+    try:
+        code, _, err = cli(
+            capsys, "study", str(path), "--out", str(tmp_path / "ray"), "--threads", "1", "--quiet", "--executor", "ray"
+        )
+    finally:
+        ray.init = init
+    assert code == 0, err
+    assert len(sessions) == 1 and not ray.is_initialized()  # one session for both cells, closed at the end
+    for cell in ("increment=10,rounds=3", "increment=20,rounds=2"):
+        same_results(tmp_path / "local" / "blobs" / cell, tmp_path / "ray" / "blobs" / cell)
