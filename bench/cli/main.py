@@ -604,6 +604,10 @@ def study(args: argparse.Namespace, argv: Sequence[str] | None) -> tuple[Path, l
                 f"{flags} with --resume: a resumed study keeps its cells and settings "
                 f"({args.resume / 'study.json'}); drop {flags}"
             )
+        if args.out is not None and args.out != args.resume:
+            raise ConfigError(
+                f"--out {args.out} with --resume {args.resume}: a resumed study writes into its own folder; drop --out"
+            )
         given: dict[str, object] = {"download": args.download, "quiet": args.quiet}
         if args.data_root is not None:
             given["data_root"] = args.data_root

@@ -171,6 +171,10 @@ def test_a_study_runs_each_cell_as_an_ordinary_run_and_writes_its_report(capsys,
     # a finished study resumed does nothing more, and a flag that changes the plan is refused
     code, _, err = cli(capsys, "study", "--resume", str(out), "--threads", "2")
     assert code == 2 and "--threads with --resume: a resumed study keeps its cells" in err
+    code, _, err = cli(capsys, "study", "--resume", str(out), "--out", str(tmp_path / "elsewhere"))
+    assert code == 2 and "a resumed study writes into its own folder" in err
+    code, _, err = cli(capsys, "study", str(path), "--resume", str(out))
+    assert code == 2 and "study with --resume" in err
     code, _, err = cli(capsys, "study", "--resume", str(out), "--quiet")
     assert code == 0, err
     # the report of a study folder is the study report
