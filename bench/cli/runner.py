@@ -76,6 +76,18 @@ def run_status(folder: Path) -> str | None:
         return "unreadable"
 
 
+def finish(folder: Path, config: RunConfig, execution: Execution, given: dict[str, Any]) -> list[dict]:
+    """Bring the run in ``folder`` to its end: start it with ``config`` when it has not started,
+    resume it (with the settings ``given``) when it stopped, leave it when it finished; returns
+    the failures its manifest lists (a grid point of ``tune``, a cell of a study)."""
+    status = run_status(folder)
+    if status is None:
+        execute(dataclasses.replace(config, out=folder), execution)
+    elif status not in FINISHED:
+        resume(folder, execution, given)
+    return json.loads((Path(folder) / "manifest.json").read_text()).get("failures", [])
+
+
 def prepare_out(out: Path | None, task: str) -> tuple[Path, FolderLock]:
     """Create and claim the output folder (default: a new one under ``results/runs/``): it must
     be writable, and empty or new (an earlier run is continued with --resume, anything else is

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.cli.runner import FINISHED, execute, new_folder, prepare_out, resume, run_status, with_threads
+from bench.cli.runner import finish, new_folder, prepare_out, run_status, with_threads
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.folder import FolderLock
 from bench.run.manifest import command_line, now, recorded_config
@@ -106,14 +106,9 @@ def run_cells(
             stack.enter_context(ray_session(execution.ray_address))
         for i, (cell, plan) in enumerate(zip(cells, plans), start=1):
             run = folder / cell.name
-            status = run_status(run)
-            log.info("study %d/%d: %s (%s)", i, len(cells), cell.name, status or "new")
-            if status is None:
-                execute(dataclasses.replace(plan.config, out=run), execution)
-            elif status not in FINISHED:
-                resume(run, execution, given)
-            manifest = json.loads((run / "manifest.json").read_text())
-            failures += [f"{cell.name}/{f['strategy']}-r{f['repeat']}" for f in manifest.get("failures", [])]
+            log.info("study %d/%d: %s (%s)", i, len(cells), cell.name, run_status(run) or "new")
+            failed = finish(run, plan.config, execution, given)
+            failures += [f"{cell.name}/{f['strategy']}-r{f['repeat']}" for f in failed]
     record.update(status="complete with failures" if failures else "complete", finished=now(), failures=failures)
     write_record(folder, record)
     write_study_report(folder, cells)

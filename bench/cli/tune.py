@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.cli.runner import FINISHED, execute, new_folder, prepare_out, resume, run_status, with_threads
+from bench.cli.runner import finish, new_folder, prepare_out, run_status, with_threads
 from bench.report.stats import aubc
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.folder import FolderLock
@@ -243,14 +243,9 @@ def run_grid(tune: Tune, plans: list[Plan], folder: Path, execution: Execution, 
     failures = []
     for i, (recipe, plan) in enumerate(zip(recipes, plans), start=1):
         point = folder / recipe.name
-        status = run_status(point)
-        log.info("tune %d/%d: %s (%s)", i, len(recipes), recipe.name, status or "new")
-        if status is None:
-            execute(dataclasses.replace(plan.config, out=point), execution)
-        elif status not in FINISHED:
-            resume(point, execution, given)
-        manifest = json.loads((point / "manifest.json").read_text())
-        failures += [f"{recipe.name}/{f['strategy']}-r{f['repeat']}" for f in manifest.get("failures", [])]
+        log.info("tune %d/%d: %s (%s)", i, len(recipes), recipe.name, run_status(point) or "new")
+        failed = finish(point, plan.config, execution, given)
+        failures += [f"{recipe.name}/{f['strategy']}-r{f['repeat']}" for f in failed]
     write_results(tune, plans, folder)
     return failures
 

@@ -90,15 +90,18 @@ def is_option(key: str) -> bool:
     return "." in key
 
 
-def check_key(key: str, where: str) -> None:
-    """Refuse (ConfigError) a key a recipe cannot set; ``where`` says where it was given."""
-    if key in RECIPE_KEYS:
+def check_key(
+    key: str, where: str, keys: dict[str, type] = RECIPE_KEYS, sets: str = f"A recipe sets {KEYS_HELP}"
+) -> None:
+    """Refuse (ConfigError) a key that is none of ``keys`` and no option (``<scope>.<name>``);
+    ``where`` says where it was given, ``sets`` what may be set instead."""
+    if key in keys:
         return
     scope, dot, name = key.partition(".")
     if dot and scope and name and "." not in name:
         return
-    hint = f"; did you mean {key.replace('-', '_')}?" if key.replace("-", "_") in RECIPE_KEYS else ""
-    raise ConfigError(f"{where}: unknown key {key!r}{hint}. A recipe sets {KEYS_HELP}")
+    hint = f"; did you mean {key.replace('-', '_')}?" if key.replace("-", "_") in keys else ""
+    raise ConfigError(f"{where}: unknown key {key!r}{hint}. {sets}")
 
 
 def check_value(key: str, value: Any, where: str, keys: dict[str, type] = RECIPE_KEYS) -> Any:

@@ -49,7 +49,7 @@ from typing import Any
 
 from bench.run.config import ConfigError, RunConfig
 from bench.run.plan import Plan, plan_run
-from bench.run.recipe import OPTIMIZER_PREFIX, RECIPE_KEYS, UNSAFE, check_value, format_value
+from bench.run.recipe import OPTIMIZER_PREFIX, RECIPE_KEYS, UNSAFE, check_key, check_value, format_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -278,13 +278,7 @@ def _strategies(value: Any, where: str) -> list[str]:
 
 def _check_key(key: str, where: str) -> None:
     """Refuse a key that is no study setting."""
-    if key in STUDY_KEYS:
-        return
-    scope, dot, name = key.partition(".")
-    if dot and scope and name and "." not in name:
-        return
-    hint = f"; did you mean {key.replace('-', '_')}?" if key.replace("-", "_") in STUDY_KEYS else ""
-    raise ConfigError(f"{where}: unknown key {key!r}{hint}. A study sets {KEYS_HELP}")
+    check_key(key, where, STUDY_KEYS, f"A study sets {KEYS_HELP}")
 
 
 def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:

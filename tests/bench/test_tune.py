@@ -11,7 +11,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from bench.cli import tune as tune_module
+from bench.cli import runner as runner_module
 from bench.cli.main import main
 from bench.cli.tune import Score, rank, read_validation, validation_score
 from bench.run.config import ConfigError, RunConfig
@@ -33,7 +33,7 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 def no_runs(monkeypatch):
     """Fails the test if tune starts or resumes any run."""
     for name in ("execute", "resume"):
-        monkeypatch.setattr(tune_module, name, lambda *a, **k: pytest.fail("a run was started"))
+        monkeypatch.setattr(runner_module, name, lambda *a, **k: pytest.fail("a run was started"))
 
 
 @pytest.mark.parametrize(
@@ -238,9 +238,11 @@ def test_a_resumed_tune_skips_finished_grid_points(capsys, tmp_path, blobs_task,
         (out / name).unlink()
     calls = []
     for name in ("execute", "resume"):
-        real = getattr(tune_module, name)
+        real = getattr(runner_module, name)
         monkeypatch.setattr(
-            tune_module, name, lambda first, *a, _n=name, _f=real, **k: calls.append((_n, first)) or _f(first, *a, **k)
+            runner_module,
+            name,
+            lambda first, *a, _n=name, _f=real, **k: calls.append((_n, first)) or _f(first, *a, **k),
         )
     code, _, err = cli(capsys, "tune", "--resume", str(out), "--quiet")
     assert code == 0, err
