@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -255,3 +256,20 @@ def test_a_study_on_ray_opens_one_session_for_all_cells_and_gives_the_local_numb
     assert len(sessions) == 1 and not ray.is_initialized()  # one session for both cells, closed at the end
     for cell in ("increment=10,rounds=3", "increment=20,rounds=2"):
         same_results(tmp_path / "local" / "blobs" / cell, tmp_path / "ray" / "blobs" / cell)
+
+
+@pytest.mark.parametrize("name", ["paper", "pitfalls"])
+def test_every_cell_of_a_shipped_study_plans(name):
+    shipped, _ = read_study(name)
+    plans = shipped.plans(RunConfig(task="", strategies=[], threads=1, device="cpu"))
+    assert len(plans) == len(shipped.cells())
+    resolved = shipped.resolved(plans)
+    assert all(part.strategies != ["all"] and len(part.strategies) >= 5 for part in resolved.parts)
+
+
+def test_the_reduced_pitfalls_study_of_the_reference_results_plans():
+    path = Path(__file__).resolve().parents[2] / "results" / "reference" / "studies" / "pitfalls-reduced.toml"
+    reduced, _ = read_study(path)
+    full, _ = read_study("pitfalls")
+    assert [c.axes.keys() for c in reduced.cells()] == [c.axes.keys() for c in full.cells()]  # the same axes
+    assert len(reduced.plans(RunConfig(task="", strategies=[], threads=1, device="cpu"))) == 24
