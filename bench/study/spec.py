@@ -244,11 +244,15 @@ def parse_study(data: dict[str, Any], name: str, where: str) -> Study:
         _check_once(own_settings, own_axes, at)
         parts.append(TaskPart(task, own_strategies, own_settings, own_axes))
     study = Study(name, description, repeats, seed, parts)
+    named: set[str] = set()
     for cell in study.cells():
         if len(Path(cell.name).name.encode()) > MAX_NAME:
             raise ConfigError(
                 f"{where}: cell {cell.name}'s folder name is longer than {MAX_NAME} bytes; shorten its values"
             )
+        if cell.name in named:  # values that differ only in type: "1" and 1
+            raise ConfigError(f"{where}: two cells are both named {cell.name}; give an axis's values distinct names")
+        named.add(cell.name)
     return study
 
 

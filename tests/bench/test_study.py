@@ -128,6 +128,7 @@ def test_the_shipped_studies_are_installed_and_read_by_name():
         ('tasks = ["blobs"]\nrepeats = 0', "repeats = 0"),
         ('tasks = ["blobs"]\nstrategies = []', 'give "all" or a list'),
         ('tasks = ["blobs"\n', "is not TOML"),
+        ('tasks = ["blobs"]\n[axes]\n"random.x" = ["1", 1]', "two cells are both named blobs/random.x=1"),
         # planned before any work: a setting that does not apply to a task, named with its cell
         ('tasks = ["ivus"]\n[axes]\nimbalance = [1, 10]', "cell ivus/imbalance=1.0: --imbalance"),
         ('tasks = ["blobs"]\nstrategies = ["random"]\n[axes]\n"si.start" = ["pool"]', "not accepted by any chosen"),
