@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli.runner import finish, new_folder, prepare_out, run_status, with_threads
-from bench.run.config import ConfigError, Execution, RunConfig
+from bench.run.config import ConfigError, Execution, RunConfig, check_protocol
 from bench.run.folder import FolderLock
 from bench.run.manifest import command_line, now, recorded_config
-from bench.run.plan import Plan
+from bench.run.plan import Plan, load_data, pool_description
 from bench.run.ray_executor import ray_session
 from bench.study.spec import Cell, Study, digest, parse_study, read_study
 
@@ -42,6 +42,7 @@ def start(source: str | Path, out: Path | None, base: RunConfig, execution: Exec
     study, raw = read_study(source)
     base = with_threads(base, execution)  # the same threads for every cell
     plans = study.plans(base)
+    check_pools(study, plans)
     study = study.resolved(plans)
     if out is not None and (Path(out) / STUDY_FILE).exists():
         raise ConfigError(f"--out {out} already holds a study; choose a new folder, or go on with study --resume {out}")
@@ -62,6 +63,25 @@ def start(source: str | Path, out: Path | None, base: RunConfig, execution: Exec
         return folder, run_cells(study, plans, folder, execution, {}, record)
     finally:
         lock.release()
+
+
+def check_pools(study: Study, plans: list[Plan]) -> None:
+    """Check each cell's budget against its pool where planning cannot: a pool that ``--imbalance``
+    shrinks is known only once its labels are read. Each such pool is loaded once, before any work
+    (ConfigError naming the study and the cell)."""
+    sizes: dict[tuple, int] = {}
+    for cell, plan in zip(study.cells(), plans):
+        config = plan.config
+        if config.imbalance is None:
+            continue
+        key = (config.task, config.subset, config.imbalance, config.seed, str(config.data_root))
+        try:
+            if key not in sizes:
+                sizes[key] = len(load_data(plan).pool_x)  # checks this cell's budget too
+            else:
+                check_protocol(plan.protocol, sizes[key], pool_description(plan), config.validation)
+        except ConfigError as err:
+            raise ConfigError(f"study {study.name}, cell {cell.name}: {err}; fix the study file") from None
 
 
 def go_on(folder: Path, execution: Execution, given: dict[str, Any]) -> tuple[Path, list[str]]:
@@ -107,7 +127,10 @@ def run_cells(
         for i, (cell, plan) in enumerate(zip(cells, plans), start=1):
             run = folder / cell.name
             log.info("study %d/%d: %s (%s)", i, len(cells), cell.name, run_status(run) or "new")
-            failed = finish(run, plan.config, execution, given)
+            try:
+                failed = finish(run, plan.config, execution, given)
+            except ConfigError as err:  # what planning could not see (the data's own sizes): name the cell
+                raise ConfigError(f"study {study.name}, cell {cell.name}: {err}") from None
             failures += [f"{cell.name}/{f['strategy']}-r{f['repeat']}" for f in failed]
     record.update(status="complete with failures" if failures else "complete", finished=now(), failures=failures)
     write_record(folder, record)

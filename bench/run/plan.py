@@ -520,15 +520,20 @@ def load_data(plan: Plan) -> TaskData:
                 f"--subset {subset} is larger than the {plan.task.name} pool ({len(data.pool_x)} samples); lower it"
             )
         data = data.subset(subset, torch.Generator().manual_seed(plan.config.seed))
-    where = f"--subset {subset}" if subset is not None else f"the {plan.task.name} pool"
     check_labels(plan.task, data)  # a classifier's labels are class indices before any are counted
     ratio = plan.config.imbalance
     if ratio is not None:
         keep = torch.as_tensor(long_tailed_indices(data.pool_y, ratio, plan.config.seed))
         data = TaskData(data.pool_x[keep], data.pool_y[keep], data.test_x, data.test_y, data.source)
-        where += f" with --imbalance {ratio:g}"
-    check_protocol(plan.protocol, len(data.pool_x), where, plan.config.validation)
+    check_protocol(plan.protocol, len(data.pool_x), pool_description(plan), plan.config.validation)
     return data.to(plan.device)
+
+
+def pool_description(plan: Plan) -> str:
+    """The pool a run draws from, as messages about its size name it (``--subset 5000 with --imbalance 10``)."""
+    subset, ratio = plan.config.subset, plan.config.imbalance
+    where = f"--subset {subset}" if subset is not None else f"the {plan.task.name} pool"
+    return where + (f" with --imbalance {ratio:g}" if ratio is not None else "")
 
 
 def check_labels(task: Task, data: TaskData) -> None:

@@ -20,6 +20,7 @@ report adds, in the study folder:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from scipy import stats
 
 from bench.report.stats import aubc
 from bench.report.tables import ReportError, finite_values, metric_info, read_rounds, unfinished, write_report
+from bench.run.folder import lock_holder
 from bench.run.results import MetricInfo
 from bench.study.spec import Cell, format_value
 
@@ -69,6 +71,15 @@ class CellResult:
     metric: MetricInfo | None = None
     missing: str | None = None
     note: str | None = None
+    planned: int | None = None  # the rounds in the run's plan (its manifest's protocol); None: not recorded
+
+    @property
+    def weight(self) -> float:
+        """What one compared round of the cell weighs in the penalty matrix: 1 over the rounds a
+        finished run compares (those after the first of its planned rounds), so that a finished
+        cell weighs 1 and an unfinished one less."""
+        planned = self.planned or int(self.rows["round"].max())
+        return 1.0 / max(planned - 1, 1)
 
     @property
     def reported(self) -> bool:
@@ -139,8 +150,9 @@ def write_study_report(folder: Path, cells: Sequence[Cell]) -> list[Path]:
 
 
 def _read_cell(study: Path, cell: Cell) -> tuple[CellResult, list[Path]]:
-    """A cell's rounds and metric, read once; its run's own report written when the run has rows
-    but no ``table.md`` (as ``python -m bench report RUN`` would). A cell whose rows cannot be
+    """A cell's rounds and metric, read once; its run's own report written (as ``python -m bench
+    report RUN`` would) when the run has rows and no ``table.md`` yet or has not finished, unless a
+    live run holds its folder (the run writes its own report when it ends). A cell whose rows cannot be
     reported is kept with the reason (``missing``), never fatal to the study report."""
     folder = study / cell.name
     result = CellResult(cell, folder)
@@ -150,9 +162,11 @@ def _read_cell(study: Path, cell: Cell) -> tuple[CellResult, list[Path]]:
     paths: list[Path] = []
     try:
         result.note = unfinished(folder)
+        result.planned = planned_rounds(folder)
         labeled = read_rounds([folder])
         result.metric = metric_info([folder], labeled)
-        if not (folder / "table.md").exists():
+        # an unfinished run's tables are written again (it may have gone on since), a live run's never
+        if (result.note is not None or not (folder / "table.md").exists()) and lock_holder(folder) is None:
             paths = write_report(labeled, folder, result.metric, [result.note] if result.note else [])
         rounds, _ = finite_values(labeled)
     except ReportError as err:
@@ -166,10 +180,20 @@ def _read_cell(study: Path, cell: Cell) -> tuple[CellResult, list[Path]]:
     return result, paths
 
 
+def planned_rounds(folder: Path) -> int | None:
+    """The rounds of the run in ``folder`` as its manifest's protocol plans them; None when not recorded."""
+    try:
+        rounds = json.loads((folder / "manifest.json").read_text())["protocol"]["rounds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rounds if isinstance(rounds, int) and not isinstance(rounds, bool) and rounds > 0 else None
+
+
 def plain_name(labeled: str, cell: Cell) -> str:
     """A strategy's name as the study compares it: the report labels a strategy run with other
     than its default options by them (``si (start=pool)``, :func:`~bench.report.tables.label_variants`);
-    an option that is one of the cell's settings (an axis of the study) is dropped from the label,
+    an option that is one of the cell's settings (an axis of the study: a strategy option, or a
+    generative model's ``generative.<key>``) is dropped from the label,
     so that the strategy is one strategy across the cells of that axis. Others stay."""
     match = re.fullmatch(r"(.+?) \((.*)\)", labeled)
     if not match:
@@ -179,7 +203,7 @@ def plain_name(labeled: str, cell: Cell) -> str:
     kept = []
     for option in options:
         key, _, value = option.partition("=")
-        if not any(value in shown.get(name, ()) for name in (f"{base}.{key}", key)):
+        if not any(value in shown.get(name, ()) for name in (f"{base}.{key}", key, f"generative.{key}")):
             kept.append(option)
     return f"{base} ({', '.join(kept)})" if kept else base
 
@@ -191,7 +215,7 @@ def penalty_matrix(results: Sequence[CellResult], strategies: list[str]) -> np.n
     for result in results:
         names, wins = cell_wins(compared(result.rows), result.info.higher_is_better)
         at = [index[s] for s in names]
-        total[np.ix_(at, at)] += wins.sum(axis=2) / wins.shape[2]
+        total[np.ix_(at, at)] += wins.sum(axis=2) * result.weight
     return total
 
 

@@ -27,8 +27,9 @@ A setting is one of :data:`STUDY_KEYS` (``initial``, ``increment``, ``rounds``, 
 ``validation``), an optimizer option ``optimizer.<name>``, a generative model's setting
 ``generative.<name>`` or a strategy option ``<strategy>.<option>`` (as ``--option`` gives it). A
 **linked axis** lists tables of settings that vary together (its name is free): the query size at
-a fixed final budget is ``increment`` and ``rounds`` together. A task's own axis replaces the
-study's axis of the same name for that task; its own settings are added to the study's.
+a fixed final budget is ``increment`` and ``rounds`` together. A task's own setting or axis replaces the
+study's setting or axis that sets the same key for that task; its other settings and axes are added
+to the study's.
 
 Refused before any work (:class:`~bench.run.config.ConfigError`, naming the file, the key and the
 fix): an unknown key, an empty or non-list axis, a value listed twice, a setting given twice (in
@@ -238,11 +239,12 @@ def parse_study(data: dict[str, Any], name: str, where: str) -> Study:
             raise ConfigError(f"{where}: task.{task} = {own!r} is not a table; write it as [task.{task}]")
         at = f"{where} [task.{task}]"
         _unknown(own, TASK_KEYS, at, "a task's table has")
-        own_settings = {**settings, **_settings(_table(own, "settings", at), f"{at} settings")}
-        own_axes = {**axes, **_axes(_table(own, "axes", at), f"{at} axes")}
+        own_settings = _settings(_table(own, "settings", at), f"{at} settings")
+        own_axes = _axes(_table(own, "axes", at), f"{at} axes")
         own_strategies = _strategies(own.get("strategies", strategies), f"{at} strategies")
-        _check_once(own_settings, own_axes, at)
-        parts.append(TaskPart(task, own_strategies, own_settings, own_axes))
+        task_settings, task_axes = _inherit(settings, axes, own_settings, own_axes)
+        _check_once(task_settings, task_axes, at)
+        parts.append(TaskPart(task, own_strategies, task_settings, task_axes))
     study = Study(name, description, repeats, seed, parts)
     named: set[str] = set()
     for cell in study.cells():
@@ -322,17 +324,34 @@ def _axes(table: dict[str, Any], where: str) -> dict[str, list[Any]]:
     return axes
 
 
+def _axis_keys(axis: str, values: list[Any]) -> list[str]:
+    """The settings an axis sets: its own name, or a linked axis's keys."""
+    return list(values[0]) if isinstance(values[0], dict) else [axis]
+
+
+def _inherit(
+    settings: dict[str, Any], axes: dict[str, list[Any]], own_settings: dict[str, Any], own_axes: dict[str, list[Any]]
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """A task's settings and axes: the study's, less those a setting or axis of the task's own sets
+    (an axis of the same name keeps its place), then the task's own."""
+    mine = set(own_settings) | {key for axis, values in own_axes.items() for key in _axis_keys(axis, values)}
+    merged_axes = {}
+    for axis, values in axes.items():
+        if axis in own_axes:
+            merged_axes[axis] = own_axes[axis]
+        elif not mine & set(_axis_keys(axis, values)):
+            merged_axes[axis] = values
+    merged_axes |= {axis: values for axis, values in own_axes.items() if axis not in merged_axes}
+    return {**{k: v for k, v in settings.items() if k not in mine}, **own_settings}, merged_axes
+
+
 def _check_once(settings: dict[str, Any], axes: dict[str, list[Any]], where: str) -> None:
     """Refuse a setting given twice: in the settings and an axis, or by two axes."""
     seen: dict[str, str] = {key: "settings" for key in settings}
     for axis, values in axes.items():
-        keys = list(values[0]) if isinstance(values[0], dict) else [axis]
-        for key in keys:
+        for key in _axis_keys(axis, values):
             if key in seen:
-                raise ConfigError(
-                    f"{where}: {key} is set by {seen[key]} and by axis {axis}; give it in one place "
-                    "(a task's own axis of the same name replaces the study's)"
-                )
+                raise ConfigError(f"{where}: {key} is set by {seen[key]} and by axis {axis}; give it in one place")
             seen[key] = f"axis {axis}"
 
 

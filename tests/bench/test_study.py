@@ -88,6 +88,27 @@ def test_axes_expand_into_cells_named_from_their_settings_in_file_order():
     assert parse_study(s.record(), "s", "record").cells() == s.cells()
 
 
+def test_a_tasks_own_setting_or_axis_replaces_the_studys_for_that_key():
+    s = study(
+        """
+        tasks = ["mnist", "ivus"]
+        [settings]
+        epochs = 5
+        [axes]
+        query = [{ increment = 20, rounds = 3 }, { increment = 40, rounds = 2 }]
+        start = ["warm", "fresh"]
+        [task.ivus.axes]
+        epochs = [20, 40]
+        rounds = [4]
+        """
+    )
+    mnist, ivus = s.parts
+    assert mnist.settings == {"epochs": 5} and list(mnist.axes) == ["query", "start"]
+    # ivus: its epochs axis replaces the study's epochs setting, its rounds axis the linked query axis
+    assert ivus.settings == {} and list(ivus.axes) == ["start", "epochs", "rounds"]
+    assert s.cells()[-1].name == "ivus/start=fresh,epochs=40,rounds=4"
+
+
 def test_a_study_without_axes_has_one_cell_per_task_named_for_it():
     s = study('tasks = ["mnist", "ivus"]\nrepeats = 5')
     assert s.cells() == [Cell("mnist"), Cell("ivus")] and [c.name for c in s.cells()] == ["mnist", "ivus"]
@@ -133,6 +154,8 @@ def test_the_shipped_studies_are_installed_and_read_by_name():
         ('tasks = ["ivus"]\n[axes]\nimbalance = [1, 10]', "cell ivus/imbalance=1.0: --imbalance"),
         ('tasks = ["blobs"]\nstrategies = ["random"]\n[axes]\n"si.start" = ["pool"]', "not accepted by any chosen"),
         ('tasks = ["blobs"]\n[axes]\ninitial = [20, 500]', "cell blobs/initial=500: impossible sizes"),
+        # the long-tailed pool (177 of blobs' 400) is only known once its labels are read: still before any work
+        ('tasks = ["blobs"]\n[settings]\ninitial = 170\n[axes]\nimbalance = [1, 10]', "blobs/imbalance=10.0: imp"),
         ('tasks = ["nope"]', "nope"),
     ],
 )

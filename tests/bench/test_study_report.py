@@ -209,6 +209,21 @@ def test_an_unfinished_cell_gets_its_own_report_and_is_reported_with_a_note(tmp_
     assert "- [mnist/initial=20](mnist/initial=20/table.md): unfinished, reported with the rounds it has" in text
 
 
+def test_an_unfinished_cell_weighs_its_compared_rounds_over_the_planned_ones(tmp_path):
+    rng = np.random.default_rng(2)
+    cell = Cell("mnist", {"initial": 20}, {"initial": 20})
+    base = 0.8 + rng.normal(0, 0.001, (REPEATS, 3))
+    badge = base + 0.05 + rng.normal(0, 0.001, (REPEATS, 3))
+    badge[:, 0] = base[:, 0]
+    write_run(tmp_path / cell.name, "mnist", ACCURACY, {"random": base, "badge": badge}, status="interrupted")
+    manifest = json.loads((tmp_path / cell.name / "manifest.json").read_text())
+    manifest["protocol"]["rounds"] = 5  # planned 5, stopped after 3: rounds 2 and 3 of the 4 compared
+    (tmp_path / cell.name / "manifest.json").write_text(json.dumps(manifest))
+    write_study_report(tmp_path, [cell])
+    penalty = pd.read_csv(tmp_path / "penalty.csv").set_index("strategy")
+    assert penalty.loc["badge", "random"] == pytest.approx(0.5)
+
+
 def test_a_study_without_rows_writes_only_study_md(tmp_path):
     empty = Cell("mnist", {"initial": 20}, {"initial": 20})
     write_run(tmp_path / empty.name, "mnist", ACCURACY, {"random": np.zeros((0, 2))})  # a header, no rows
@@ -250,3 +265,5 @@ def test_an_option_that_is_an_axis_leaves_the_strategy_name():
     assert plain_name("si (prior=aggregate, start=pool)", cell) == "si (prior=aggregate)"
     assert plain_name("si (start=prior)", cell) == "si (start=prior)"
     assert plain_name("random", cell) == "random"
+    generative = Cell("ivus", {"generative.latent_dim": 8}, {"generative.latent_dim": 8})
+    assert plain_name("si (latent_dim=8)", generative) == "si"
