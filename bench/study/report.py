@@ -55,7 +55,10 @@ RANKS_DESCRIPTION = (
     "units of rounds.csv; mean and sample std over the repeats that ran every round) and its rank among the cell's "
     "strategies, 1 = best by the metric's direction, ties sharing the average rank"
 )
-MEAN_RANKS_DESCRIPTION = "a strategy's AUBC rank (ranks.csv) averaged over the cells it ran in; cells: how many"
+MEAN_RANKS_DESCRIPTION = (
+    "a strategy's AUBC rank (ranks.csv) averaged over the cells it ran in; cells: how many; with several tasks, "
+    "mean_rank <task> and cells <task>: the same over that task's cells alone"
+)
 #: The fixed columns of ``ranks.csv``; an axis with one of these names is written as ``axis <name>``.
 RANK_COLUMNS = ["cell", "task", "strategy", "aubc_mean", "aubc_std", "repeats", "rank", "metric", "direction"]
 
@@ -285,14 +288,23 @@ def _axis_column(axis: str) -> str:
 
 
 def mean_ranks(ranks: pd.DataFrame, strategies: list[str]) -> pd.DataFrame:
-    """Per strategy (in ``strategies``' order), its mean AUBC rank over the cells it has a rank in, and how many."""
+    """Per strategy (in ``strategies``' order), its mean AUBC rank over the cells it has a rank in,
+    and how many; with several tasks, the same per task too (``mean_rank <task>``, ``cells <task>``:
+    a task's cells rank only the strategies that apply to it)."""
     grouped = ranks.groupby("strategy")["rank"].agg(["mean", "size"])
     rows = [
         dict(strategy=s, mean_rank=grouped.loc[s, "mean"], cells=int(grouped.loc[s, "size"]))
         for s in strategies
         if s in grouped.index
     ]
-    return pd.DataFrame(rows, columns=["strategy", "mean_rank", "cells"])
+    frame = pd.DataFrame(rows, columns=["strategy", "mean_rank", "cells"])
+    tasks = list(dict.fromkeys(ranks["task"]))
+    if len(tasks) > 1:
+        for task in tasks:
+            own = ranks[ranks["task"] == task].groupby("strategy")["rank"].agg(["mean", "size"])
+            frame[f"mean_rank {task}"] = frame["strategy"].map(own["mean"])
+            frame[f"cells {task}"] = frame["strategy"].map(own["size"]).fillna(0).astype(int)
+    return frame
 
 
 def plot_penalty(penalty: np.ndarray, strategies: list[str], cells: int, rounds: int, stem: Path) -> list[Path]:
@@ -363,11 +375,16 @@ def _plural(n: int, one: str, several: str | None = None) -> str:
 
 
 def reading(
-    results: Sequence[CellResult], penalty: np.ndarray, strategies: list[str], ranks: pd.DataFrame, means: pd.DataFrame
+    results: Sequence[CellResult],
+    penalty: np.ndarray,
+    strategies: list[str],
+    ranks: pd.DataFrame,
+    means: pd.DataFrame,
+    detail: bool = True,
 ) -> str:
     """One paragraph read off the numbers: the never (or least) beaten strategy, the best mean
-    rank, the axes whose values change the leader by mean rank, and the cells whose winner is
-    not the overall best."""
+    rank and (with ``detail``) the axes whose values change the leader by mean rank and the cells
+    whose winner is not the overall best."""
     reported = [r for r in results if r.reported]
     left = len(results) - len(reported)
     if not strategies:
@@ -409,9 +426,27 @@ def reading(
         f"Of the {_plural(len(strategies), 'strategy', 'strategies')}, {_names(shown)} "
         f"{'has' if len(best) == 1 else 'share'} the best mean AUBC rank (1 = best in a cell)."
     )
-    words += _axis_sentences(ranks, [r.cell for r in reported])
-    words.append(_winner_sentence(ranks, best))
+    if detail:
+        words += _axis_sentences(ranks, [r.cell for r in reported])
+        words.append(_winner_sentence(ranks, best))
     return " ".join(w for w in words if w)
+
+
+def task_readings(results: Sequence[CellResult], ranks: pd.DataFrame) -> list[str]:
+    """For a study of several tasks, a paragraph per task read off its own cells (its penalty
+    matrix and ranks: a task's cells rank only the strategies that apply to it); none for one task."""
+    tasks = list(dict.fromkeys(r.cell.task for r in results if r.reported))
+    if len(tasks) < 2:
+        return []
+    paragraphs = []
+    for task in tasks:
+        own = [r for r in results if r.cell.task == task]
+        reported = [r for r in own if r.reported]
+        strategies = list(dict.fromkeys(s for r in reported for s in r.rows["strategy"]))
+        within = ranks[ranks["task"] == task]
+        text = reading(own, penalty_matrix(reported, strategies), strategies, within, mean_ranks(within, strategies))
+        paragraphs.append(f"**{task}.** {text}")
+    return paragraphs
 
 
 def _axis_sentences(ranks: pd.DataFrame, cells: Sequence[Cell]) -> list[str]:
@@ -482,7 +517,11 @@ def study_markdown(
     """``study.md``: the title, the reading, the penalty matrix, the mean ranks, the ranks per cell and the cells."""
     reported = [r for r in results if r.reported]
     text = [f"# Study {folder.name}: {_plural(len(results), 'cell')}, {len(reported)} reported", ""]
-    text += [reading(results, penalty, strategies, ranks, means), ""]
+    by_task = task_readings(results, ranks)
+    text += [reading(results, penalty, strategies, ranks, means, detail=not by_task), ""]
+    if by_task:
+        text += ["Each task on its own (its cells rank only the strategies that apply to it):", ""]
+        text += [paragraph + "\n" for paragraph in by_task]
     if strategies:
         rounds_total = total_rounds(reported)
         text += [
@@ -514,13 +553,18 @@ def study_markdown(
             "",
         ]
         ordered = means.sort_values("mean_rank", kind="stable")
-        text += [
-            _table(
-                ["strategy", "mean rank", "cells"],
-                [[r.strategy, _fmt(r.mean_rank), str(r.cells)] for r in ordered.itertuples()],
-            ),
-            "",
+        per_task = [c.removeprefix("mean_rank ") for c in means.columns if c.startswith("mean_rank ")]
+        header = ["strategy", "mean rank", "cells", *(f"{task}: mean rank (cells)" for task in per_task)]
+
+        def on(row: dict, task: str) -> str:
+            rank = row[f"mean_rank {task}"]
+            return "" if pd.isna(rank) else f"{_fmt(rank)} ({row[f'cells {task}']})"
+
+        rows = [
+            [row["strategy"], _fmt(row["mean_rank"]), str(row["cells"]), *(on(row, task) for task in per_task)]
+            for row in ordered.to_dict("records")
         ]
+        text += [_table(header, rows), ""]
         text += ["## AUBC rank per cell", "", "rank (AUBC mean, as the cell's tables show it); empty: did not run", ""]
         rows = []
         ranked = {(r.cell, r.strategy): (r.rank, r.aubc_mean) for r in ranks.itertuples()}

@@ -167,14 +167,22 @@ def test_ranks_per_cell_with_ties_and_mean_ranks(study):
 def test_the_reading_names_the_never_beaten_strategy_and_the_axis_that_changes_the_order(study):
     folder, _ = study
     text = (folder / "study.md").read_text()
-    paragraph = text.split("\n\n")[1]
-    assert "si is never beaten" in paragraph
-    assert "Of the 5 strategies, si (1.00 over 1 cell) has the best mean AUBC rank" in paragraph
-    assert "The axis imbalance changes the order" in paragraph
-    assert "with imbalance=1, badge leads (mean rank 1.00 over 1 cell)" in paragraph
-    assert "with imbalance=10, uncertainty leads (mean rank 1.00 over 1 cell)" in paragraph
-    assert "differs from si in 2 of the 3 cells: mnist/imbalance=1 (badge; si did not run there)" in paragraph
-    assert "1 of the 4 cells not run or not reported" in paragraph
+    paragraphs = text.split("\n\n")
+    overall = paragraphs[1]  # over every cell: who is never beaten, the best mean rank
+    assert "si is never beaten" in overall
+    assert "Of the 5 strategies, si (1.00 over 1 cell) has the best mean AUBC rank" in overall
+    assert "1 of the 4 cells not run or not reported" in overall
+    # then each task on its own: its axes and its cells' winners, among the strategies that apply to it
+    mnist = next(p for p in paragraphs if p.startswith("**mnist.**"))
+    assert "The axis imbalance changes the order" in mnist
+    assert "with imbalance=1, badge leads (mean rank 1.00 over 1 cell)" in mnist
+    assert "with imbalance=10, uncertainty leads (mean rank 1.00 over 1 cell)" in mnist
+    assert "badge (1.50 over 2 cells) and uncertainty (1.50 over 2 cells) share the best mean AUBC rank" in mnist
+    ivus = next(p for p in paragraphs if p.startswith("**ivus.**"))
+    assert "si is never beaten" in ivus and "si wins (AUBC rank 1) in every one of the 1 cells" in ivus
+    means = pd.read_csv(folder / "mean_ranks.csv").set_index("strategy")
+    assert means.loc["random", "mean_rank mnist"] == 3 and means.loc["random", "cells ivus"] == 1
+    assert "| random | 2.83 | 3 | 3.00 (2) | 2.50 (1) |" in text
 
 
 def test_a_cell_not_run_is_listed_and_left_out(study):
