@@ -1,15 +1,17 @@
 """Wall time of a small study against the same runs started one by one, in one process.
 
     BENCH_DATA=../shared/data python benchmarks/study_overhead.py            # MNIST, 4 cells
-    python benchmarks/study_overhead.py --trials 3
+    python benchmarks/study_overhead.py --trials 4
 
 The study (``STUDY`` below: MNIST on a 3,000-sample subset, random and uncertainty, 2 repeats,
 initial 50 or 100 x warm or fresh starts: 4 cells) runs through :func:`bench.cli.study.start`;
 the same cells' runs run through :func:`bench.cli.runner.execute`, the driver ``run`` uses, one
-after another. Both in this process, on one thread, alternating, after a warm-up run that loads
-the data; each trial in a new temporary folder. The difference is what the study driver adds:
-planning every cell first, ``study.json`` and the study report. Both give the same numbers
-(checked: every cell's ``rounds.csv`` values equal).
+after another. Both in this process, on one thread, after a warm-up run that loads the data, in
+turns (which goes first alternates by trial); each trial in a new temporary folder. Besides the
+two wall times, the time the study spends outside its cells' runs (planning every cell first,
+``study.json``, the study report) is measured directly: the study's wall time less the time spent
+in :func:`bench.cli.runner.finish`, which runs a cell. Both give the same numbers (checked: every
+cell's ``rounds.csv`` values equal).
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench.cli import study as study_command
 from bench.cli.runner import execute
-from bench.cli.study import start
 from bench.paths import default_data_root
 from bench.run.config import Execution, RunConfig
-from bench.study.report import write_study_report
 from bench.study.spec import read_study
 
 STUDY = """
@@ -61,11 +62,22 @@ def values(folder: Path) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = RunConfig(task="", strategies=[], threads=1, quiet=True, data_root=default_data_root())
-    times: dict[str, list[float]] = {"study": [], "runs one by one": [], "its study report": []}
+    times: dict[str, list[float]] = {"study": [], "runs one by one": [], "study outside its runs": []}
+    in_cells: list[float] = []
+    finish = study_command.finish
+
+    def timed_finish(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return finish(*args, **kwargs)
+        finally:
+            in_cells.append(time.perf_counter() - began)
+
+    study_command.finish = timed_finish
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "overhead.toml"
         path.write_text(STUDY)
@@ -73,26 +85,22 @@ def main() -> None:
         cells = study.cells()
         execute(dataclasses.replace(study.config(cells[0], base), out=Path(tmp) / "warm-up"))
         for trial in range(args.trials):
-            folder = Path(tmp) / f"study-{trial}"
-            began = time.perf_counter()
-            start(path, folder, base, Execution())
-            times["study"].append(time.perf_counter() - began)
-            began = time.perf_counter()  # the report the study wrote at its end, written again: its share
-            write_study_report(folder, cells)
-            times["its study report"].append(time.perf_counter() - began)
-            runs = Path(tmp) / f"runs-{trial}"
-            began = time.perf_counter()
-            for cell in cells:
-                execute(dataclasses.replace(study.config(cell, base), out=runs / cell.name))
-            times["runs one by one"].append(time.perf_counter() - began)
+            folder, runs = Path(tmp) / f"study-{trial}", Path(tmp) / f"runs-{trial}"
+            for what in ("study", "runs one by one") if trial % 2 == 0 else ("runs one by one", "study"):
+                began = time.perf_counter()
+                if what == "study":
+                    in_cells.clear()
+                    study_command.start(path, folder, base, Execution())
+                    times["study outside its runs"].append(time.perf_counter() - began - sum(in_cells))
+                else:
+                    for cell in cells:
+                        execute(dataclasses.replace(study.config(cell, base), out=runs / cell.name))
+                times[what].append(time.perf_counter() - began)
             assert values(folder) == values(runs), "the study and the runs gave different numbers"
     print(f"{len(cells)} cells x 2 strategies x 2 repeats, MNIST subset 3000, 1 thread, {args.trials} trials")
     for name, seconds in times.items():
-        shown = ", ".join(f"{s:.1f}" for s in seconds)
-        print(f"{name:>16}: median {statistics.median(seconds):.1f} s ({shown})")
-    extra = statistics.median(times["study"]) - statistics.median(times["runs one by one"])
-    report = statistics.median(times["its study report"])
-    print(f"{'difference':>16}: {extra:+.1f} s; without the study report: {extra - report:+.1f} s")
+        shown = ", ".join(f"{s:.2f}" for s in seconds)
+        print(f"{name:>22}: median {statistics.median(seconds):.2f} s ({shown})")
 
 
 if __name__ == "__main__":
