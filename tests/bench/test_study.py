@@ -15,6 +15,8 @@ import pytest
 from bench.cli.main import main
 from bench.run.config import ConfigError, RunConfig
 from bench.study.spec import Cell, Study, parse_study, read_study, shipped_studies, tomllib
+from bench.testing import registered
+from tests.bench.blobs_cli import SlowRandom
 from tests.bench.test_resume import blobs_cli, round_written, same_results
 
 #: A small blobs study: 2 strategies x 2 repeats, 2 cells of 2 or 3 rounds.
@@ -226,12 +228,13 @@ def test_parse_refuses_a_folder_name_too_long():
 
 
 @pytest.mark.slow
-def test_a_study_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_study(tmp_path):
+def test_a_study_killed_with_sigkill_resumes_to_the_numbers_of_an_uninterrupted_study(capsys, tmp_path, blobs_task):
     path = tmp_path / "blobs.toml"
     path.write_text(STUDY.replace('["random", "uncertainty"]', '["slow", "uncertainty"]'))
     args = ["study", str(path), "--threads", "1", "--quiet"]
-    reference = blobs_cli(*args, "--out", str(tmp_path / "reference"))
-    assert reference.returncode == 0, reference.stderr
+    with registered(SlowRandom):  # the uninterrupted study in this process; the killed one in a subprocess
+        code, _, err = cli(capsys, *args, "--out", str(tmp_path / "reference"))
+    assert code == 0, err
     killed = tmp_path / "killed"
     process = blobs_cli(*args, "--out", str(killed), wait=False)
     second = killed / "blobs" / "increment=20,rounds=2"
