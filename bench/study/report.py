@@ -451,30 +451,50 @@ def task_readings(results: Sequence[CellResult], ranks: pd.DataFrame) -> list[st
 
 def _axis_sentences(ranks: pd.DataFrame, cells: Sequence[Cell]) -> list[str]:
     """Per axis with two values or more: the leader by mean rank within the cells of each value,
-    and whether it changes with the value."""
+    whether it changes with the value, and the strategy whose mean rank moves most between values."""
     sentences = []
     for axis in dict.fromkeys(a for c in cells for a in c.axes):
         column = ranks[_axis_column(axis)]
         values = [v for v in dict.fromkeys(column) if v != ""]
         if len(values) < 2:
             continue
-        leaders = {}
+        leaders, by_value = {}, {}
         for value in values:
             within = ranks[column == value]
             means = within.groupby("strategy", sort=False)["rank"].mean()
             best = _best(means)
             cells_with = int(within["cell"].nunique())
             leaders[value] = (best, _fmt(means[best[0]]), cells_with)
+            by_value[value] = means
         parts = [
             f"with {axis}={value}, {_names(best)} {'leads' if len(best) == 1 else 'lead'} (mean rank {rank} over "
             f"{_plural(n, 'cell')})"
             for value, (best, rank, n) in leaders.items()
         ]
         if len({tuple(b) for b, _, _ in leaders.values()}) > 1:
-            sentences.append(f"The axis {axis} changes the order: " + "; ".join(parts) + ".")
+            sentence = f"The axis {axis} changes the order: " + "; ".join(parts)
         else:
-            sentences.append(f"The axis {axis} does not change the leader: " + "; ".join(parts) + ".")
+            sentence = f"The axis {axis} does not change the leader: " + "; ".join(parts)
+        sentences.append(sentence + _largest_move(axis, pd.DataFrame(by_value)) + ".")
     return sentences
+
+
+def _largest_move(axis: str, means: pd.DataFrame) -> str:
+    """The strategy whose mean rank differs most between two values of ``axis`` (``means``: a row
+    per strategy, a column per value; strategies that ran at every value), as a clause; none
+    when no strategy moves by a whole rank."""
+    means = means.dropna()
+    if means.empty:
+        return ""
+    spread = means.max(axis=1) - means.min(axis=1)
+    strategy = spread.idxmax()
+    if spread[strategy] < 1:
+        return ""
+    low, high = means.loc[strategy].idxmin(), means.loc[strategy].idxmax()
+    return (
+        f"; the largest move: {strategy}, mean rank {_fmt(means.loc[strategy, low])} with {axis}={low} and "
+        f"{_fmt(means.loc[strategy, high])} with {axis}={high}"
+    )
 
 
 def _winner_sentence(ranks: pd.DataFrame, best: list[str]) -> str:

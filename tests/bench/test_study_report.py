@@ -178,6 +178,7 @@ def test_the_reading_names_the_never_beaten_strategy_and_the_axis_that_changes_t
     assert "with imbalance=1, badge leads (mean rank 1.00 over 1 cell)" in mnist
     assert "with imbalance=10, uncertainty leads (mean rank 1.00 over 1 cell)" in mnist
     assert "badge (1.50 over 2 cells) and uncertainty (1.50 over 2 cells) share the best mean AUBC rank" in mnist
+    assert "the largest move: badge, mean rank 1.00 with imbalance=1 and 2.00 with imbalance=10" in mnist
     ivus = next(p for p in paragraphs if p.startswith("**ivus.**"))
     assert "si is never beaten" in ivus and "si wins (AUBC rank 1) in every one of the 1 cells" in ivus
     means = pd.read_csv(folder / "mean_ranks.csv").set_index("strategy")
