@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from bench.run.diagnostics import Diagnostics, diagnose
-from bench.run.plan import Plan
+from bench.run.plan import Plan, class_columns
 from bench.run.probes import Probe, is_probed
 from bench.run.results import RoundRecord
 from bench.run.validation import HeldOut
@@ -377,9 +377,9 @@ class UnitState:
         self.diagnostics = Diagnostics()  # of the latest additions (bench.run.diagnostics); NaN when not measured
         self.probing = probe  # select twice from the same state after round 1 (see is_probed())
         self.probe: Probe | None = None  # its outcome, until reported
+        self.class_columns = class_columns(task)  # the class-balance columns this task's rows hold
         #: a classifier's classes present in the pool (int64 numpy), which min_class_labeled counts over
-        classifies = Capability.PROBABILITIES in task.capabilities
-        self.pool_classes = np.unique(data.pool_y.cpu().numpy()) if classifies else None
+        self.pool_classes = np.unique(data.pool_y.cpu().numpy()) if self.class_columns else None
         self.label_inputs = None
         if Capability.SYNTHETIC_LABELS in task.capabilities:
             self.label_inputs = lambda x: self.timer.timed("label", task.label_inputs, x)
@@ -531,10 +531,10 @@ class UnitState:
         outputs = timer.timed("eval", predict, self.model, self.data.test_x)
         scores = timer.timed("eval", task.scores, outputs, self.data.test_y)
         value = scores.pop(task.metric.name)
-        if self.pool_classes is not None:  # a classifier: the class-balance columns (bench.run.plan.class_columns)
+        if self.pool_classes is not None:  # a classifier: the class-balance columns
             scores["min_class_labeled"] = min_class_count(training.y, self.pool_classes)
-            if task.metric.name == "accuracy":
-                scores["balanced_accuracy"] = timer.timed("eval", balanced_accuracy, outputs, self.data.test_y, value)
+        if "balanced_accuracy" in self.class_columns:
+            scores["balanced_accuracy"] = timer.timed("eval", balanced_accuracy, outputs, self.data.test_y, value)
         if self.held_out is not None:  # the validation metric, after the test set's extra scores
             outputs = timer.timed("eval", predict, self.model, self.held_out.x)
             held = timer.timed("eval", task.scores, outputs, self.held_out.y)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from bench.report.stats import t_test_p
-from bench.study.report import cell_wins, plain_name, write_study_report
+from bench.study.numbers import cell_wins
+from bench.study.report import plain_name, write_study_report
 from bench.study.spec import Cell
 
 ACCURACY = {"name": "accuracy", "higher_is_better": True, "label": "accuracy (%)", "display_scale": 100.0}
