@@ -744,7 +744,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             for path in write_study_report(args.runs[0], recorded_cells(args.runs[0])):
                 print(path)
         elif args.command == "report":
-            from bench.report.tables import metric_info, read_rounds, unfinished, write_report
+            from bench.report.tables import metric_info, read_rounds, report_sources, unfinished, write_report
             from bench.run.folder import check_report_target
 
             if args.out is None and len(args.runs) != 1:
@@ -757,7 +757,8 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             rounds = read_rounds(args.runs)
             metric = metric_info(args.runs, rounds)
             target = None if args.target is None else args.target / metric.display_scale
-            for path in write_report(rounds, out, metric, notes, target, args.paper):
+            sources = report_sources(args.runs)
+            for path in write_report(rounds, out, metric, notes, target, args.paper, sources):
                 print(path)
         elif args.command in ("show", "trajectories"):
             print(figure(args))

@@ -15,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench.generative.quality import cached_quality
+from bench.report.run_page import Source
 from bench.report.tables import label_variants, write_report
 from bench.run.assembly import Assembly, assemble
 from bench.run.config import ConfigError, Execution, RunConfig
@@ -444,4 +445,4 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
         log.warning("no unit finished a round: no tables or figure to write")
     else:
         with writing(folder.out):  # the tables and figures
-            write_report(rows, folder.out, MetricInfo.of(plan.task.metric))
+            write_report(rows, folder.out, MetricInfo.of(plan.task.metric), sources=[Source(folder.out, manifest)])

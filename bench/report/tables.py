@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.report.hardness import DESCRIPTION, hardness_table, has_diagnostics, markdown_hardness, plot_hardness
 from bench.report.paper import CITATION, TABLE_1
+from bench.report.run_page import ReportFrames, Source, write_run_page
 from bench.report.stats import (
     aubc,
     balanced_curves,
@@ -118,6 +119,11 @@ def _manifest(path: Path) -> dict | None:
         if not isinstance(settings, dict):
             raise ReportError(f"{file}: the settings of strategy {name!r} are not an object; {fix}")
     return manifest
+
+
+def report_sources(paths: Sequence[Path]) -> list[Source]:
+    """The runs a report is made from: each input's folder and manifest (None for a bare rounds.csv)."""
+    return [Source(_csv_path(Path(p)).parent, _manifest(Path(p))) for p in paths]
 
 
 def _read_csv(csv_path: Path) -> pd.DataFrame:
@@ -645,6 +651,7 @@ def write_report(
     notes: list[str] = (),
     target: float | None = None,
     paper: bool = False,
+    sources: Sequence[Source] = (),
 ) -> list[Path]:
     """Write into ``out``: ``table.csv`` (mean ± std per strategy and round), ``differences.csv``
     (paired differences to random with p-values), ``summary.csv`` (AUBC, labels to target),
@@ -652,9 +659,10 @@ def write_report(
     / ``curves.svg`` (Figure 3 and the paired difference to random; its bands clipped to the
     installed task's ``Metric.bounds``); when the runs measured their
     picks, ``hardness.csv`` and ``hardness.png`` / ``.svg`` too (:mod:`bench.report.hardness`, also in
-    ``table.md``). ``target`` is in the units of ``rounds.csv`` values. Every table names its
-    metric and direction. Non-finite values are left out (:func:`finite_values`), and so are
-    repeats without a random repeat of their seed from the paired differences
+    ``table.md``), and ``report.html`` (all of it on one page, with the headline of the runs
+    ``sources`` name: :mod:`bench.report.run_page`). ``target`` is in the units of ``rounds.csv``
+    values. Every table names its metric and direction. Non-finite values are left out
+    (:func:`finite_values`), and so are repeats without a random repeat of their seed from the paired differences
     (:func:`~bench.report.stats.unpaired_repeats`), each with a note in ``table.md`` and the log."""
     from bench.report.curves import metric_bounds, plot_curves
 
@@ -713,11 +721,14 @@ def write_report(
     )
     text += "\n" + markdown_summary(summary, metric, chosen, target is not None)
     paths = plot_curves(rounds, diffs, out / "curves", metric, BASELINE, metric_bounds(task, metric))
+    hardness = None
     if has_diagnostics(rounds):
         hardness = hardness_table(rounds)
         hardness.assign(description=DESCRIPTION).to_csv(out / "hardness.csv", index=False)
         text += "\n" + markdown_hardness(hardness)
         paths += [out / "hardness.csv", *plot_hardness(hardness, out / "hardness", task)]
     (out / "table.md").write_text(text)
+    frames = ReportFrames(task, metric, table, summary, chosen, target is not None, diffs, hardness, [*notes, *found])
+    paths.append(write_run_page(out, frames, sources))
     written = [out / "table.csv", out / "differences.csv", out / "summary.csv", out / "table.md", *paths]
     return [path for path in written if path.exists()]

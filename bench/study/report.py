@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report.tables import ReportError, finite_values, metric_info, read_rounds, unfinished, write_report
+from bench.report.tables import (
+    ReportError,
+    finite_values,
+    metric_info,
+    read_rounds,
+    report_sources,
+    unfinished,
+    write_report,
+)
 from bench.run.folder import lock_holder
 from bench.study.numbers import ALPHA, CellResult, cells_of, mean_ranks, penalty_matrix, rank_table, total_rounds
 from bench.study.reading import study_markdown
@@ -104,7 +112,8 @@ def _read_cell(study: Path, cell: Cell) -> tuple[CellResult, list[Path]]:
         result.metric = metric_info([folder], labeled)
         # an unfinished run's tables are written again (it may have gone on since), a live run's never
         if (result.note is not None or not (folder / "table.md").exists()) and lock_holder(folder) is None:
-            paths = write_report(labeled, folder, result.metric, [result.note] if result.note else [])
+            notes = [result.note] if result.note else []
+            paths = write_report(labeled, folder, result.metric, notes, sources=report_sources([folder]))
         rounds, _ = finite_values(labeled)
     except ReportError as err:
         result.metric = None
