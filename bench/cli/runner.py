@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from bench.generative.base import sample_grid
 from bench.generative.quality import cached_quality
 from bench.report.run_page import Source
 from bench.report.tables import label_variants, write_report
@@ -402,6 +403,11 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
             )
             manifest["generative"]["quality"] = {"error": f"{type(err).__name__}: {err}"}
         samples = generative_file.with_suffix(".png")  # a grid of reconstructions and prior samples
+        if not samples.exists() and data.pool_x.ndim == 4:  # drawn once per cached model, kept beside it
+            try:
+                sample_grid(generative, data.pool_x, samples, config.seed)
+            except Exception as err:  # a picture: it must never cost the run
+                log.warning("could not draw samples of %s (%s); the report shows none", generative_file.name, err)
         if samples.exists():
             with writing(folder.out / "generative-samples.png"):
                 shutil.copyfile(samples, folder.out / "generative-samples.png")

@@ -42,7 +42,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bench.generative.base import BestEpoch, GenerativeSpec, Trained, unit_images
+from bench.generative.base import BestEpoch, GenerativeSpec, Trained, sample_grid, unit_images
 
 LAYOUTS = ("pooled", "unpooled")
 LOSS_NAMES = (
@@ -335,17 +335,3 @@ def _step(model: AlphaGAN, x: Tensor, spec: AlphaGANSpec, opt_eg, opt_d, opt_c, 
     c_loss.backward()
     opt_c.step()
     return torch.stack([recon, enc_adv, gen_adv, d_loss, c_loss]).detach()
-
-
-@torch.no_grad()
-def sample_grid(model: AlphaGAN, pool_x: Tensor, path, seed: int, n: int = 10) -> None:
-    """Save a PNG of ``n`` pool images (row 1), their reconstructions G(E(x)) (row 2) and 2n
-    prior samples G(z), z ~ N(0, I) (rows 3-4), enlarged 3x: what SNN walks through."""
-    from torchvision.utils import save_image
-
-    generator = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(pool_x), generator=generator)[:n].to(pool_x.device)
-    real = unit_images(pool_x[rows])
-    z = torch.randn(2 * n, model.latent_dim, generator=generator).to(pool_x.device)
-    grid = torch.cat([real, model.decode(model.encode(pool_x[rows])), model.decode(z)]).float().cpu()
-    save_image(nnf.interpolate(grid, scale_factor=3, mode="nearest"), str(path), nrow=n, padding=2, pad_value=1.0)

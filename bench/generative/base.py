@@ -208,3 +208,21 @@ def unit_images(x: Tensor) -> Tensor:
     Image tasks keep their data as uint8 and models convert on the fly, so a model accepts both
     stored images and generated ones."""
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+@torch.no_grad()
+def sample_grid(model: GenerativeModel, pool_x: Tensor, path: Path, seed: int, n: int = 10) -> Path:
+    """Save a PNG of ``n`` pool images (row 1), their reconstructions G(E(x)) (row 2) and 2n
+    prior samples G(z), z ~ N(0, I) (rows 3-4), enlarged 3x: what the latent strategies walk
+    through. Image inputs only ([B, C, H, W])."""
+    import torch.nn.functional as nnf
+    from torchvision.utils import save_image
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(pool_x), generator=generator)[:n].to(pool_x.device)
+    real = unit_images(pool_x[rows])
+    z = torch.randn(2 * n, model.latent_dim, generator=generator).to(pool_x.device)
+    grid = torch.cat([real, unit_images(model.decode(model.encode(pool_x[rows]))), unit_images(model.decode(z))])
+    grid = nnf.interpolate(grid.float().cpu(), scale_factor=3, mode="nearest")
+    save_image(grid, str(path), nrow=n, padding=2, pad_value=1.0)
+    return Path(path)

@@ -44,7 +44,7 @@ a { color: #0b57d0; }
 @media print {
   body { max-width: none; padding: 0; font-size: 11px; }
   table.sortable thead th::after { content: ""; }
-  h2 { break-after: avoid; } table, figure, pre { break-inside: avoid; }
+  h2 { break-after: avoid; } table, figure { break-inside: avoid; } pre { white-space: pre-wrap; }
   details:not([open]) { display: none; }
 }
 """
