@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.paths import default_data_root
-from bench.run.config import ConfigError, Execution, RunConfig
+from bench.run.config import TRACKERS, ConfigError, Execution, RunConfig
 from bench.run.recipe import typed_value
 
 EXIT_USAGE = 2
@@ -246,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
         "their last checkpoint",
     )
     add_execution_args(g)
+    g.add_argument(
+        "--track",
+        choices=TRACKERS,
+        help="mirror the run into an experiment tracker: one MLflow run, a nested run per unit (strategy, repeat) "
+        "with each round's metrics (step: labeled samples), the report files as artifacts; the run folder "
+        'stays the record, and a tracker that fails is a warning. pip install "latent-bench[track]". A resumed '
+        "run goes on tracking as its manifest says",
+    )
+    g.add_argument(
+        "--track-uri",
+        metavar="URI",
+        help="the tracking server or store of --track (default: the resumed run's, else $MLFLOW_TRACKING_URI, "
+        "else mlruns/ here, a local file store)",
+    )
 
     tune = sub.add_parser(
         "tune",
@@ -494,6 +508,8 @@ EXECUTION_FLAGS = {
     "gpus_per_job",
     "keep_checkpoints",
     "unit_timeout",
+    "track",
+    "track_uri",
     "out",
 }
 
@@ -507,6 +523,8 @@ def execution(args: argparse.Namespace) -> Execution:
         gpus_per_job=args.gpus_per_job,
         keep_checkpoints=args.keep_checkpoints,
         unit_timeout=args.unit_timeout,
+        track=getattr(args, "track", None),  # run only: a study's cells are not tracked
+        track_uri=getattr(args, "track_uri", None),
     )
 
 

@@ -45,6 +45,7 @@ from bench.run.manifest import (
 )
 from bench.run.plan import Plan
 from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
+from bench.run.tracking import Tracker, require
 from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 from tasks.base import TaskData, optimizer_name
 
@@ -171,6 +172,10 @@ def execute(config: RunConfig, execution: Execution | None = None, recipe: dict 
     (``run --recipe``, :func:`bench.run.recipe.recipe_record`), if any."""
     execution = execution or Execution()
     execution.check()
+    if execution.track_uri is not None and execution.track is None:
+        raise ConfigError("--track-uri names where --track logs; add --track mlflow, or drop --track-uri")
+    if execution.track is not None:
+        require(execution.track)
     assembly = assemble(with_threads(config, execution))
     plan = assembly.plan
     out, lock = prepare_out(config.out, plan.task.name)
@@ -214,6 +219,8 @@ def resume(folder: Path, execution: Execution | None = None, given: dict | None 
     refused, except those in :data:`RESUMABLE`."""
     execution = execution or Execution()
     execution.check()
+    if execution.track is not None:
+        require(execution.track)
     folder = Path(folder)
     if not (folder / "manifest.json").is_file():
         raise ConfigError(f"--resume {folder}: no manifest.json there; pass the folder of a run")
@@ -241,6 +248,11 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
         raise ConfigError(
             f"--resume {folder}: {manifest_path}: {problem}; restore the manifest the run wrote, or start the "
             f"run again in a new folder"
+        )
+    if execution.track_uri is not None and execution.track is None and not isinstance(manifest.get("tracking"), dict):
+        raise ConfigError(
+            f"--resume {folder}: the run is not tracked, and --track-uri names where --track logs; add --track mlflow "
+            f"to track it from now on (every round so far is logged too), or drop --track-uri"
         )
     changed = plan_changes(manifest)
     if changed:
@@ -375,23 +387,31 @@ def run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> No
     """Run the folder's unfinished units with ``execution``, then write the tables and figure.
     However it ends (done, an error, Ctrl-C or SIGTERM), the manifest says how."""
     error = None
+    tracker = Tracker.of(execution.track, execution.track_uri, folder.manifest)
     try:
-        _run_units(assembly, folder, execution)
+        _run_units(assembly, folder, execution, tracker)
     except BaseException as err:
         error = err
         if isinstance(err, KeyboardInterrupt):
             log.warning("interrupted; go on with: python -m bench run --resume %s", folder.out)
         raise
     finally:
-        folder.finish(error)
+        try:
+            folder.finish(error)
+        finally:
+            if tracker is not None:  # last: the report files and the final manifest are its artifacts
+                tracker.finish()
 
 
-def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> None:
+def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution, tracker: Tracker | None = None) -> None:
     plan, data = assembly.plan, assembly.data
     config, protocol = plan.config, plan.protocol
     generative, generative_file = assembly.generative, assembly.generative_file
     manifest = folder.manifest
-    manifest["execution"] = {k: v for k, v in dataclasses.asdict(execution).items() if v is not None}
+    # (where it tracks is the manifest's tracking entry: a --track-uri may name a folder of the machine)
+    manifest["execution"] = {
+        k: v for k, v in dataclasses.asdict(execution).items() if v is not None and k != "track_uri"
+    }
     if generative_file is not None:
         manifest["generative"].update(generative_file_entry(generative_file))
         try:
@@ -413,6 +433,8 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
                 shutil.copyfile(samples, folder.out / "generative-samples.png")
     units = folder.unfinished()
     jobs = [Job(unit, folder.latest_checkpoint(unit)) for unit in units]
+    if tracker is not None:
+        tracker.start(manifest, folder.out)  # a resumed run's rounds the tracker lacks are logged first
     folder.start()
     total = len(manifest["units"]) * protocol.rounds
     bar = tqdm(
@@ -426,6 +448,8 @@ def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> N
 
     def on_event(event: Event) -> None:
         folder.on_event(event)
+        if tracker is not None:
+            tracker.on_event(event)
         key = event.unit.key
         if isinstance(event, Started):
             in_flight[key] = "starting"

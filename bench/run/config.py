@@ -129,6 +129,8 @@ class RunConfig:
 
 
 EXECUTORS = ("local", "ray")
+#: Experiment trackers a run can be mirrored into (``--track``, :mod:`bench.run.tracking`).
+TRACKERS = ("mlflow",)
 
 
 @dataclass
@@ -142,6 +144,8 @@ class Execution:
     gpus_per_job: float | None = None  # Ray: GPUs a unit asks for, fractions share one (default: 0, or 1 on cuda)
     keep_checkpoints: bool = False  # keep finished units' checkpoints
     unit_timeout: float | None = None  # seconds a unit may run before it is stopped and failed; None: no limit
+    track: str | None = None  # mirror the run into this experiment tracker (TRACKERS); None: as its manifest says
+    track_uri: str | None = None  # the tracker's store or server; None: the manifest's, else the tracker's default
 
     def check(self) -> None:
         if self.jobs < 1:
@@ -169,6 +173,10 @@ class Execution:
             raise ConfigError("--cpus-per-job must be more than 0 (a unit needs a CPU)")
         if self.unit_timeout is not None and not (math.isfinite(self.unit_timeout) and self.unit_timeout > 0):
             raise ConfigError(f"--unit-timeout must be a positive number of seconds (got {self.unit_timeout})")
+        if self.track is not None and self.track not in TRACKERS:
+            raise ConfigError(f"unknown --track {self.track!r}; use {' or '.join(TRACKERS)}")
+        if self.track_uri is not None and not self.track_uri.strip():
+            raise ConfigError("--track-uri is empty; give a tracking server or store, e.g. --track-uri mlruns")
 
 
 def resolve_device(name: str) -> torch.device:
