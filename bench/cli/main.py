@@ -299,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--jobs", type=positive_int, default=1, help="worker processes running units side by side")
 
+    track = sub.add_parser(
+        "track",
+        help="log into the experiment tracker what it lacks of a run (rounds it missed while down, the "
+        "report files): into the MLflow runs the run's manifest records, or new ones",
+    )
+    track.add_argument("folder", type=Path, metavar="DIR", help="the run folder")
+    track.add_argument("--track", choices=TRACKERS, help="the tracker (default: the one the run was tracked with)")
+    track.add_argument(
+        "--track-uri",
+        metavar="URI",
+        help="the tracking server or store (default: the run's, else $MLFLOW_TRACKING_URI, else mlruns/ here)",
+    )
+
     study = sub.add_parser(
         "study",
         help="run every strategy over a grid of settings (a study file, or a shipped study by name) and "
@@ -780,6 +793,12 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                 print(path)
         elif args.command in ("show", "trajectories"):
             print(figure(args))
+        elif args.command == "track":
+            from bench.cli.runner import track
+
+            if not track(args.folder, args.track, args.track_uri):
+                return 1
+            print(f"tracked {args.folder}")
         elif args.command == "check":
             from bench.cli.check import GRID, check
 

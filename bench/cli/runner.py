@@ -44,7 +44,7 @@ from bench.run.manifest import (
     start_manifest,
 )
 from bench.run.plan import Plan
-from bench.run.results import MetricInfo, read_rounds_csv, sort_rows
+from bench.run.results import MetricInfo, read_rounds_csv, sort_rows, write_json
 from bench.run.tracking import Tracker, require
 from bench.run.units import Event, Failed, Finished, Job, RoundFinished, Started, plan_units
 from tasks.base import TaskData, optimizer_name
@@ -306,6 +306,41 @@ def _resume(folder: Path, lock: FolderLock, execution: Execution, given: dict | 
     run_folder.manifest.setdefault("resumes", []).append({"started": now(), "command": command_line()})
     run_units(assembly, run_folder, execution)
     return folder
+
+
+def track(folder: Path, backend: str | None = None, uri: str | None = None) -> bool:
+    """``python -m bench track DIR``: log what the tracker lacks of the run in ``folder`` (every
+    round of its ``rounds.csv`` it has not, the units' ends, the report files), into the MLflow
+    runs its manifest records (a new one where there are none), with ``backend`` and ``uri`` as
+    ``--track`` and ``--track-uri``; True when nothing failed. A live run's folder is refused."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ConfigError(f"{folder}: no manifest.json there; pass the folder of a run")
+    lock = FolderLock(folder)
+    try:
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path} is not a run's manifest ({err})") from None
+        problem = manifest_problem(manifest)
+        if problem is not None:
+            raise ConfigError(f"{path}: {problem}; restore the manifest the run wrote")
+        record = manifest.get("tracking")
+        backend = backend or (record.get("backend") if isinstance(record, dict) else None)
+        if backend is None:
+            raise ConfigError(f"{folder}: the run was not tracked; give --track mlflow to track it")
+        require(backend)
+        tracker = Tracker(backend, uri)
+        tracker.start(manifest, folder)
+        with writing(path):
+            write_json(path, manifest)  # the tracking entry, before manifest.json becomes an artifact
+        tracker.finish()
+        with writing(path):
+            write_json(path, manifest)
+    finally:
+        lock.release()
+    return tracker.active
 
 
 def plan_contradiction(folder: Path, manifest: dict, plan: Plan) -> tuple[str, str] | None:

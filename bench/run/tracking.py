@@ -103,15 +103,26 @@ def shown(uri: str) -> str:
     return recorded_uri(uri) or uri
 
 
+def redacted(text: str, uri: str) -> str:
+    """``text`` (an error's) without the user and password of ``uri``, which MLflow's errors quote."""
+    netloc = urlsplit(uri).netloc
+    return text.replace(f"{netloc.rpartition('@')[0]}@", "") if "@" in netloc else text
+
+
 @contextmanager
 def http_limits() -> Iterator[None]:
     """Within the block, MLflow's HTTP client gives up after :data:`HTTP_LIMITS` (a setting in
-    the environment wins); the environment is restored after."""
+    the environment wins), and urllib3 says nothing of its retries (the tracker's warning says
+    what failed); the environment and urllib3's logging are restored after."""
     added = {name: value for name, value in HTTP_LIMITS.items() if name not in os.environ}
     os.environ.update(added)
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
+    retries.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        retries.setLevel(level)
         for name in added:
             os.environ.pop(name, None)
 
@@ -519,11 +530,11 @@ class Tracker:
 
     def _lost(self, doing: str, err: Exception) -> None:
         self.active = False
-        text = " ".join(str(err).split())
-        text = text if len(text) <= 300 else text[:297] + "..."
+        text = redacted(" ".join(str(err).split()), self.uri or "")
+        text = text if len(text) <= 400 else f"{text[:240]} ... {text[-150:]}"  # the cause is at the end
         log.warning(
             "MLflow tracking at %s stopped while %s (%s: %s); the run goes on untracked and rounds.csv keeps "
-            "every round: python -m bench run --resume (or python -m bench track %s) logs what MLflow missed",
+            "every round: python -m bench track %s logs what MLflow missed (a resume does too)",
             shown(self.uri or ""),
             doing,
             type(err).__name__,
