@@ -428,7 +428,7 @@ class Tracker:
     def on_event(self, event: Event) -> None:
         """Log what ``event`` reports: a round's metrics on its unit's run (created when the unit
         first reports), the end of a unit."""
-        if not self.active:
+        if not self.active or not isinstance(event, (RoundFinished, Finished, Failed)):
             return
         try:
             with http_limits():

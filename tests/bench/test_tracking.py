@@ -146,6 +146,7 @@ def test_a_tracked_run_is_one_mlflow_run_with_a_nested_run_per_unit(tmp_path, bl
     assert mirrored(out, other)[0] == new_parent
 
 
+@pytest.mark.slow
 def test_two_worker_processes_are_tracked_by_the_driver(tmp_path, blobs_task):
     uri = str(tmp_path / "mlruns")
     config = RunConfig(
