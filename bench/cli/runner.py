@@ -331,6 +331,11 @@ def track(folder: Path, backend: str | None = None, uri: str | None = None) -> b
         if backend is None:
             raise ConfigError(f"{folder}: the run was not tracked; give --track mlflow to track it")
         require(backend)
+        if uri is None and isinstance(record, dict) and record.get("uri") is None:
+            raise ConfigError(
+                f"{folder}: the run was tracked in a store whose absolute path its manifest does not record; "
+                f"name it with --track-uri"
+            )
         tracker = Tracker(backend, uri)
         tracker.start(manifest, folder)
         with writing(path):

@@ -539,7 +539,7 @@ class Tracker:
             doing,
             type(err).__name__,
             text,
-            self.out,
+            self.out if recorded_uri(self.uri or "") is not None else f"{self.out} --track-uri {self.uri}",
         )
         entry = self.manifest.setdefault("tracking", {"backend": self.backend, "uri": recorded_uri(self.uri or "")})
         entry["stopped"] = {"at": now(), "while": doing, "error": f"{type(err).__name__}: {text}"}

@@ -200,6 +200,33 @@ def test_an_unreachable_server_is_one_warning_and_the_run_goes_on(tmp_path, blob
     assert "stopped" not in json.loads((out / "manifest.json").read_text())["tracking"]
 
 
+def test_a_tracker_that_fails_mid_run_stops_tracking_and_track_catches_up(tmp_path, blobs_task, monkeypatch, caplog):
+    calls, log_batch = [], MlflowClient.log_batch
+
+    def dies_at_round_2(self, run_id, *args, **kwargs):  # the parameters, round 1, then the server is gone
+        calls.append(run_id)
+        if len(calls) == 4:
+            raise mlflow.exceptions.MlflowException("the tracking server went away")
+        return log_batch(self, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", dies_at_round_2)
+    caplog.set_level(logging.WARNING)
+    uri, out = str(tmp_path / "mlruns"), tmp_path / "run"
+    argv = ["run", *BLOBS, "--strategy", "random", "--rounds", "3", "--out", str(out)]
+    assert main([*argv, "--track", "mlflow", "--track-uri", uri]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()]
+    assert len(warnings) == 1 and "while logging round 2 of random-r0" in warnings[0]
+    assert f"python -m bench track {out} --track-uri {uri} logs what MLflow missed" in warnings[0]
+    assert len(calls) == 4  # nothing more was tried
+    assert len(pd.read_csv(out / "rounds.csv")) == 3
+    tracking = json.loads((out / "manifest.json").read_text())["tracking"]
+    assert "the tracking server went away" in tracking["stopped"]["error"]
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    assert main(["track", str(out)]) == 2  # an absolute store is not recorded: name it again
+    assert main(["track", str(out), "--track-uri", uri]) == 0
+    assert mirrored(out, uri)[0] == tracking["run_id"]
+
+
 def test_without_mlflow_track_is_refused_with_how_to_install_it(tmp_path, blobs_task, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
@@ -225,8 +252,8 @@ def test_a_recorded_uri_names_no_folder_of_the_machine_and_holds_no_secret():
 def test_a_run_killed_with_sigkill_resumes_into_the_same_mlflow_runs(tmp_path):
     """In a folder of its own, with the default store (mlruns/ there), resumed without --track."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-c", BLOBS_CLI, "run", *BLOBS, "--strategy", "slow,random", "--repeats", "2"]
-    command += ["--rounds", "4", "--out", "run", "--track", "mlflow"]
+    command = [sys.executable, "-c", BLOBS_CLI, "run", *BLOBS, "--strategy", "slow,random", "--rounds", "3"]
+    command += ["--out", "run", "--track", "mlflow"]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     out, deadline = tmp_path / "run", time.monotonic() + 120
     try:  # kill -9 mid-way through slow-r0: in its 0.3 s selection after round 2 (not while MLflow writes
