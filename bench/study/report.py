@@ -15,7 +15,9 @@ report adds, in the study folder:
 - ``ranks.csv`` and ``mean_ranks.csv``: each strategy's AUBC rank per cell (1 = best by the
   metric's direction, ties share the average rank) and its mean over the cells it ran in;
 - ``study.md``: a paragraph generated from those numbers, the tables, and a line per cell linking
-  to its run's ``table.md`` or saying it was not run or is unfinished.
+  to its run's ``table.md`` or saying it was not run or is unfinished;
+- ``report.html``: all of it on one self-contained page, each cell linking to its own
+  ``report.html`` (:mod:`bench.study.page`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench.report.tables import (
 )
 from bench.run.folder import lock_holder
 from bench.study.numbers import ALPHA, CellResult, cells_of, mean_ranks, penalty_matrix, rank_table, total_rounds
+from bench.study.page import write_study_page
 from bench.study.reading import study_markdown
 from bench.study.spec import Cell, format_value
 
@@ -66,7 +69,7 @@ MEAN_RANKS_DESCRIPTION = (
 
 def write_study_report(folder: Path, cells: Sequence[Cell]) -> list[Path]:
     """Write the study report of the study in ``folder`` over ``cells`` (in study order): a cell's
-    own run report where its run has rows but no ``table.md``; ``penalty.csv``, ``penalty.png`` and
+    own run report where its run has rows but no ``table.md`` or ``report.html``; ``penalty.csv``, ``penalty.png`` and
     ``penalty.svg``; ``ranks.csv`` and ``mean_ranks.csv``; ``study.md``. Cells without a run folder
     or rows are listed in ``study.md`` as not run and left out of the numbers. Returns the files
     written."""
@@ -91,7 +94,8 @@ def write_study_report(folder: Path, cells: Sequence[Cell]) -> list[Path]:
         written += plot_penalty(penalty, strategies, len(reported), total_rounds(reported), folder / "penalty")
     text = study_markdown(folder, results, penalty, strategies, ranks, means)
     (folder / "study.md").write_text(text)
-    return [*written, folder / "study.md"]
+    page = write_study_page(folder, results, penalty, strategies, ranks, means)
+    return [*written, folder / "study.md", page]
 
 
 def _read_cell(study: Path, cell: Cell) -> tuple[CellResult, list[Path]]:
@@ -111,7 +115,8 @@ def _read_cell(study: Path, cell: Cell) -> tuple[CellResult, list[Path]]:
         labeled = read_rounds([folder])
         result.metric = metric_info([folder], labeled)
         # an unfinished run's tables are written again (it may have gone on since), a live run's never
-        if (result.note is not None or not (folder / "table.md").exists()) and lock_holder(folder) is None:
+        written = all((folder / name).exists() for name in ("table.md", "report.html"))
+        if (result.note is not None or not written) and lock_holder(folder) is None:
             notes = [result.note] if result.note else []
             paths = write_report(labeled, folder, result.metric, notes, sources=report_sources([folder]))
         rounds, _ = finite_values(labeled)
