@@ -28,8 +28,8 @@ dl.headline dt { font-weight: 600; } dl.headline dd { margin: 0; }
 .status-unfinished, .status-complete-with-failures { color: #b3261e; font-weight: 600; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .4em 0 .8em; font-variant-numeric: tabular-nums; }
-th, td { padding: .28em .65em; border-bottom: 1px solid #e6e6ea; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child, td.text, th.text { text-align: left; }
+th, td { padding: .28em .65em; border-bottom: 1px solid #e6e6ea; text-align: left; vertical-align: top; }
+td.num { text-align: right; white-space: nowrap; } th { white-space: nowrap; }
 thead th { background: #f3f3f6; position: sticky; top: 0; }
 table.sortable thead th { cursor: pointer; user-select: none; }
 table.sortable thead th::after { content: " \\21C5"; color: #a0a0a8; font-size: .8em; }
@@ -99,8 +99,9 @@ class Cell:
             if isinstance(value, float):
                 value = "" if math.isnan(value) else repr(value)
             attributes += f' data-v="{esc(value)}"'
-        if self.classes:
-            attributes += f' class="{esc(self.classes)}"'
+        classes = f"num {self.classes}" if isinstance(self.value, (int, float)) else self.classes
+        if classes.strip():
+            attributes += f' class="{esc(classes.strip())}"'
         return f"<td{attributes}>{self.text if self.markup else esc(self.text)}</td>"
 
 

@@ -56,6 +56,8 @@ def run_state(manifest: dict) -> tuple[str, str]:
     units = manifest.get("units") or {}
     states = Counter(str(u.get("status")) for u in units.values() if isinstance(u, dict))
     done, failed, total = states["complete"], states["failed"], sum(states.values())
+    if not total:  # a run from before units were recorded: its manifest's word
+        return str(manifest.get("status", "unknown")), "units not recorded"
     line = f"{done} of {total} units complete" + (f", {failed} failed" if failed else "")
     if total and done + failed == total:
         return ("complete with failures" if failed else "complete"), line
