@@ -1,4 +1,5 @@
-"""Command line: ``python -m bench run | tune | list | report | show | trajectories | check | latent | perf``.
+"""Command line: ``python -m bench run | tune | study | list | report | index | show | trajectories | check |
+latent | perf``.
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
@@ -359,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         "show (default: random's final mean)",
     )
     report.add_argument("--paper", action="store_true", help="print the paper's Table 1 rows beside the measured ones")
+
+    index = sub.add_parser(
+        "index", help="write RESULTS_DIR/index.html: every run and study under it, with a link to each report"
+    )
+    index.add_argument(
+        "results", nargs="?", type=Path, default=Path("results"), metavar="RESULTS_DIR", help="default: results/"
+    )
 
     show = sub.add_parser("show", help="save a figure of pool samples beside their targets (Fig. S1)")
     add_figure_args(show)
@@ -766,6 +774,12 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             if failures:
                 print(f"{len(failures)} unit(s) failed: {', '.join(failures)}", file=sys.stderr)
                 return 1
+        elif args.command == "index":
+            from bench.report.index import write_index
+
+            if not args.results.is_dir():
+                raise ConfigError(f"{args.results} is not a folder; pass the folder that holds your runs and studies")
+            print(write_index(args.results))
         elif args.command == "report" and len(args.runs) == 1 and (args.runs[0] / "study.json").is_file():
             from bench.cli.study import recorded_cells
             from bench.study.report import write_study_report
