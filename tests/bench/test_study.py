@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -192,9 +193,13 @@ def test_a_study_runs_each_cell_as_an_ordinary_run_and_writes_its_report(capsys,
         assert manifest["status"] == "complete" and manifest["config"]["epochs"] == 1
         rows = pd.read_csv(run / "rounds.csv")
         assert len(rows) == 2 * 2 * rounds and (run / "table.md").exists()
-    for name in ("study.md", "penalty.csv", "penalty.png", "penalty.svg", "ranks.csv"):
+    for name in ("study.md", "penalty.csv", "penalty.png", "penalty.svg", "ranks.csv", "report.html"):
         assert (out / name).exists(), name
     assert str(out / "study.md") in printed
+    page = (out / "report.html").read_text()  # the study's page links to each cell's own page
+    for cell in record["cells"]:
+        assert f'href="{quote(cell["name"] + "/report.html", safe="/=,+()")}"' in page
+        assert (out / cell["name"] / "report.html").is_file()
     # a finished study resumed does nothing more, and a flag that changes the plan is refused
     code, _, err = cli(capsys, "study", "--resume", str(out), "--threads", "2")
     assert code == 2 and "--threads with --resume: a resumed study keeps its cells" in err
