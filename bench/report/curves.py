@@ -144,11 +144,15 @@ def fit_titles(fig: Figure) -> None:
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
     """Save a report figure as ``stem``.png (150 dpi) and ``stem``.svg, everything in it (titles,
-    the legend outside the axes) inside the saved image; close it, return the paths."""
+    the legend outside the axes) inside the saved image; close it, return the paths. The same
+    figure gives the same bytes (no date in either file; the SVG's element ids from a fixed salt)."""
+    import matplotlib
+
     plt = pyplot()
     paths = [Path(f"{stem}.png"), Path(f"{stem}.svg")]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+    with matplotlib.rc_context({"svg.hashsalt": "latent-bench"}):
+        fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(paths[1], dpi=150, bbox_inches="tight", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     return paths
 

@@ -117,8 +117,8 @@ def _headline(frames: ReportFrames, sources: Sequence[Source]) -> str:
             str(x)
             for x in (
                 device.get("device"),
-                f"{device['torch_threads']} threads" if "torch_threads" in device else None,
-                f"{(m.get('execution') or {}).get('jobs', 1)} jobs",
+                _count(device["torch_threads"], "thread") if "torch_threads" in device else None,
+                _count((m.get("execution") or {}).get("jobs", 1), "job"),
                 m.get("host"),
             )
             if x
@@ -136,6 +136,10 @@ def _headline(frames: ReportFrames, sources: Sequence[Source]) -> str:
     if not manifests:
         items.append(("runs", "no manifest beside the rounds: settings and status unknown"))
     return headline(items)
+
+
+def _count(n: object, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _seeds(manifests: list[dict]) -> str:
