@@ -19,7 +19,7 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: 
        max-width: 1180px; padding: 1.2em 1.6em 3em; }
 h1 { font-size: 1.55em; margin: .2em 0 .4em; } h2 { font-size: 1.2em; margin: 1.8em 0 .5em;
      border-bottom: 1px solid #d8d8dc; padding-bottom: .2em; } h3 { font-size: 1.02em; margin: 1.2em 0 .3em; }
-p.about, figcaption, .muted { color: #55555a; font-size: .9em; }
+p.about, figcaption, .muted { color: #55555a; font-size: .9em; } td.muted { font-size: 1em; }
 dl.headline { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1.2em; margin: .6em 0; }
 dl.headline dt { font-weight: 600; } dl.headline dd { margin: 0; }
 .note { background: #fff7e0; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .5em 0; }

@@ -37,6 +37,7 @@ class Entry:
     started: str
     headline: str  # markup: the best numbers
     report: str | None  # the report's path relative to the indexed folder (None: no report yet)
+    merged: str | None = None  # without a report of its own: the report above it that merges its rows
 
 
 def find(root: Path) -> tuple[list[Path], list[Path]]:
@@ -63,6 +64,19 @@ def _report(folder: Path, root: Path) -> str | None:
     for name in ("report.html", "table.md", "study.md"):
         if (folder / name).is_file():
             return (folder / name).relative_to(root).as_posix()
+    return None
+
+
+def _merged_into(folder: Path, root: Path) -> str | None:
+    """The report of the nearest folder above ``folder`` (under ``root``) that has one: where the
+    rows of a run kept inside a merged report's folder are reported."""
+    for above in folder.parents:
+        if above != folder and root in (above, *above.parents):
+            found = _report(above, root)
+            if found is not None:
+                return found
+        if above == root:
+            break
     return None
 
 
@@ -104,6 +118,7 @@ def run_entry(folder: Path, root: Path) -> Entry:
         started=str(manifest.get("started", "")),
         headline=_aubc_headline(folder),
         report=_report(folder, root),
+        merged=_merged_into(folder, root),
     )
 
 
@@ -140,6 +155,10 @@ def study_entry(folder: Path, root: Path, runs: list[Path]) -> Entry:
     )
 
 
+def _count(n: int, one: str, several: str) -> str:
+    return f"{n} {one if n == 1 else several}"
+
+
 def write_index(root: Path) -> Path:
     """Write ``root/index.html`` listing every run and study under ``root``; returns its path."""
     root = Path(root)
@@ -152,6 +171,9 @@ def write_index(root: Path) -> Path:
         name = e.folder.as_posix() if str(e.folder) != "." else root.name
         if e.report is not None:
             link = Cell(f'<a href="{esc(quote(e.report))}">{esc(name)}</a>', name, markup=True)
+        elif e.merged is not None:
+            where = f'<a href="{esc(quote(e.merged))}">{esc(Path(e.merged).parent.as_posix())}</a>'
+            link = Cell(f"{esc(name)} <span class='muted'>(reported in {where})</span>", name, markup=True)
         else:
             link = Cell(f"{esc(name)} <span class='muted'>(no report yet)</span>", name, markup=True)
         status = Cell(
@@ -162,7 +184,8 @@ def write_index(root: Path) -> Path:
         headline = Cell(e.headline, "", markup=True)
         started = Cell(e.started[:16].replace("T", " "), e.started)  # to the minute; sorts by the full time
         rows.append([link, e.kind, e.task, e.strategies, e.repeats, status, started, headline])
-    count = f"{len(studies)} studies and {len(alone)} runs under {root.resolve().name}/ (a study's cells: on its page)"
+    runs_and_studies = f"{_count(len(studies), 'study', 'studies')} and {_count(len(alone), 'run', 'runs')}"
+    count = f"{runs_and_studies} under {root.resolve().name}/ (a study's cells: on its page)"
     about = (
         f"{count}; click a folder for its report, a column's header to sort. Status: complete, complete with "
         "failures (a unit failed; its error is in the report), failed (the run stopped with an error) or "

@@ -47,6 +47,9 @@ class ReportFrames:
     diffs: pd.DataFrame | None = None  # differences.csv (None: random did not run)
     hardness: pd.DataFrame | None = None  # hardness.csv (None: no diagnostics)
     notes: list[str] = field(default_factory=list)
+    #: the paper's Table 1 rows beside this run's (``--paper``): name, value per round t, display units
+    paper: list[tuple[str, dict[int, float]]] = field(default_factory=list)
+    paper_table: str = ""  # the paper's rows at its own sizes when they differ from the run's (markdown)
 
 
 def run_state(manifest: dict) -> tuple[str, str]:
@@ -233,8 +236,17 @@ def _curves(out: Path) -> str:
     return ("<h2>Learning curves</h2>" + shown) if shown else ""
 
 
-def _wide(frames: ReportFrames, mean: str, std: str, name: str, caption: str, spent: bool = False) -> str:
-    """A table of ``mean ± std`` a row per strategy, a column per round (the paper's Table 1 layout)."""
+def _wide(
+    frames: ReportFrames,
+    mean: str,
+    std: str,
+    name: str,
+    caption: str,
+    spent: bool = False,
+    paper: Sequence[tuple[str, dict[int, float]]] = (),
+) -> str:
+    """A table of ``mean ± std`` a row per strategy, a column per round (the paper's Table 1 layout),
+    after the ``paper`` rows when given."""
     metric, t = frames.metric, frames.table
     scale, d = metric.display_scale, metric.decimals
     rounds = sorted(t["round"].unique())
@@ -246,6 +258,11 @@ def _wide(frames: ReportFrames, mean: str, std: str, name: str, caption: str, sp
     if spent:
         per_round = t.groupby("round")["n_spent"].first()
         rows.append([Cell("labels spent", ""), *(Cell(f"{int(per_round[r]):,}", float(per_round[r])) for r in rounds)])
+    for paper_name, values in paper:
+        row = [Cell(paper_name, "", "muted")]
+        rows.append(
+            row + [Cell(f"{values[r]:.1f}", values[r], "muted") if r in values else Cell("", "") for r in rounds]
+        )
     for strategy, group in t.groupby("strategy", sort=False):
         cells = {int(r["round"]): r for _, r in group.iterrows()}
         row = [Cell(str(strategy))]
@@ -266,8 +283,10 @@ def _table_1(frames: ReportFrames) -> str:
     caption = (
         f"{metric.label} ({metric.direction}), mean ± std over {int(frames.table['repeats'].max())} repeats, a "
         f"column per round t (labeled samples); (n=k): a cell over k repeats; bold: the best mean of its round"
+        + ("; grey: the paper's rows (Mo et al., Table 1)" if frames.paper else "")
     )
-    return "<h2>Table 1</h2>" + _wide(frames, "mean", "std", "table-1", caption)
+    own = pre(frames.paper_table) if frames.paper_table else ""
+    return "<h2>Table 1</h2>" + _wide(frames, "mean", "std", "table-1", caption, paper=frames.paper) + own
 
 
 def _validation(frames: ReportFrames) -> str:

@@ -201,6 +201,7 @@ REPORT_FILES = frozenset(
         "curves.svg",
         "hardness.png",
         "hardness.svg",
+        "report.html",
     }
 )
 

@@ -156,6 +156,8 @@ def test_a_merged_report_names_each_run_and_an_unfinished_one_says_so(blobs_run,
     assert text.count("<summary>manifest.json of") == 2
     assert text.count("Latent quality of the blobs") == 1  # one model, shown once
     assert parse(merged / "report.html").tables["table-1"]["rows"]
+    code, _, err = cli(capsys, "report", str(blobs_run), str(other), "--out", str(merged))  # rebuilt in place
+    assert code == 0, err
 
 
 def test_the_index_lists_every_run_and_study_with_its_state_and_links_to_its_report(blobs_run, tmp_path, capsys):
