@@ -234,14 +234,15 @@ def test_an_unfinished_cell_weighs_its_compared_rounds_over_the_planned_ones(tmp
     assert penalty.loc["badge", "random"] == pytest.approx(0.5)
 
 
-def test_a_study_without_rows_writes_only_study_md(tmp_path):
+def test_a_study_without_rows_writes_only_study_md_and_its_page(tmp_path):
     empty = Cell("mnist", {"initial": 20}, {"initial": 20})
     write_run(tmp_path / empty.name, "mnist", ACCURACY, {"random": np.zeros((0, 2))})  # a header, no rows
     paths = write_study_report(tmp_path, [NOT_RUN, empty])
-    assert paths == [tmp_path / "study.md"]
-    text = (tmp_path / "study.md").read_text()
-    assert "No cell of the 2 cells has rows to report yet." in text
-    assert "- mnist/initial=20: not run (no rows in rounds.csv); left out of the numbers above" in text
+    assert paths == [tmp_path / "study.md", tmp_path / "report.html"]
+    for name in ("study.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        assert "No cell of the 2 cells has rows to report yet." in text
+        assert "mnist/initial=20: not run (no rows in rounds.csv); left out of the numbers above" in text
 
 
 def test_vectorized_wins_follow_t_test_p():
