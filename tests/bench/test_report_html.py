@@ -14,18 +14,7 @@ import pytest
 
 from bench.cli.main import main
 from bench.testing import Blobs, registered
-from strategies.random import RandomSampling
-
-
-class Raises(RandomSampling):
-    """A strategy with a bug: it raises when it selects after round 2."""
-
-    name = "raises"
-
-    def select(self, context, k):
-        if context.round == 2:
-            raise ZeroDivisionError("a bug in the strategy, on purpose")
-        return super().select(context, k)
+from tests.bench.test_executors import Raises  # fails when it selects after round 2
 
 
 class Tables(HTMLParser):
