@@ -119,7 +119,7 @@ def test_the_headline_says_what_ran_how_it_ended_and_why_a_unit_failed(blobs_run
     text = (blobs_run / "report.html").read_text()
     assert "accuracy (%), <b>higher is better</b>" in text
     assert "complete with failures</span>: 4 of 6 units complete, 2 failed" in text
-    assert "raises-r0</b> failed after 2 rounds: ZeroDivisionError: a bug in the strategy, on purpose" in text
+    assert "raises-r0</b> failed after 2 rounds: ZeroDivisionError: a bug in the strategy" in text
     assert "Latent quality of the blobs generative model: VAE" in text  # snn's model, described
     manifest = json.loads((blobs_run / "manifest.json").read_text())
     assert f"commit {manifest['git']['commit'][:10]}" in text
