@@ -745,7 +745,11 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             print(listing())
         elif args.command == "run":
             out = run(args, argv)
-            print(f"results in {out}")
+            print(
+                f"results in {out}; open {out / 'report.html'}"
+                if (out / "report.html").exists()
+                else f"results in {out}"
+            )
             failed = json.loads((out / "manifest.json").read_text()).get("failures", [])
             if failed:
                 units = ", ".join(f"{f['strategy']}-r{f['repeat']}" for f in failed)
@@ -770,7 +774,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                 print(f"{name}: {description}")
         elif args.command == "study":
             folder, failures = study(args, argv)
-            print(f"study in {folder}; its report: {folder / 'study.md'}")
+            print(f"study in {folder}; its report: {folder / 'report.html'} and {folder / 'study.md'}")
             if failures:
                 print(f"{len(failures)} unit(s) failed: {', '.join(failures)}", file=sys.stderr)
                 return 1
