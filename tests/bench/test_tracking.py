@@ -19,7 +19,7 @@ import pytest
 from bench.cli.main import main
 from bench.cli.runner import execute, resume
 from bench.run.config import ConfigError, Execution, RunConfig
-from bench.run.tracking import IDENTITY, recorded_uri, redacted
+from bench.run.tracking_records import IDENTITY, recorded_uri, redacted
 from strategies import STRATEGIES
 from strategies.random import RandomSampling
 from tests.bench.test_resume import BLOBS_CLI, ROOT, round_written, same_results
