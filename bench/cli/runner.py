@@ -441,6 +441,11 @@ def run_units(assembly: Assembly, folder: RunFolder, execution: Execution) -> No
         finally:
             if tracker is not None:  # last: the report files and the final manifest are its artifacts
                 tracker.finish()
+                if "stopped" in (folder.manifest.get("tracking") or {}):  # a tracker that failed in finish
+                    try:
+                        folder.save_manifest()
+                    except FolderWriteError as err:
+                        log.warning("%s; the manifest does not say where tracking stopped", err)
 
 
 def _run_units(assembly: Assembly, folder: RunFolder, execution: Execution, tracker: Tracker | None = None) -> None:

@@ -24,8 +24,7 @@ dl.headline { display: grid; grid-template-columns: max-content 1fr; gap: .15em 
 dl.headline dt { font-weight: 600; } dl.headline dd { margin: 0; }
 .note { background: #fff7e0; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .5em 0; }
 .failure { background: #fdecec; border-left: 4px solid #c62828; padding: .4em .8em; margin: .5em 0; }
-.status-complete { color: #1b7f3b; font-weight: 600; } .status-failed, .status-running, .status-interrupted,
-.status-unfinished, .status-complete-with-failures { color: #b3261e; font-weight: 600; }
+.status-complete { color: #1b7f3b; font-weight: 600; } .status-other { color: #b3261e; font-weight: 600; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .4em 0 .8em; font-variant-numeric: tabular-nums; }
 th, td { padding: .28em .65em; border-bottom: 1px solid #e6e6ea; text-align: left; vertical-align: top; }
@@ -160,12 +159,19 @@ def details(summary: str, body: str, open_: bool = False) -> str:
 
 
 def pre(text: str) -> str:
+    """Preformatted text (a traceback, a manifest, the latent-quality description), escaped."""
     return f"<pre>{esc(text)}</pre>"
 
 
+def plural(n: object, one: str, several: str | None = None) -> str:
+    """``n`` and the noun that goes with it: ``1 thread``, ``2 threads``."""
+    return f"{n} {one if n == 1 else (several or one + 's')}"
+
+
 def status_class(status: str) -> str:
-    """The CSS class that colours a status (``complete`` green, anything else red)."""
-    return "status-" + "-".join(status.split())
+    """The CSS class that colours a status: ``complete`` green, anything else red (a fixed class,
+    whatever a file's status says)."""
+    return "status-complete" if status == "complete" else "status-other"
 
 
 def page(title: str, body: str) -> str:

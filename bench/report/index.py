@@ -12,11 +12,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
 
-from bench.report.html import Cell, esc, page, status_class, table
+from bench.report.html import Cell, esc, page, plural, status_class, table
 from bench.report.run_page import run_state
 
 #: Folders never searched: a run's checkpoints, an MLflow store, virtual environments, caches.
@@ -60,6 +61,12 @@ def _read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _entry(record: dict, key: str, kind: type) -> Any:
+    """``record[key]`` when it is of ``kind``, else an empty one (a hand-edited file shows what it can)."""
+    value = record.get(key)
+    return value if isinstance(value, kind) else kind()
+
+
 def _report(folder: Path, root: Path) -> str | None:
     for name in ("report.html", "table.md", "study.md"):
         if (folder / name).is_file():
@@ -71,7 +78,7 @@ def _merged_into(folder: Path, root: Path) -> str | None:
     """The report of the nearest folder above ``folder`` (under ``root``) that has one: where the
     rows of a run kept inside a merged report's folder are reported."""
     for above in folder.parents:
-        if above != folder and root in (above, *above.parents):
+        if root in (above, *above.parents):
             found = _report(above, root)
             if found is not None:
                 return found
@@ -105,13 +112,12 @@ def run_entry(folder: Path, root: Path) -> Entry:
     """The index row of the run in ``folder``."""
     manifest = _read_json(folder / "manifest.json")
     status, detail = run_state(manifest) if manifest else ("unreadable", "manifest.json is not readable JSON")
-    config = manifest.get("config") or {}
-    strategies = manifest.get("strategies") or {}
+    config, strategies = _entry(manifest, "config", dict), _entry(manifest, "strategies", dict)
     return Entry(
         kind="run",
         folder=folder.relative_to(root),
         task=str(manifest.get("task", config.get("task", ""))),
-        strategies=", ".join(strategies) if isinstance(strategies, dict) else "",
+        strategies=", ".join(map(str, strategies)),
         repeats=str(config.get("repeats", "")),
         status=status,
         detail=detail,
@@ -125,10 +131,10 @@ def run_entry(folder: Path, root: Path) -> Entry:
 def study_entry(folder: Path, root: Path, runs: list[Path]) -> Entry:
     """The index row of the study in ``folder``: its cells' states and its three best mean ranks."""
     record = _read_json(folder / "study.json")
-    spec = record.get("spec") or {}
+    spec = _entry(record, "spec", dict)
     cells = [r for r in runs if folder in r.parents]
     states = [run_state(_read_json(c / "manifest.json"))[0] for c in cells]
-    planned = len(record.get("cells") or [])
+    planned = len(_entry(record, "cells", list))
     done = sum(s in ("complete", "complete with failures") for s in states)
     status = str(record.get("status", "unknown"))
     if status != "complete" and planned and done == planned:
@@ -140,11 +146,11 @@ def study_entry(folder: Path, root: Path, runs: list[Path]) -> Entry:
         headline = " · ".join(best) + ' <span class="muted">(best mean AUBC ranks, 1 = best)</span>'
     except (OSError, ValueError, KeyError):
         pass
-    strategies = {s for c in cells for s in (_read_json(c / "manifest.json").get("strategies") or {})}
+    strategies = {str(s) for c in cells for s in _entry(_read_json(c / "manifest.json"), "strategies", dict)}
     return Entry(
         kind="study",
         folder=folder.relative_to(root),
-        task=", ".join(spec.get("tasks", [])),
+        task=", ".join(map(str, _entry(spec, "tasks", list))),
         strategies=", ".join(sorted(strategies)),
         repeats=str(spec.get("repeats", "")),
         status=status,
@@ -153,10 +159,6 @@ def study_entry(folder: Path, root: Path, runs: list[Path]) -> Entry:
         headline=headline,
         report=_report(folder, root),
     )
-
-
-def _count(n: int, one: str, several: str) -> str:
-    return f"{n} {one if n == 1 else several}"
 
 
 def write_index(root: Path) -> Path:
@@ -184,7 +186,7 @@ def write_index(root: Path) -> Path:
         headline = Cell(e.headline, "", markup=True)
         started = Cell(e.started[:16].replace("T", " "), e.started)  # to the minute; sorts by the full time
         rows.append([link, e.kind, e.task, e.strategies, e.repeats, status, started, headline])
-    runs_and_studies = f"{_count(len(studies), 'study', 'studies')} and {_count(len(alone), 'run', 'runs')}"
+    runs_and_studies = f"{plural(len(studies), 'study', 'studies')} and {plural(len(alone), 'run')}"
     count = f"{runs_and_studies} under {root.resolve().name}/ (a study's cells: on its page)"
     about = (
         f"{count}; click a folder for its report, a column's header to sort. Status: complete, complete with "

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.generative.quality import LatentQuality, describe
-from bench.report.html import Cell, details, esc, figure_file, headline, image, page, pre, status_class, table
+from bench.report.html import Cell, details, esc, figure_file, headline, image, page, plural, pre, status_class, table
 from bench.run.results import MetricInfo
 
 #: A p-value below this is marked significant.
@@ -56,13 +56,13 @@ def run_state(manifest: dict) -> tuple[str, str]:
     """A run's status and a line on its units, from the units' own states (so a report written
     as the run ends says ``complete`` before the manifest does): ``complete``, ``complete with
     failures``, ``failed`` (the driver stopped with an error) or ``unfinished``."""
-    units = manifest.get("units") or {}
+    units = manifest.get("units") if isinstance(manifest.get("units"), dict) else {}
     states = Counter(str(u.get("status")) for u in units.values() if isinstance(u, dict))
     done, failed, total = states["complete"], states["failed"], sum(states.values())
     if not total:  # a run from before units were recorded: its manifest's word
         return str(manifest.get("status", "unknown")), "units not recorded"
     line = f"{done} of {total} units complete" + (f", {failed} failed" if failed else "")
-    if total and done + failed == total:
+    if done + failed == total:
         return ("complete with failures" if failed else "complete"), line
     said = str(manifest.get("status", "unknown"))
     if said == "failed":
@@ -120,8 +120,8 @@ def _headline(frames: ReportFrames, sources: Sequence[Source]) -> str:
             str(x)
             for x in (
                 device.get("device"),
-                _count(device["torch_threads"], "thread") if "torch_threads" in device else None,
-                _count((m.get("execution") or {}).get("jobs", 1), "job"),
+                plural(device["torch_threads"], "thread") if "torch_threads" in device else None,
+                plural((m.get("execution") or {}).get("jobs", 1), "job"),
                 m.get("host"),
             )
             if x
@@ -139,10 +139,6 @@ def _headline(frames: ReportFrames, sources: Sequence[Source]) -> str:
     if not manifests:
         items.append(("runs", "no manifest beside the rounds: settings and status unknown"))
     return headline(items)
-
-
-def _count(n: object, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _seeds(manifests: list[dict]) -> str:
@@ -244,16 +240,19 @@ def _wide(
     caption: str,
     spent: bool = False,
     paper: Sequence[tuple[str, dict[int, float]]] = (),
+    higher_is_better: bool | None = None,
 ) -> str:
     """A table of ``mean ± std`` a row per strategy, a column per round (the paper's Table 1 layout),
-    after the ``paper`` rows when given."""
+    after the ``paper`` rows when given; the best of each round in bold, by ``higher_is_better``
+    (default: the metric's direction)."""
     metric, t = frames.metric, frames.table
+    higher = metric.higher_is_better if higher_is_better is None else higher_is_better
     scale, d = metric.display_scale, metric.decimals
     rounds = sorted(t["round"].unique())
     sizes = t.groupby("round")["n_labeled"].first()
     most = int(t["repeats"].max())
     header = ["strategy", *(f"t={r} ({int(sizes[r]):,})" for r in rounds)]
-    best = {r: _best(t.loc[t["round"] == r, mean], metric.higher_is_better) for r in rounds}
+    best = {r: _best(t.loc[t["round"] == r, mean], higher) for r in rounds}
     rows = []
     if spent:
         per_round = t.groupby("round")["n_spent"].first()
@@ -303,7 +302,9 @@ def _balanced(frames: ReportFrames) -> str:
     if "bacc_mean" not in frames.table:
         return ""
     caption = "balanced accuracy (the mean per-class recall, higher is better), mean ± std over repeats"
-    return "<h2>Balanced accuracy</h2>" + _wide(frames, "bacc_mean", "bacc_std", "balanced", caption)
+    return "<h2>Balanced accuracy</h2>" + _wide(
+        frames, "bacc_mean", "bacc_std", "balanced", caption, higher_is_better=True
+    )
 
 
 def _differences(frames: ReportFrames) -> str:

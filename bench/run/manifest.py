@@ -31,6 +31,7 @@ import torch
 
 from bench.generative.cache import cache_relative
 from bench.run.config import RunConfig
+from bench.run.tracking_records import recorded_uri
 
 PACKAGES = ("latent-bench", "torch", "torchvision", "numpy", "scipy", "pandas", "seaborn", "modAL-python", "scikit-fem")
 
@@ -91,10 +92,13 @@ def command_line() -> str:
 
 def portable_argument(arg: str) -> str:
     """A command-line argument with an absolute path in it (``/x`` or ``--flag=/x``) replaced by
-    :data:`ABSOLUTE`."""
+    :data:`ABSOLUTE`, and a URI (``--track-uri``'s) as :func:`~bench.run.tracking_records.recorded_uri`
+    keeps it: without user, password or query, :data:`ABSOLUTE` for a local store's absolute path."""
     flag, sep, value = arg.partition("=")
-    if arg.startswith("--") and sep and os.path.isabs(value):
-        return f"{flag}={ABSOLUTE}"
+    if arg.startswith("--") and sep:
+        return f"{flag}={portable_argument(value)}"
+    if "://" in arg:
+        return recorded_uri(arg) or ABSOLUTE
     return ABSOLUTE if os.path.isabs(arg) else arg
 
 

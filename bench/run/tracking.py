@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.run.config import TRACKERS, ConfigError
 from bench.run.folder import REPORT_FILES
@@ -75,6 +76,10 @@ def require(backend: str) -> None:
         import mlflow.tracking  # noqa: F401
     except ImportError:
         raise ConfigError(f"--track {backend} {INSTALL}") from None
+    except Exception as err:  # an install that is there but broken (a dependency's version clash)
+        raise ConfigError(
+            f"--track {backend}: MLflow does not import ({type(err).__name__}: {err}); repair it"
+        ) from None
 
 
 @contextmanager
@@ -163,6 +168,15 @@ class Tracker:
                 )
                 return
             uri = record["uri"]
+            if is_local(uri) and not Path(urlsplit(uri).path if uri.startswith("file:") else uri).exists():
+                log.warning(
+                    "the run was tracked in %s, relative to the folder it was started from, which is not here; "
+                    "this part of it is not tracked: resume it from that folder, or with --track-uri naming "
+                    "that store (python -m bench track %s does the same afterwards)",
+                    uri,
+                    out,
+                )
+                return
         self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
         entry = {k: v for k, v in record.items() if k != "stopped"}  # a store that is down keeps the record
         entry.update(backend=self.backend, uri=recorded_uri(self.uri))

@@ -36,6 +36,7 @@ def recorded_uri(uri: str) -> str | None:
     if parts.scheme == "sqlite":
         return None if parts.path.startswith("//") else uri  # sqlite:////abs/x.db is absolute, sqlite:///x.db not
     host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 

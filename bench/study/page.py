@@ -122,10 +122,11 @@ def _cells(folder: Path, results: Sequence[CellResult], strategies: list[str], r
         scale, d = metric.display_scale, metric.decimals
         link = Cell(f'<a href="{esc(_href(folder, name))}">{esc(name)}</a>', name, markup=True)
         row: list = [link]
+        first = min(rank for (cell, _), (rank, _) in ranked.items() if cell == name)  # ties share the average rank
         for s in strategies:
             if (name, s) in ranked:
                 rank, aubc = ranked[name, s]
-                row.append(Cell(f"{rank:g} ({aubc * scale:.{d}f})", float(rank), "best" if rank == 1 else ""))
+                row.append(Cell(f"{rank:g} ({aubc * scale:.{d}f})", float(rank), "best" if rank == first else ""))
             else:
                 row.append(Cell("", ""))
         row.append(Cell(f"{metric.name} ({metric.direction})" + (" unfinished" if result.note else "")))

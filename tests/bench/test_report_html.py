@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from bench.cli.main import main
+from bench.report.tables import write_report
+from bench.run.results import MetricInfo
 from bench.testing import Blobs, registered
 from tests.bench.test_executors import Raises  # fails when it selects after round 2
 
@@ -178,3 +180,39 @@ def test_the_index_lists_every_run_and_study_with_its_state_and_links_to_its_rep
     assert all((root / link).is_file() for link in page.links[1:])
     code, _, err = cli(capsys, "index", str(tmp_path / "nowhere"))
     assert code == 2 and "is not a folder" in err
+
+
+def test_a_lower_is_better_metric_shows_in_display_units_with_the_lowest_in_bold(tmp_path):
+    mse = MetricInfo("mse", False, "test MSE × 10⁴", display_scale=1e4, decimals=2)
+    rows = []
+    for strategy, level in (("random", 5e-4), ("coreset", 4e-4)):
+        for repeat in range(3):
+            for t in (1, 2):
+                value = level / t + 1e-5 * repeat * (2 if strategy == "coreset" else 1)  # paired differences vary
+                rows.append(dict(task="ivus", strategy=strategy, repeat=repeat, seed=repeat, round=t, n_labeled=20 * t))
+                rows[-1].update(metric="mse", value=value, train_s=1.0, select_s=0.0, label_s=0.0)
+    write_report(pd.DataFrame(rows), tmp_path, mse)
+    page, table = parse(tmp_path / "report.html"), pd.read_csv(tmp_path / "table.csv")
+    for row in page.tables["table-1"]["rows"]:
+        expected = table[table["strategy"] == row[0][0]]
+        assert [float(v) for _, v in row[1:]] == pytest.approx(list(expected["mean"] * 1e4), rel=1e-12)
+        assert [text.split(" ±")[0] for text, _ in row[1:]] == [f"{m * 1e4:.2f}" for m in expected["mean"]]
+    text = (tmp_path / "report.html").read_text()
+    best = table.loc[table.groupby("round")["mean"].idxmin()]
+    assert all(best["strategy"] == "coreset")
+    assert text.count('class="num best"') == 2 + 1  # the lowest mean of each round, and the lowest AUBC
+    assert "test MSE × 10⁴, <b>lower is better</b>" in text
+
+
+def test_odd_files_neither_break_the_index_nor_get_into_its_markup(tmp_path, capsys):
+    hostile = 'x"><img src=x onerror=alert(1)>'
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"units": [1], "config": "x", "status": hostile}))
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.json").write_text(json.dumps({"spec": ["x"], "cells": "y", "status": "<script>"}))
+    code, _, err = cli(capsys, "index", str(tmp_path))
+    assert code == 0, err
+    text = (tmp_path / "index.html").read_text()
+    assert "<img src=x" not in text and text.count("<script>") == 1  # the page's own script only
+    rows = parse(tmp_path / "index.html").tables["index"]["rows"]
+    assert sorted(row[5][1] for row in rows) == sorted([hostile, "<script>"])  # shown as text
