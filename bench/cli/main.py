@@ -1,5 +1,5 @@
-"""Command line: ``python -m bench run | tune | study | list | report | index | show | trajectories | check |
-latent | perf``.
+"""Command line: ``python -m bench run | tune | track | study | list | report | index | show | trajectories |
+check | latent | perf``.
 
 Bad input exits with status 2 and one line that names the problem and the fix.
 """
