@@ -77,13 +77,10 @@ def _report(folder: Path, root: Path) -> str | None:
 def _merged_into(folder: Path, root: Path) -> str | None:
     """The report of the nearest folder above ``folder`` (under ``root``) that has one: where the
     rows of a run kept inside a merged report's folder are reported."""
-    for above in folder.parents:
-        if root in (above, *above.parents):
-            found = _report(above, root)
-            if found is not None:
-                return found
-        if above == root:
-            break
+    for above in folder.parents:  # up to root, which holds folder
+        found = _report(above, root)
+        if found is not None or above == root:
+            return found
     return None
 
 
@@ -132,8 +129,8 @@ def study_entry(folder: Path, root: Path, runs: list[Path]) -> Entry:
     """The index row of the study in ``folder``: its cells' states and its three best mean ranks."""
     record = _read_json(folder / "study.json")
     spec = _entry(record, "spec", dict)
-    cells = [r for r in runs if folder in r.parents]
-    states = [run_state(_read_json(c / "manifest.json"))[0] for c in cells]
+    manifests = [_read_json(r / "manifest.json") for r in runs if folder in r.parents]  # its cells'
+    states = [run_state(m)[0] for m in manifests]
     planned = len(_entry(record, "cells", list))
     done = sum(s in ("complete", "complete with failures") for s in states)
     status = str(record.get("status", "unknown"))
@@ -146,7 +143,7 @@ def study_entry(folder: Path, root: Path, runs: list[Path]) -> Entry:
         headline = " · ".join(best) + ' <span class="muted">(best mean AUBC ranks, 1 = best)</span>'
     except (OSError, ValueError, KeyError):
         pass
-    strategies = {str(s) for c in cells for s in _entry(_read_json(c / "manifest.json"), "strategies", dict)}
+    strategies = {str(s) for m in manifests for s in _entry(m, "strategies", dict)}
     return Entry(
         kind="study",
         folder=folder.relative_to(root),

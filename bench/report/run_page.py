@@ -369,9 +369,10 @@ def _latent(sources: Sequence[Source]) -> str:
     parts, seen = [], set()
     for s in sources:
         quality = ((s.manifest or {}).get("generative") or {}).get("quality")
-        if not isinstance(quality, dict) or json.dumps(quality, sort_keys=True) in seen:
+        key = json.dumps(quality, sort_keys=True)
+        if not isinstance(quality, dict) or key in seen:
             continue  # several runs of one model show it once
-        seen.add(json.dumps(quality, sort_keys=True))
+        seen.add(key)
         name = f" ({s.folder.name})" if len(sources) > 1 else ""
         try:
             text = describe(LatentQuality.from_dict(quality))

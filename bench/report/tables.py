@@ -728,9 +728,19 @@ def write_report(
         text += "\n" + markdown_hardness(hardness)
         paths += [out / "hardness.csv", *plot_hardness(hardness, out / "hardness", task)]
     (out / "table.md").write_text(text)
-    frames = ReportFrames(task, metric, table, summary, chosen, target is not None, diffs, hardness)
-    frames.notes, frames.paper = [*notes, *found, *comparison.notes], comparison.rows
-    frames.paper_table = comparison.own_table
+    frames = ReportFrames(
+        task,
+        metric,
+        table,
+        summary,
+        chosen,
+        target is not None,
+        diffs,
+        hardness,
+        notes=[*notes, *found, *comparison.notes],
+        paper=comparison.rows,
+        paper_table=comparison.own_table,
+    )
     paths.append(write_run_page(out, frames, sources))
     written = [out / "table.csv", out / "differences.csv", out / "summary.csv", out / "table.md", *paths]
     return [path for path in written if path.exists()]

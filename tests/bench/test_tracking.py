@@ -20,8 +20,9 @@ from bench.cli.main import main
 from bench.cli.runner import execute, resume
 from bench.run.config import ConfigError, Execution, RunConfig
 from bench.run.tracking_records import IDENTITY, recorded_uri, redacted
-from strategies import STRATEGIES
+from bench.testing import registered
 from strategies.random import RandomSampling
+from tests.bench.test_executors import Raises
 from tests.bench.test_resume import BLOBS_CLI, ROOT, round_written, same_results
 
 if os.environ.get("CI"):  # CI installs the extra: a missing or broken MLflow fails there, never skips
@@ -86,15 +87,10 @@ def mirrored(out: Path, uri: str) -> tuple[str, dict[str, str]]:
     return parent.info.run_id, tracking["units"]
 
 
-class FailsInRound2(RandomSampling):
-    """Random sampling whose selection for round 2 raises: its unit fails."""
+class FailsInRound2(Raises):
+    """test_executors' strategy whose selection for round 2 raises (its unit fails), by another name."""
 
     name = "fails-in-round-2"
-
-    def select(self, context, k):
-        if context.round == 2:
-            raise ZeroDivisionError("a bug in the strategy")
-        return super().select(context, k)
 
 
 class StopsOnce(RandomSampling):
@@ -113,11 +109,8 @@ class StopsOnce(RandomSampling):
 
 @pytest.fixture
 def test_strategies():
-    for cls in (FailsInRound2, StopsOnce):
-        STRATEGIES.add(cls.name, cls)
-    yield
-    for cls in (FailsInRound2, StopsOnce):
-        STRATEGIES.remove(cls.name)
+    with registered(FailsInRound2, StopsOnce):
+        yield
 
 
 def test_a_tracked_run_is_one_mlflow_run_with_a_nested_run_per_unit(tmp_path, blobs_task, test_strategies):
